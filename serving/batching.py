@@ -1,0 +1,116 @@
+"""Server-side batching: concurrent requests to one signature share one model call.
+
+Requests queue on the event loop. One batch per signature runs at a time, in the model
+thread; while it runs, new requests gather, and the next batch takes them all (up to
+`max_batch_size` rows). So an idle server answers a lone request at once, and a busy one
+makes fewer, larger model calls. `timeout_s` > 0 additionally holds a batch open that long
+for more requests, as TF Serving's `batch_timeout_micros` does.
+"""
+
+import asyncio
+import collections
+import dataclasses
+import time
+from concurrent.futures import Executor
+from typing import Callable
+
+import numpy as np
+
+from serving.errors import ServingError
+
+RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass
+class _Request:
+    inputs: dict[str, np.ndarray]
+    size: int
+    future: asyncio.Future
+    arrived: float
+
+
+class Batcher:
+    def __init__(self, run: RunFn, max_batch_size: int, timeout_s: float, executor: Executor):
+        self._run = run
+        self._max = max(1, max_batch_size)
+        self._timeout = timeout_s
+        self._executor = executor
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
+        self._draining = False
+        self._filled: asyncio.Future | None = None
+        self.calls = 0  # model calls made, for tests and stats
+
+    async def submit(self, inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        request = _Request(inputs, size, loop.create_future(), time.monotonic())
+        self._queue.append(request)
+        self._queued_rows += size
+        if self._filled is not None and self._queued_rows >= self._max and not self._filled.done():
+            self._filled.set_result(None)
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return await request.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self._timeout > 0 and self._queued_rows < self._max:
+                    wait = self._queue[0].arrived + self._timeout - time.monotonic()
+                    if wait > 0:
+                        self._filled = loop.create_future()
+                        await asyncio.wait([self._filled], timeout=wait)
+                        self._filled = None
+                batch = [self._queue.popleft()]
+                rows = batch[0].size
+                while self._queue and rows + self._queue[0].size <= self._max:
+                    request = self._queue.popleft()
+                    batch.append(request)
+                    rows += request.size
+                self._queued_rows -= rows
+                batch = [r for r in batch if not r.future.done()]  # drop requests whose client left
+                if not batch:
+                    continue
+                try:
+                    results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                except BaseException as e:  # noqa: BLE001 - hand any failure to the callers
+                    results = [e] * len(batch)
+                for request, result in zip(batch, results):
+                    if request.future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        request.future.set_exception(result)
+                    else:
+                        request.future.set_result(result)
+        finally:
+            self._draining = False
+
+    def _run_batch(self, batch: list[_Request]) -> list:
+        """Runs in the model thread. Returns, per request, its outputs or its exception."""
+        self.calls += 1
+        if len(batch) == 1:
+            return [self._run_one(batch[0].inputs)]
+        merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
+        total = sum(r.size for r in batch)
+        try:
+            outputs = self._run(merged)
+        except ServingError:
+            # One bad request (say, an example that does not parse) must not fail the others:
+            # run each alone so only the guilty one gets the error.
+            return [self._run_one(r.inputs) for r in batch]
+        if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
+            return [self._run_one(r.inputs) for r in batch]  # outputs not per row: cannot split
+        results, start = [], 0
+        for request in batch:
+            end = start + request.size
+            results.append({name: a[start:end] for name, a in outputs.items()})
+            start = end
+        return results
+
+    def _run_one(self, inputs):
+        try:
+            return self._run(inputs)
+        except Exception as e:  # noqa: BLE001 - returned to the caller, not raised here
+            return e

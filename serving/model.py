@@ -1,0 +1,162 @@
+"""One loaded version of a model: its signatures, how to call them, and the classify/regress
+views derived from `serving_default`.
+
+The pipeline's contract: `serving_default` takes serialized tf.Examples (`examples`, tf.string
+[None]) and returns `probability` (binary), `probabilities` + `classes` (multi-class) or
+`value` (regression); `serving_json` takes one [None] tensor per raw feature. Real TF Serving
+would want dedicated classify/regress method signatures; this server derives them from those
+outputs instead, so the pipeline need export only the signatures above.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.errors import ServingError, invalid, precondition
+from serving.tensors import TensorSpec, feature_kinds, numpy_dtype
+
+DEFAULT_SIGNATURE = "serving_default"
+RAW_FEATURES_SIGNATURE = "serving_json"
+
+# TensorFlow's canonical error codes (tf.errors.*.error_code) -> our code names.
+_TF_CODES = {
+    3: "INVALID_ARGUMENT",
+    5: "NOT_FOUND",
+    9: "FAILED_PRECONDITION",
+    11: "OUT_OF_RANGE",
+    8: "RESOURCE_EXHAUSTED",
+}
+
+
+class Signature:
+    """The inputs and outputs of one callable signature."""
+
+    def __init__(self, name: str, signature_def):
+        self.name = name
+        self.inputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()}
+        self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
+        # Requests can share a model call only when every input is batched along dimension 0.
+        self.batchable = bool(self.inputs) and all(spec.batched for spec in self.inputs.values())
+
+    def batch_size(self, arrays: dict[str, np.ndarray]) -> int:
+        """The number of rows in a request; every batched input must agree on it."""
+        sizes = {name: a.shape[0] for name, a in arrays.items() if self.inputs[name].batched}
+        if not sizes:
+            return 1
+        if len(set(sizes.values())) > 1:
+            raise invalid(f"inputs disagree on the batch size (dimension 0): {sizes}")
+        return next(iter(sizes.values()))
+
+
+def _error_message(error: tf.errors.OpError) -> str:
+    """The line of a TF runtime error that tells the client what was wrong, without the
+    graph-construction traceback TF puts in front of it."""
+    lines = [ln.strip() for ln in error.message.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("[[", "File ", "Detected at node", "Graph execution error")):
+            return line.split("\t [[")[0].strip()
+    return lines[-1] if lines else type(error).__name__
+
+
+def read_signature_defs(path: str) -> dict:
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    if not saved_model.meta_graphs:
+        raise ValueError("saved_model.pb holds no MetaGraph")
+    return dict(saved_model.meta_graphs[0].signature_def)
+
+
+class LoadedVersion:
+    """A SavedModel version in memory, ready to run. Requests that resolved it keep it alive
+    while they run, so unloading it (dropping the registry's reference) never fails them."""
+
+    def __init__(self, version: int, path: str):
+        self.version = version
+        self.path = path
+        self.signature_defs = read_signature_defs(path)
+        self._module = tf.saved_model.load(path)
+        self._functions = dict(self._module.signatures)
+        self.signatures = {name: Signature(name, self.signature_defs[name]) for name in self._functions}
+        raw = self.signatures.get(RAW_FEATURES_SIGNATURE)
+        # Raw feature name -> kind, used to check classify/regress examples before the model sees them.
+        self.feature_kinds = feature_kinds(raw.inputs) if raw else None
+        self.batchers: dict = {}  # signature name -> Batcher, made by the server's event loop
+
+    def signature(self, name: str) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise precondition(
+                f'Serving signature key "{name}" not found; this model has {sorted(self.signatures)}'
+            )
+        return self.signatures[name]
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature (blocking; runs in the server's model thread)."""
+        function = self._functions[signature_name]
+        try:
+            outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+        except tf.errors.OpError as e:
+            code = _TF_CODES.get(e.error_code, "INTERNAL")
+            raise ServingError(code, _error_message(e)) from None
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    def warm_up(self) -> None:
+        """Calls each batchable signature once on a one-row batch of empty values, so the first
+        client request does not pay for TF's first-call set-up. Failures are ignored (an empty
+        tf.Example may well not parse)."""
+        for sig in self.signatures.values():
+            if not sig.batchable:
+                continue
+            inputs = {}
+            for name, spec in sig.inputs.items():
+                shape = (1,) + tuple(max(d, 1) for d in spec.shape[1:])
+                inputs[name] = np.full(shape, b"", dtype=object) if spec.dtype == tf.string.as_datatype_enum else np.zeros(shape, numpy_dtype(spec.dtype))
+            try:
+                self.run(sig.name, inputs)
+            except Exception:  # noqa: BLE001 - warm-up is best effort
+                pass
+
+
+def examples_input_name(sig: Signature) -> str:
+    """Classify and regress feed serialized tf.Examples to a signature with one string input."""
+    if len(sig.inputs) != 1 or next(iter(sig.inputs.values())).dtype != tf.string.as_datatype_enum:
+        raise precondition(
+            f"signature '{sig.name}' cannot classify or regress: it must take one string input of "
+            f"serialized tf.Examples, but takes {sorted(sig.inputs)}"
+        )
+    return next(iter(sig.inputs))
+
+
+def require_classifier(sig: Signature) -> None:
+    if "probability" not in sig.outputs and not {"classes", "probabilities"} <= set(sig.outputs):
+        raise precondition(
+            f"signature '{sig.name}' is not a classifier: it outputs {sorted(sig.outputs)}, "
+            "not 'probability' (binary) or 'classes' + 'probabilities' (multi-class)"
+        )
+
+
+def require_regressor(sig: Signature) -> None:
+    if "value" not in sig.outputs:
+        raise precondition(
+            f"signature '{sig.name}' is not a regressor: it outputs {sorted(sig.outputs)}, not 'value'"
+        )
+
+
+def classification_results(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, float]]]:
+    """Per example, (label, score) pairs: binary models give classes "0" and "1" with scores
+    1-p and p; multi-class models give their `classes` and `probabilities` outputs."""
+    if "probability" in outputs:
+        p = outputs["probability"].reshape(-1).astype(float)
+        return [[("0", 1.0 - x), ("1", x)] for x in p.tolist()]
+    labels = outputs["classes"]
+    scores = outputs["probabilities"].astype(float)
+    return [
+        [(label.decode("utf-8", "replace"), score) for label, score in zip(row_labels, row_scores.tolist())]
+        for row_labels, row_scores in zip(labels, scores)
+    ]
+
+
+def regression_results(outputs: dict[str, np.ndarray]) -> list[float]:
+    return outputs["value"].reshape(-1).astype(float).tolist()

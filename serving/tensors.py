@@ -1,0 +1,363 @@
+"""Turning request payloads into numpy arrays a signature accepts, and outputs back.
+
+Three payload kinds meet here: TF Serving's REST JSON (row and columnar formats, with
+`{"b64": ...}` for bytes), gRPC TensorProtos, and JSON tf.Examples for classify/regress.
+Every check a client can fail raises `ServingError` with a message naming the input.
+"""
+
+import base64
+import binascii
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from serving.errors import invalid
+
+_NUMPY_DTYPES = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_HALF: np.float16,
+    types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_UINT16: np.uint16,
+    types_pb2.DT_UINT32: np.uint32,
+    types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_,
+    types_pb2.DT_STRING: object,
+}
+_FLOATS = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF}
+
+
+def numpy_dtype(dtype: int):
+    return _NUMPY_DTYPES[dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of a signature, as its SignatureDef declares it."""
+
+    name: str
+    dtype: int  # a types_pb2.DataType value
+    shape: tuple[int, ...] | None  # -1 for an unknown dimension; None for unknown rank
+
+    @classmethod
+    def from_tensor_info(cls, name, info) -> "TensorSpec":
+        shape = None
+        if not info.tensor_shape.unknown_rank:
+            shape = tuple(d.size for d in info.tensor_shape.dim)
+        return cls(name, info.dtype, shape)
+
+    @property
+    def dtype_name(self) -> str:
+        return types_pb2.DataType.Name(self.dtype)
+
+    @property
+    def batched(self) -> bool:
+        """True when the leading dimension is the (unknown) batch dimension."""
+        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# --------------------------------------------------------------------------------------
+# JSON -> numpy
+
+
+def _leaf(value, spec: TensorSpec):
+    dtype = spec.dtype
+    if dtype == types_pb2.DT_STRING:
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if isinstance(value, dict) and len(value) == 1 and "b64" in value:
+            return decode_b64(value["b64"], spec.name)
+    elif dtype in _FLOATS:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif dtype == types_pb2.DT_BOOL:
+        if isinstance(value, bool):
+            return value
+    elif dtype in _NUMPY_DTYPES:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    else:
+        raise invalid(f"input '{spec.name}' has dtype {spec.dtype_name}, which JSON requests cannot fill")
+    kind = {types_pb2.DT_STRING: 'strings (or {"b64": ...} objects)', types_pb2.DT_BOOL: "booleans"}.get(
+        dtype, "numbers" if dtype in _FLOATS else "integers"
+    )
+    raise invalid(f"input '{spec.name}' expects {kind} ({spec.dtype_name}), got {_short(value)}")
+
+
+def decode_b64(text, name: str) -> bytes:
+    if not isinstance(text, str):
+        raise invalid(f"'b64' value for '{name}' must be a string, got {_short(text)}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise invalid(f"'b64' value for '{name}' is not valid base64: {e}") from None
+
+
+def _flatten(value, spec: TensorSpec, out: list) -> tuple[int, ...]:
+    """Appends the leaves of a nested JSON list to `out`; returns its shape (must be rectangular)."""
+    if not isinstance(value, list):
+        out.append(_leaf(value, spec))
+        return ()
+    if not value:
+        return (0,)
+    inner = _flatten(value[0], spec, out)
+    for item in value[1:]:
+        if _flatten(item, spec, out) != inner:
+            raise invalid(f"input '{spec.name}' is ragged: all lists at one nesting level must have the same length")
+    return (len(value),) + inner
+
+
+def check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
+    if spec.shape is None:
+        return
+    ok = len(shape) == len(spec.shape) and all(want in (-1, got) for want, got in zip(spec.shape, shape))
+    if not ok:
+        raise invalid(
+            f"input '{spec.name}' must have shape {_describe_shape(spec.shape)} (-1: any size), "
+            f"got shape {_describe_shape(shape)}"
+        )
+
+
+def json_to_array(value, spec: TensorSpec) -> np.ndarray:
+    leaves: list = []
+    shape = _flatten(value, spec, leaves)
+    check_shape(shape, spec)
+    array = np.empty(len(leaves), dtype=_NUMPY_DTYPES[spec.dtype])
+    try:
+        array[:] = leaves
+    except OverflowError:
+        raise invalid(f"input '{spec.name}' has a value out of range for {spec.dtype_name}") from None
+    return array.reshape(shape)
+
+
+def _is_b64(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def rows_to_arrays(instances, inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+    """TF Serving's row format: a list of instances, each an object keyed by input name
+    (or, for a signature with one input, the bare value of that input)."""
+    if not isinstance(instances, list):
+        raise invalid("'instances' must be a list")
+    if not instances:
+        raise invalid("'instances' is empty: send at least one instance")
+    names = list(inputs)
+    named = isinstance(instances[0], dict) and not _is_b64(instances[0])
+    if not named:
+        if len(names) != 1:
+            raise invalid(f"each instance must be an object with the inputs {sorted(names)}")
+        return {names[0]: json_to_array(instances, inputs[names[0]])}
+    columns: dict[str, list] = {name: [] for name in names}
+    for i, instance in enumerate(instances):
+        if not isinstance(instance, dict) or _is_b64(instance):
+            raise invalid(f"instance {i} is not an object like instance 0")
+        if instance.keys() != columns.keys():
+            _check_names(instance.keys(), names, f"instance {i}")
+        for name in names:
+            columns[name].append(instance[name])
+    return {name: json_to_array(columns[name], inputs[name]) for name in names}
+
+
+def columns_to_arrays(value, inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+    """TF Serving's columnar format: `inputs` maps input name to a (batched) value, or is the
+    bare value of a signature's only input."""
+    names = list(inputs)
+    if isinstance(value, dict) and not _is_b64(value):
+        _check_names(value.keys(), names, "'inputs'")
+        return {name: json_to_array(value[name], inputs[name]) for name in names}
+    if len(names) != 1:
+        raise invalid(f"'inputs' must be an object with the inputs {sorted(names)}")
+    return {names[0]: json_to_array(value, inputs[names[0]])}
+
+
+def _check_names(got, expected: list[str], where: str) -> None:
+    missing = sorted(set(expected) - set(got))
+    unknown = sorted(set(got) - set(expected))
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {missing}")
+        if unknown:
+            parts.append(f"unknown input(s) {unknown}")
+        raise invalid(f"{where}: {' and '.join(parts)}; the signature takes {sorted(expected)}")
+
+
+# --------------------------------------------------------------------------------------
+# numpy -> JSON
+
+
+def _bytes_to_json(value: bytes, as_b64: bool):
+    if not as_b64:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return {"b64": base64.b64encode(value).decode("ascii")}
+
+
+def _float_to_json(value: float):
+    # Shortest text that round-trips the float32 value: 0.7 rather than 0.699999988079071.
+    return float(repr(np.float32(value))) if math.isfinite(value) else value
+
+
+def _nest(flat: list, shape: tuple[int, ...]):
+    array = np.empty(len(flat), dtype=object)
+    array[:] = flat
+    return array.reshape(shape).tolist()
+
+
+def array_to_json(array: np.ndarray, name: str):
+    """Nested lists of JSON values. As in TF Serving, string outputs whose name ends in
+    `_bytes` are sent as `{"b64": ...}`; other strings as UTF-8 text."""
+    if array.dtype == object:
+        as_b64 = name.endswith("_bytes")
+        return _nest([_bytes_to_json(v, as_b64) for v in array.reshape(-1)], array.shape)
+    if array.dtype == np.float32:
+        return _nest([_float_to_json(v) for v in array.reshape(-1).tolist()], array.shape)
+    return array.tolist()
+
+
+# --------------------------------------------------------------------------------------
+# TensorProto <-> numpy (gRPC)
+
+
+def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
+    if proto.dtype != spec.dtype:
+        raise invalid(
+            f"input '{spec.name}' expects {spec.dtype_name} but the request sent "
+            f"{types_pb2.DataType.Name(proto.dtype)}"
+        )
+    try:
+        array = tf.make_ndarray(proto)
+    except Exception as e:  # malformed proto: value count does not match the shape, etc.
+        raise invalid(f"input '{spec.name}' is not a valid TensorProto: {e}") from None
+    check_shape(array.shape, spec)
+    return array
+
+
+def array_to_proto(array: np.ndarray):
+    return tf.make_tensor_proto(array)
+
+
+# --------------------------------------------------------------------------------------
+# JSON examples -> tf.Example (classify / regress)
+
+_STRING, _INT, _FLOAT = "string", "int", "float"
+
+
+def feature_kinds(specs: dict[str, TensorSpec]) -> dict[str, str]:
+    """Raw feature name -> 'string' / 'int' / 'float', from a signature that takes one tensor
+    per raw feature (the pipeline's `serving_json`)."""
+    kinds = {}
+    for name, spec in specs.items():
+        if spec.dtype == types_pb2.DT_STRING:
+            kinds[name] = _STRING
+        elif spec.dtype in _FLOATS:
+            kinds[name] = _FLOAT
+        else:
+            kinds[name] = _INT
+    return kinds
+
+
+def _json_feature(name: str, value, kind: str | None) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, bool) or v is None or isinstance(v, (list, dict)) and not _is_b64(v) for v in values):
+        raise invalid(f"feature '{name}' must be a number, a string, a {{\"b64\": ...}} object or a flat list of one of those; got {_short(value)}")
+    strings = [isinstance(v, (str, dict)) for v in values]
+    if any(strings) and not all(strings):
+        raise invalid(f"feature '{name}' mixes strings and numbers: {_short(value)}")
+    if all(strings) and values:
+        got = _STRING
+    elif all(isinstance(v, int) for v in values):
+        got = _INT if values else kind or _FLOAT
+    else:
+        got = _FLOAT
+    if kind == _FLOAT and got == _INT:
+        got = _FLOAT  # 3 for a float feature: a number is a number
+    if kind is not None and got != kind:
+        raise invalid(f"feature '{name}' is a {kind} feature, got {_short(value)}")
+    if got == _STRING:
+        data = [v.encode("utf-8") if isinstance(v, str) else decode_b64(v["b64"], name) for v in values]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+    if got == _INT:
+        try:
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        except ValueError:
+            raise invalid(f"feature '{name}' has a value out of the int64 range") from None
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def json_to_examples(examples, context, kinds: dict[str, str] | None) -> list[bytes]:
+    """TF Serving's JSON example format: numbers with a fraction become float_list, other
+    numbers int64_list, strings and {"b64": ...} bytes_list. `context` features are merged into
+    every example. With `kinds` (from the model), an integer given for a float feature is taken
+    as a float, and unknown feature names are refused."""
+    if not isinstance(examples, list):
+        raise invalid("'examples' must be a list of objects")
+    if not examples:
+        raise invalid("'examples' is empty: send at least one example")
+    if context is not None and not isinstance(context, dict):
+        raise invalid("'context' must be an object")
+    kinds_get = (kinds or {}).get
+    base = {name: _json_feature(name, v, kinds_get(name)) for name, v in (context or {}).items()}
+    serialized = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise invalid(f"example {i} must be an object mapping feature names to values")
+        features = dict(base)
+        for name, value in example.items():
+            features[name] = _json_feature(name, value, kinds_get(name))
+        proto = tf.train.Example(features=tf.train.Features(feature=features))
+        check_example(proto, kinds, i)
+        serialized.append(proto.SerializeToString())
+    return serialized
+
+
+def check_example(example, kinds: dict[str, str] | None, index: int) -> None:
+    """Refuses feature names the model does not know and values of the wrong kind."""
+    if not kinds:
+        return
+    for name, feature in example.features.feature.items():
+        if name not in kinds:
+            raise invalid(f"example {index}: unknown feature '{name}'; the model takes {sorted(kinds)}")
+        got = {"bytes_list": _STRING, "int64_list": _INT, "float_list": _FLOAT}.get(feature.WhichOneof("kind"))
+        if got is not None and got != kinds[name]:
+            raise invalid(f"example {index}: feature '{name}' is a {kinds[name]} feature, got a {got} list")
+
+
+def examples_from_input(input_proto, kinds: dict[str, str] | None) -> list[bytes]:
+    """The examples of a gRPC `tensorflow.serving.Input`, serialized, context merged in."""
+    which = input_proto.WhichOneof("kind")
+    if which == "example_list":
+        protos = list(input_proto.example_list.examples)
+    elif which == "example_list_with_context":
+        ctx = input_proto.example_list_with_context.context
+        protos = []
+        for ex in input_proto.example_list_with_context.examples:
+            merged = tf.train.Example()
+            merged.CopyFrom(ctx)
+            merged.MergeFrom(ex)
+            protos.append(merged)
+    else:
+        raise invalid("Input is empty: set example_list or example_list_with_context")
+    if not protos:
+        raise invalid("Input has no examples: send at least one example")
+    for i, proto in enumerate(protos):
+        check_example(proto, kinds, i)
+    return [p.SerializeToString() for p in protos]
