@@ -1,0 +1,1 @@
+"""Code that runs inside the pipeline's components (Transform, Trainer, custom components)."""

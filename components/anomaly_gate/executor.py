@@ -1,0 +1,61 @@
+"""AnomalyGate's executor, and the reader of ExampleValidator's anomalies artifact."""
+import os
+from typing import Any, Dict, List, NamedTuple
+
+from absl import logging
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+
+class Anomaly(NamedTuple):
+    split: str
+    feature: str
+    kind: str
+    description: str
+
+
+class AnomaliesFound(RuntimeError):
+    """The data failed validation; the message lists every anomaly and the artifact's path."""
+
+
+def read_anomalies(artifact: types.Artifact) -> List[Anomaly]:
+    """Every anomaly in an ExampleAnomalies artifact, over all its splits."""
+    found = []
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+        path = os.path.join(artifact.uri, f'Split-{split}', 'SchemaDiff.pb')
+        with open(path, 'rb') as f:
+            proto = anomalies_pb2.Anomalies.FromString(f.read())
+        for feature, info in sorted(proto.anomaly_info.items()):
+            kinds = sorted({anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason})
+            found.append(Anomaly(split, feature, ', '.join(kinds) or info.short_description,
+                                 info.description or info.short_description))
+        if proto.HasField('dataset_anomaly_info'):
+            info = proto.dataset_anomaly_info
+            found.append(Anomaly(split, '(dataset)', info.short_description, info.description))
+    return found
+
+
+def format_anomalies(anomalies: List[Anomaly], uri: str) -> str:
+    lines = [f'{len(anomalies)} data anomal{"y" if len(anomalies) == 1 else "ies"} '
+             f'(artifact: {uri}):']
+    lines += [f'  [{a.split}] {a.feature}: {a.kind}: {a.description}' for a in anomalies]
+    return '\n'.join(lines)
+
+
+class Executor(base_executor.BaseExecutor):
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        artifact = artifact_utils.get_single_instance(input_dict['anomalies'])
+        anomalies = read_anomalies(artifact)
+        if not anomalies:
+            return
+        message = format_anomalies(anomalies, artifact.uri)
+        if exec_properties['on_anomalies'] == 'warn':
+            logging.warning('Continuing despite %s', message)
+            return
+        raise AnomaliesFound(message + '\nFix the data, or update the curated schema if the '
+                             'change is expected, or run with --allow-anomalies.')

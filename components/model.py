@@ -1,0 +1,74 @@
+"""The Keras wide-and-deep model, built from the feature plan and the Transform output.
+
+Wide part: one-hot of every categorical and bucketized feature, straight to the output.
+Deep part: scaled numeric features, plus categoricals (one-hot when small, embedded when
+large), through ``hidden_layers`` dense layers, each half as wide as the one before.
+The two parts' logits are summed; the head depends on the task.
+"""
+import tensorflow as tf
+
+from components.features import BUCKETIZED, CATEGORICAL, LABEL_VOCAB, NUMERIC, FeaturePlan
+
+
+def category_count(plan: FeaturePlan, tft_output, feature) -> int:
+    """How many distinct ids a transformed categorical / bucketized feature can take."""
+    if feature.kind == BUCKETIZED:
+        return feature.buckets
+    return tft_output.vocabulary_size_by_name(feature.name) + plan.oov_buckets
+
+
+def num_classes(plan: FeaturePlan, tft_output) -> int:
+    if plan.task == 'multiclass':
+        return tft_output.vocabulary_size_by_name(LABEL_VOCAB)
+    return 1
+
+
+def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model:
+    """``training`` is a ``pipeline.config.TrainingConfig`` (or anything with its fields)."""
+    transformed_spec = tft_output.transformed_feature_spec()
+    inputs, deep, wide = {}, [], []
+    planned = {f.xf for f in plan.features}
+
+    for f in plan.features:
+        dtype = tf.float32 if f.kind == NUMERIC else tf.int64
+        x = inputs[f.xf] = tf.keras.Input(shape=(), name=f.xf, dtype=dtype)
+        if f.kind == NUMERIC:
+            deep.append(tf.keras.layers.Reshape((1,))(x))
+            continue
+        n = category_count(plan, tft_output, f)
+        one_hot = tf.keras.layers.CategoryEncoding(n, output_mode='one_hot')(x)
+        wide.append(one_hot)
+        if n <= plan.one_hot_max:
+            deep.append(one_hot)
+        else:
+            deep.append(tf.keras.layers.Embedding(n, plan.embedding_dim)(x))
+    # Extra float features a custom preprocessing_fn added go into the deep part as they are.
+    for name, spec in sorted(transformed_spec.items()):
+        if name not in planned and name != plan.label_xf and spec.dtype == tf.float32:
+            x = inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
+            deep.append(tf.keras.layers.Reshape((1,))(x))
+
+    units = num_classes(plan, tft_output)
+    h = tf.keras.layers.concatenate(deep) if len(deep) > 1 else deep[0]
+    for i in range(training.hidden_layers):
+        h = tf.keras.layers.Dense(max(1, training.hidden_units // (2 ** i)), activation='relu')(h)
+        if training.dropout:
+            h = tf.keras.layers.Dropout(training.dropout, seed=training.seed)(h)
+    logits = tf.keras.layers.Dense(units, name='deep_logits')(h)
+    if wide:
+        w = tf.keras.layers.concatenate(wide) if len(wide) > 1 else wide[0]
+        logits = tf.keras.layers.add([logits, tf.keras.layers.Dense(units, name='wide_logits')(w)])
+
+    optimizer = tf.keras.optimizers.Adam(learning_rate=training.learning_rate)
+    if plan.task == 'binary':
+        output = tf.keras.layers.Activation('sigmoid', name='output')(logits)
+        loss, metrics = 'binary_crossentropy', [tf.keras.metrics.AUC(name='auc'), 'binary_accuracy']
+    elif plan.task == 'multiclass':
+        output = tf.keras.layers.Activation('softmax', name='output')(logits)
+        loss, metrics = 'sparse_categorical_crossentropy', ['sparse_categorical_accuracy']
+    else:
+        output = tf.keras.layers.Activation('linear', name='output')(logits)
+        loss, metrics = 'mse', ['mae']
+    model = tf.keras.Model(inputs=inputs, outputs=output)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    return model

@@ -1,0 +1,1 @@
+"""A Pusher executor that publishes each version atomically."""

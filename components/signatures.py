@@ -1,0 +1,87 @@
+"""Serving signatures, built in one place and named for what calls them.
+
+``serving_default``     TF Serving clients and the Evaluator: serialized raw ``tf.Example``s
+                        (no label) in ``examples``.
+``serving_json``        JSON / REST clients: one tensor per raw feature, each shape [batch].
+                        A missing value is "" for a string and NaN for a float.
+``transform_features``  TFMA: serialized raw examples, label included, to transformed
+                        features (it reads the transformed label from here).
+
+Every predicting signature returns, by task (``features.OUTPUT_KEYS``):
+binary ``probability`` [batch] (of the positive class); multi-class ``probabilities``
+[batch, K] and ``classes`` [batch, K]; regression ``value`` [batch].
+The TFT graph travels inside the SavedModel, so clients send raw features.
+"""
+import tensorflow as tf
+
+from components.features import CLASSES_OUTPUT, LABEL_VOCAB, FeaturePlan
+
+SERVING_DEFAULT = 'serving_default'
+SERVING_JSON = 'serving_json'
+TRANSFORM_FEATURES = 'transform_features'
+
+
+def serving_feature_spec(plan: FeaturePlan, tft_output):
+    """The raw features a client sends: the schema's, less the label and excluded columns."""
+    spec = dict(tft_output.raw_feature_spec())
+    for name in (plan.label, *plan.excluded):
+        spec.pop(name, None)
+    return spec
+
+
+def _from_dense(value, spec):
+    """One JSON feature column ([batch]) to what parsing a tf.Example would have given."""
+    if isinstance(spec, tf.io.FixedLenFeature):
+        return tf.reshape(value, [-1, *spec.shape])
+    if value.dtype == tf.string:
+        present = tf.not_equal(value, '')
+    elif value.dtype.is_floating:
+        present = tf.logical_not(tf.math.is_nan(value))
+    else:
+        present = tf.ones_like(value, dtype=tf.bool)
+    rows = tf.where(present)  # [n, 1]
+    indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
+    return tf.SparseTensor(indices, tf.gather_nd(value, rows),
+                           tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
+
+
+def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
+    """The three signatures for ``model.save``; the model keeps the TFT layer as an attribute."""
+    model.tft_layer = tft_output.transform_features_layer()
+    serving_spec = serving_feature_spec(plan, tft_output)
+    raw_spec = tft_output.raw_feature_spec()
+    class_names = None
+    if plan.task == 'multiclass':
+        class_names = tf.constant(tft_output.vocabulary_by_name(LABEL_VOCAB))
+
+    def predict(raw):
+        transformed = model.tft_layer(raw)
+        scores = model({name: transformed[name] for name in model.input_names})
+        if plan.task != 'multiclass':
+            return {plan.output_key: tf.reshape(scores, [-1])}
+        classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        return {plan.output_key: scores, CLASSES_OUTPUT: classes}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, serving_spec))
+
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name)
+                                   for name, spec in sorted(serving_spec.items())}])
+    def serve_json(features):
+        return predict({name: _from_dense(features[name], serving_spec[name])
+                        for name in serving_spec})
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    def transform_features(examples):
+        return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+    return {
+        SERVING_DEFAULT: serve_examples.get_concrete_function(),
+        SERVING_JSON: serve_json.get_concrete_function(),
+        TRANSFORM_FEATURES: transform_features.get_concrete_function(),
+    }
+
+
+def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str) -> None:
+    model.save(path, save_format='tf', signatures=make_signatures(model, tft_output, plan))

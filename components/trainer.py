@@ -1,0 +1,56 @@
+"""Trainer module: ``run_fn`` coordinates; reading data, training and export are separate.
+
+``fn_args.custom_config`` holds ``features`` (the feature plan) and ``training`` (the
+``training`` section of the pipeline config). TensorBoard logs go to the model run artifact.
+"""
+import math
+import os
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from components.features import FeaturePlan
+from components.model import build_keras_model
+from components.signatures import export_serving_model
+from pipeline.config import TrainingConfig
+
+
+def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int):
+    """Transformed examples as (features, label) batches, repeated forever."""
+    return fn_args.data_accessor.tf_dataset_factory(
+        files,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=plan.label_xf,
+                                       shuffle_seed=seed),
+        tft_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
+
+
+def train_keras(model, train_ds, eval_ds, train_steps, eval_steps, training, log_dir):
+    steps_per_epoch = min(training.steps_per_epoch, train_steps)
+    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch')]
+    if training.early_stopping_patience:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor='val_loss', patience=training.early_stopping_patience,
+            restore_best_weights=True))
+    return model.fit(train_ds, epochs=math.ceil(train_steps / steps_per_epoch),
+                     steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
+                     validation_steps=eval_steps, callbacks=callbacks, verbose=2)
+
+
+def parse_custom_config(custom_config):
+    return (FeaturePlan.from_dict(custom_config['features']),
+            TrainingConfig(**custom_config['training']))
+
+
+def run_fn(fn_args):
+    plan, training = parse_custom_config(fn_args.custom_config)
+    tf.keras.utils.set_random_seed(training.seed)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
+                            training.batch_size, training.seed)
+    eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output,
+                           training.batch_size, training.seed)
+    model = build_keras_model(plan, tft_output, training)
+    train_keras(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, training,
+                log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))
+    export_serving_model(model, tft_output, plan, fn_args.serving_model_dir)

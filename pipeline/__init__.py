@@ -1,0 +1,1 @@
+"""The pipeline definition, its typed config, and running it."""

@@ -1,0 +1,355 @@
+"""The pipeline's one typed configuration.
+
+A dataset is described by one YAML file (``configs/<name>.yaml``). It is loaded into the
+frozen dataclasses below, checked, and then passed explicitly to ``create_pipeline``; no code
+reads module globals or environment variables behind the caller's back.
+
+Overrides from the command line use dotted keys (``training.train_steps=200``); the specific
+flags of ``pipeline_runner.py`` are sugar for these.
+
+Every refusal raises :class:`ConfigError` with the dotted key at fault, before anything runs.
+"""
+from __future__ import annotations
+
+import collections.abc
+import csv
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+
+import yaml
+
+TASKS = ('binary', 'multiclass', 'regression')
+RUNNERS = ('local', 'beam')
+TRAINERS = ('keras', 'estimator')
+ON_ANOMALIES = ('fail', 'warn')
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the dotted key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str
+    label: str
+    task: Literal['binary', 'multiclass', 'regression']
+    # Columns that are read and validated but never used as model features
+    # (e.g. a column that leaks the label).
+    exclude: Tuple[str, ...] = ()
+    # Deterministic hash split of ExampleGen: buckets for train and eval.
+    split: Tuple[int, int] = (4, 1)
+    # Curated schema. When the file does not exist yet, it is inferred from the data once
+    # and written there for review (see README, "Schemas").
+    schema: str = ''
+    # For binary tasks with a string label: the value that counts as the positive class.
+    positive_class: str = ''
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    # Force a column to be treated as categorical / numeric, overriding the schema.
+    categorical: Tuple[str, ...] = ()
+    numeric: Tuple[str, ...] = ()
+    # Numeric columns to bucketize into quantile buckets: {column: number of buckets}.
+    bucketize: Mapping[str, int] = field(default_factory=dict)
+    vocab_size: int = 1000          # top-k tokens kept per categorical column
+    oov_buckets: int = 10           # out-of-vocabulary buckets per categorical column
+    one_hot_max: int = 64           # categorical columns up to this size are one-hot in the deep part
+    embedding_dim: int = 8          # otherwise they are embedded with this width
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    trainer: Literal['keras', 'estimator'] = 'keras'
+    train_steps: int = 2000
+    eval_steps: int = 100
+    batch_size: int = 128
+    learning_rate: float = 0.001
+    hidden_units: int = 64          # width of the first deep layer; each next is half
+    hidden_layers: int = 2          # depth of the deep part
+    dropout: float = 0.1
+    # Steps between validations; early stopping watches the eval loss at each one.
+    steps_per_epoch: int = 200
+    early_stopping_patience: int = 3
+    seed: int = 42
+    # Estimator trainer only.
+    checkpoint_steps: int = 200
+    keep_checkpoint_max: int = 3
+    save_summary_steps: int = 50
+    distribute: Literal['', 'mirrored'] = ''
+    warm_start: bool = False
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ChangeThreshold:
+    metric: str
+    # The candidate may be at most this much worse than the baseline (absolute).
+    max_decrease: float = 0.0
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    # Empty means the task's defaults (see components/evaluation.py).
+    metrics: Tuple[str, ...] = ()
+    slices: Tuple[Tuple[str, ...], ...] = ()
+    thresholds: Tuple[Threshold, ...] = ()
+    change_thresholds: Tuple[ChangeThreshold, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    on_anomalies: Literal['fail', 'warn'] = 'fail'
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    pipeline_root: str
+    metadata: str
+    serving_dir: str
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    runner: Literal['local', 'beam'] = 'local'
+    beam_args: Tuple[str, ...] = ()
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    """Escape hatch: replace the generic Transform / Trainer code with a module of your own.
+
+    Each is a path to a ``.py`` file that defines ``preprocessing_fn(inputs, custom_config)``
+    (transform) or ``run_fn(fn_args)`` (trainer). Empty means the generic modules in
+    ``components/``.
+    """
+    transform: str = ''
+    trainer: str = ''
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    data: DataConfig
+    paths: PathsConfig
+    features: FeaturesConfig = FeaturesConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    validation: ValidationConfig = ValidationConfig()
+    run: RunConfig = RunConfig()
+    modules: ModulesConfig = ModulesConfig()
+    # Directory the relative paths in the file were resolved against.
+    base_dir: str = ''
+
+    def replace(self, **changes: Any) -> 'PipelineConfig':
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------
+# Building the dataclasses from plain data, with errors that name the key.
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _convert(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f'{key}: expected one of {", ".join(map(str, args))}, got {value!r}')
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{key}: expected a list, got {type(value).__name__} {value!r}')
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f'{key}[{i}]') for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f'{key}: expected a list of {len(args)} values, got {value!r}')
+        return tuple(_convert(v, a, f'{key}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f'{key}: expected a mapping, got {type(value).__name__} {value!r}')
+        return {str(k): _convert(v, args[1], f'{key}.{k}') for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f'{key}: expected true or false, got {value!r}')
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f'{key}: expected an integer, got {value!r}')
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f'{key}: expected a number, got {value!r}')
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f'{key}: expected a string, got {value!r}')
+        return value
+    raise TypeError(f'unsupported config type {tp} at {key}')
+
+
+def _build(cls: Any, raw: Any, key: str) -> Any:
+    where = key or 'the config file'
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}: expected a mapping, got {type(raw).__name__} {raw!r}')
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        name = f'{key}.{unknown[0]}' if key else unknown[0]
+        raise ConfigError(f'{name}: unknown key (known keys{" of " + key if key else ""}: '
+                          f'{", ".join(sorted(fields))})')
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f'{key}.{name}' if key else name
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f'{sub}: required key is missing')
+    return cls(**kwargs)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Values given on the command line are read as YAML scalars ('200' -> 200)."""
+    return yaml.safe_load(text) if text.strip() else ''
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Applies ``a.b=value`` overrides to the raw YAML mapping (in place) and returns it."""
+    for item in overrides:
+        if '=' not in item:
+            raise ConfigError(f'override {item!r}: expected KEY=VALUE, e.g. training.train_steps=200')
+        dotted, text = item.split('=', 1)
+        parts = dotted.strip().split('.')
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f'{dotted}: {part} is not a section')
+        node[parts[-1]] = _parse_scalar(text)
+    return raw
+
+
+def load_config(path: str, overrides: Optional[List[str]] = None,
+                check_data: bool = True) -> PipelineConfig:
+    """Loads, overrides, resolves paths and checks one pipeline config."""
+    if not os.path.isfile(path):
+        raise ConfigError(f'{path}: config file not found')
+    with open(path, encoding='utf-8') as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f'{path}: not valid YAML: {e}') from e
+    raw = apply_overrides(raw, list(overrides or []))
+    try:
+        config = _build(PipelineConfig, raw, '')
+    except ConfigError as e:
+        raise ConfigError(f'{path}: {e}') from None
+    base = os.path.dirname(os.path.abspath(path))
+    # Paths in the file are relative to the repository root (the config file's parent
+    # directory for configs/<name>.yaml) so that the same file works from any working dir.
+    root = os.path.dirname(base) if os.path.basename(base) == 'configs' else base
+    config = resolve_paths(config, root)
+    validate(config, check_data=check_data, source=path)
+    return config
+
+
+def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
+    def absolute(p: str) -> str:
+        if not p or '://' in p:
+            return p
+        return os.path.abspath(os.path.join(root, os.path.expanduser(p)))
+
+    data = dataclasses.replace(config.data, root=absolute(config.data.root),
+                               schema=absolute(config.data.schema or
+                                               os.path.join('schemas', config.name, 'schema.pbtxt')))
+    paths = PathsConfig(*(absolute(getattr(config.paths, f.name))
+                          for f in dataclasses.fields(PathsConfig)))
+    modules = ModulesConfig(transform=absolute(config.modules.transform),
+                            trainer=absolute(config.modules.trainer))
+    return dataclasses.replace(config, data=data, paths=paths, modules=modules, base_dir=root)
+
+
+def csv_files(data_root: str) -> List[str]:
+    """The CSV files ExampleGen will read (the data root, or the latest span in it)."""
+    if not os.path.isdir(data_root):
+        return []
+    return sorted(os.path.join(data_root, n) for n in os.listdir(data_root)
+                  if n.lower().endswith('.csv') and not n.startswith('.'))
+
+
+def read_header(path: str) -> List[str]:
+    with open(path, encoding='utf-8', newline='') as f:
+        return next(csv.reader(f), [])
+
+
+def validate(config: PipelineConfig, check_data: bool = True, source: str = '') -> None:
+    """Refuses a bad config before anything runs; each message names the key."""
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f'{source + ": " if source else ""}{key}: {message}')
+
+    if not config.name or not config.name.replace('_', '').replace('-', '').isalnum():
+        fail('name', f'expected letters, digits, "-" or "_", got {config.name!r}')
+    if config.data.split[0] <= 0 or config.data.split[1] <= 0:
+        fail('data.split', f'expected two positive bucket counts [train, eval], got {list(config.data.split)}')
+    t = config.training
+    for key in ('train_steps', 'eval_steps', 'batch_size', 'hidden_units', 'hidden_layers',
+                'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps'):
+        if getattr(t, key) <= 0:
+            fail(f'training.{key}', f'expected a positive integer, got {getattr(t, key)}')
+    if t.early_stopping_patience < 0:
+        fail('training.early_stopping_patience', 'expected 0 (off) or more')
+    if not 0 < t.learning_rate < 10:
+        fail('training.learning_rate', f'expected a number in (0, 10), got {t.learning_rate}')
+    if not 0 <= t.dropout < 1:
+        fail('training.dropout', f'expected a number in [0, 1), got {t.dropout}')
+    for col, n in config.features.bucketize.items():
+        if n < 2:
+            fail(f'features.bucketize.{col}', f'expected at least 2 buckets, got {n}')
+    for i, th in enumerate(config.evaluation.thresholds):
+        if th.lower is None and th.upper is None:
+            fail(f'evaluation.thresholds[{i}]', 'give a lower or an upper bound')
+    for key, path in (('modules.transform', config.modules.transform),
+                      ('modules.trainer', config.modules.trainer)):
+        if path and not (path.endswith('.py') and os.path.isfile(path)):
+            fail(key, f'expected an existing .py file, got {path}')
+    if config.data.positive_class and config.data.task != 'binary':
+        fail('data.positive_class', 'only applies to binary tasks')
+    if not check_data:
+        return
+    files = csv_files(config.data.root)
+    if not files:
+        fail('data.root', f'no CSV files in {config.data.root}'
+             + ('' if os.path.isdir(config.data.root) else ' (the directory does not exist)'))
+    header = read_header(files[0])
+    if not header:
+        fail('data.root', f'{files[0]} is empty: expected a header row of column names')
+    columns = set(header)
+    if config.data.label not in columns:
+        fail('data.label', f'column {config.data.label!r} is not in {files[0]} '
+             f'(columns: {", ".join(header)})')
+    named = [('data.exclude', c) for c in config.data.exclude]
+    named += [('features.categorical', c) for c in config.features.categorical]
+    named += [('features.numeric', c) for c in config.features.numeric]
+    named += [('features.bucketize', c) for c in config.features.bucketize]
+    named += [(f'evaluation.slices[{i}]', c) for i, s in enumerate(config.evaluation.slices) for c in s]
+    for key, col in named:
+        if col not in columns:
+            fail(key, f'column {col!r} is not in {files[0]} (columns: {", ".join(header)})')

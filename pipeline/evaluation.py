@@ -1,0 +1,76 @@
+"""The TFMA evaluation config, built from the pipeline config and the feature plan.
+
+Metric names in the YAML (``evaluation.metrics``) are TFMA / Keras metric class names
+(``AUC``, ``BinaryAccuracy``...); thresholds refer to the names TFMA reports them under
+(``auc``, ``binary_accuracy``...), which are the snake_case of the class names.
+"""
+import re
+from typing import Dict, List
+
+import tensorflow_model_analysis as tfma
+
+from components.features import FeaturePlan
+from components.signatures import SERVING_DEFAULT, TRANSFORM_FEATURES
+from pipeline.config import ConfigError, PipelineConfig
+
+DEFAULT_METRICS = {
+    'binary': ['ExampleCount', 'AUC', 'BinaryAccuracy', 'Precision', 'Recall', 'Calibration',
+               'CalibrationPlot', 'ConfusionMatrixPlot'],
+    'multiclass': ['ExampleCount', 'SparseCategoricalAccuracy', 'MultiClassConfusionMatrixPlot'],
+    'regression': ['ExampleCount', 'MeanSquaredError', 'MeanAbsoluteError', 'MeanLabel',
+                   'MeanPrediction'],
+}
+
+
+def metric_name(class_name: str) -> str:
+    """The name TFMA reports a metric class under: AUC -> auc, BinaryAccuracy -> binary_accuracy."""
+    return re.sub(r'(?<=[a-z0-9])([A-Z])', r'_\1', class_name).lower()
+
+
+def overall_only(metric: tfma.MetricConfig) -> tfma.MetricThreshold:
+    """A threshold of ``metric`` that applies to the whole eval split, not to each slice
+    (``MetricConfig.threshold`` would gate every slice, however small)."""
+    if not metric.per_slice_thresholds:
+        metric.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()])
+    return metric.per_slice_thresholds[0].threshold
+
+
+def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalConfig:
+    ev = config.evaluation
+    classes = list(ev.metrics or DEFAULT_METRICS[plan.task])
+    by_name: Dict[str, tfma.MetricConfig] = {
+        metric_name(c): tfma.MetricConfig(class_name=c) for c in classes}
+
+    for i, th in enumerate(ev.thresholds):
+        if th.metric not in by_name:
+            raise ConfigError(f'evaluation.thresholds[{i}].metric: {th.metric!r} is not computed '
+                              f'(metrics: {", ".join(by_name)})')
+        bounds = {}
+        if th.lower is not None:
+            bounds['lower_bound'] = {'value': th.lower}
+        if th.upper is not None:
+            bounds['upper_bound'] = {'value': th.upper}
+        overall_only(by_name[th.metric]).value_threshold.CopyFrom(
+            tfma.GenericValueThreshold(**bounds))
+    for i, ch in enumerate(ev.change_thresholds):
+        if ch.metric not in by_name:
+            raise ConfigError(f'evaluation.change_thresholds[{i}].metric: {ch.metric!r} is not '
+                              f'computed (metrics: {", ".join(by_name)})')
+        higher = ch.higher_is_better
+        overall_only(by_name[ch.metric]).change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=(tfma.MetricDirection.HIGHER_IS_BETTER if higher
+                       else tfma.MetricDirection.LOWER_IS_BETTER),
+            absolute={'value': -ch.max_decrease if higher else ch.max_decrease}))
+
+    slices: List[tfma.SlicingSpec] = [tfma.SlicingSpec()]
+    slices += [tfma.SlicingSpec(feature_keys=list(keys)) for keys in ev.slices]
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=SERVING_DEFAULT,
+            preprocessing_function_names=[TRANSFORM_FEATURES],
+            label_key=plan.label_xf,
+            prediction_key=plan.output_key)],
+        metrics_specs=[tfma.MetricsSpec(metrics=list(by_name.values()))],
+        slicing_specs=slices,
+        # The model's compiled Keras metrics would be computed a second time; only ours count.
+        options=tfma.Options(include_default_metrics={'value': False}))

@@ -1,0 +1,108 @@
+"""``create_pipeline(config)``: the component graph, written once for every orchestrator."""
+import dataclasses
+import os
+from typing import List
+
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+
+import components
+from components.anomaly_gate import AnomalyGate
+from components.baseline import BaselineModelStrategy
+from components.features import FeaturePlan, plan_from_schema
+from components.pusher import executor as pusher_executor
+from pipeline.config import PipelineConfig
+from pipeline.evaluation import build_eval_config
+from pipeline.schema import ensure_schema, stage_schema
+
+COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
+TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
+TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
+                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py')}
+
+# Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
+DEFAULT_BEAM_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
+
+
+def beam_args(config: PipelineConfig) -> List[str]:
+    """The defaults, then the config's (and the command line's) arguments, which win."""
+    given = {a.split('=', 1)[0] for a in config.run.beam_args}
+    return [a for a in DEFAULT_BEAM_ARGS if a.split('=', 1)[0] not in given] + list(config.run.beam_args)
+
+
+def feature_plan(config: PipelineConfig) -> FeaturePlan:
+    return plan_from_schema(ensure_schema(config), config)
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    plan = feature_plan(config)
+    custom_config = {'features': plan.to_dict(),
+                     'training': dataclasses.asdict(config.training)}
+    train_buckets, eval_buckets = config.data.split
+
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=config.data.root,
+        output_config=tfx.proto.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+            example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
+            example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)])))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+    # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
+    inferred_schema = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
+    ).with_id('InferredSchemaGen')
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=stage_schema(config.data.schema, config.paths.pipeline_root))
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs['anomalies'],
+                               on_anomalies=config.validation.on_anomalies)
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema'],
+        module_file=config.modules.transform or TRANSFORM_MODULE,
+        custom_config=custom_config)
+    transform.add_upstream_node(anomaly_gate)
+
+    trainer = tfx.components.Trainer(
+        module_file=config.modules.trainer or TRAINER_MODULES[config.training.trainer],
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=custom_config)
+
+    baseline = tfx.dsl.Resolver(
+        strategy_class=BaselineModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        candidate=trainer.outputs['model'],
+    ).with_id('BaselineModelResolver')
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs['examples'],
+        example_splits=['eval'],
+        model=trainer.outputs['model'],
+        baseline_model=baseline.outputs['model'],
+        eval_config=build_eval_config(config, plan))
+
+    pusher_component = tfx.components.Pusher(
+        model=trainer.outputs['model'],
+        model_blessing=evaluator.outputs['blessing'],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.paths.serving_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name,
+        pipeline_root=config.paths.pipeline_root,
+        components=[example_gen, statistics_gen, inferred_schema, schema_gen,
+                    example_validator, anomaly_gate, transform, trainer, baseline,
+                    evaluator, pusher_component],
+        enable_cache=True,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(config.paths.metadata)),
+        beam_pipeline_args=beam_args(config))

@@ -1,0 +1,213 @@
+"""The run summary: read back from ML Metadata and the artifacts a run recorded.
+
+``collect(config, since)`` returns a plain dict (it is also what ``--summary-json`` writes);
+``render(summary)`` turns it into the lines printed at the end of a run.
+"""
+import os
+from typing import Any, Dict, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.anomaly_gate.executor import read_anomalies
+
+STATES = {metadata_store_pb2.Execution.COMPLETE: 'ran', metadata_store_pb2.Execution.CACHED: 'cached',
+          metadata_store_pb2.Execution.FAILED: 'failed', metadata_store_pb2.Execution.RUNNING: 'running',
+          metadata_store_pb2.Execution.CANCELED: 'canceled', metadata_store_pb2.Execution.NEW: 'new'}
+
+
+def open_store(path: str) -> metadata_store.MetadataStore:
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    return metadata_store.MetadataStore(connection)
+
+
+def _tfx_artifact(artifact_proto, store):
+    """A TFX artifact object for an MLMD artifact proto (for the TFX readers)."""
+    from tfx.types import artifact_utils
+    [artifact_type] = store.get_artifact_types_by_id([artifact_proto.type_id])
+    return artifact_utils.deserialize_artifact(artifact_type, artifact_proto)
+
+
+def latest_run(store, pipeline_name: str, since_ms: int = 0):
+    """The newest pipeline_run context of the pipeline, created at or after ``since_ms``."""
+    pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
+    if pipeline is None:
+        return None
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
+            if c.type == 'pipeline_run'] or store.get_contexts_by_type('pipeline_run')
+    runs = [r for r in runs if r.create_time_since_epoch >= since_ms]
+    return max(runs, key=lambda r: r.id) if runs else None
+
+
+def run_outputs(store, run_context) -> Dict[str, Dict[str, Any]]:
+    """{node id: {'state': ..., 'outputs': {key: [tfx artifacts]}}} for one pipeline run."""
+    result = {}
+    for execution in store.get_executions_by_context(run_context.id):
+        nodes = [c.name.split('.', 1)[-1] for c in store.get_contexts_by_execution(execution.id)
+                 if c.type == 'node']
+        node = nodes[0] if nodes else execution.type
+        outputs: Dict[str, List[Any]] = {}
+        events = [e for e in store.get_events_by_execution_ids([execution.id])
+                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+        for e in events:
+            key = e.path.steps[0].key if e.path.steps else ''
+            outputs.setdefault(key, []).append(_tfx_artifact(artifacts[e.artifact_id], store))
+        result[node] = {'state': STATES.get(execution.last_known_state, 'unknown'),
+                        'outputs': outputs}
+    return result
+
+
+def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
+    """Overall metrics of the candidate (and baseline), and the threshold checks."""
+    import tensorflow_model_analysis as tfma
+
+    overall: Dict[str, float] = {}
+    baseline: Dict[str, float] = {}
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for kv in metrics.metric_keys_and_values:
+            if kv.key.is_diff or not kv.value.HasField('double_value'):
+                continue
+            target = baseline if kv.key.model_name == 'baseline' else overall
+            target[kv.key.name] = kv.value.double_value.value
+    validation = tfma.load_validation_result(evaluation_uri)
+    failures = []
+    for per_slice in validation.metric_validations_per_slice:
+        for f in per_slice.failures:
+            t = f.metric_threshold
+            if t.HasField('value_threshold'):
+                vt = t.value_threshold
+                bound = ' and '.join(
+                    ([f'>= {vt.lower_bound.value:g}'] if vt.HasField('lower_bound') else []) +
+                    ([f'<= {vt.upper_bound.value:g}'] if vt.HasField('upper_bound') else []))
+            else:
+                ct = t.change_threshold
+                bound = (f'change vs baseline '
+                         f'{"> " if ct.direction == 2 else "< "}{ct.absolute.value:g}')
+            value = (f.metric_value.double_value.value
+                     if f.metric_value.HasField('double_value') else None)
+            slice_name = ', '.join(f'{k.column}={k.bytes_value.decode() or k.int64_value or k.float_value}'
+                                   for k in per_slice.slice_key.single_slice_keys) or 'overall'
+            failures.append({'metric': f.metric_key.name, 'slice': slice_name,
+                             'diff_vs_baseline': f.metric_key.is_diff, 'value': value,
+                             'bound': bound, 'message': f.message})
+    return {'artifact': evaluation_uri, 'metrics': overall, 'baseline_metrics': baseline,
+            'validation_ok': validation.validation_ok,
+            'missing_thresholds': validation.missing_thresholds, 'failures': failures}
+
+
+def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]] = None,
+            error: Optional[str] = None, total_seconds: float = 0.0) -> Dict[str, Any]:
+    summary: Dict[str, Any] = {
+        'pipeline': config.name, 'runner': config.run.runner, 'trainer': config.training.trainer,
+        'status': 'failed' if error else 'succeeded', 'error': error,
+        'components': components or [], 'total_seconds': round(total_seconds, 1),
+        'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
+        'anomalies': None, 'evaluation': None, 'blessed': None, 'push': None,
+        'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
+        'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
+    }
+    if not os.path.exists(config.paths.metadata):
+        return summary
+    store = open_store(config.paths.metadata)
+    run = latest_run(store, config.name, since_ms)
+    if run is None:
+        return summary
+    nodes = run_outputs(store, run)
+    summary['run_id'] = run.name
+    states = {n: v['state'] for n, v in nodes.items()}
+    for c in summary['components']:
+        c.setdefault('state', states.get(c['id'], 'not run'))
+    if not summary['components']:
+        summary['components'] = [{'id': n, 'state': s} for n, s in states.items()]
+
+    validator = nodes.get('ExampleValidator', {}).get('outputs', {}).get('anomalies')
+    if validator:
+        summary['anomalies'] = {'artifact': validator[0].uri,
+                                'found': [a._asdict() for a in read_anomalies(validator[0])]}
+    evaluation = nodes.get('Evaluator', {}).get('outputs', {})
+    if evaluation.get('evaluation'):
+        summary['evaluation'] = evaluation_summary(evaluation['evaluation'][0].uri)
+        baseline = nodes.get('BaselineModelResolver', {}).get('outputs', {}).get('model')
+        summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
+    if evaluation.get('blessing'):
+        summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+    pushed = nodes.get('Pusher', {}).get('outputs', {}).get('pushed_model')
+    if pushed:
+        p = pushed[0]
+        summary['push'] = {'pushed': bool(p.get_int_custom_property('pushed')),
+                           'path': p.get_string_custom_property('pushed_destination') or None,
+                           'version': p.get_string_custom_property('pushed_version') or None,
+                           'from_cache': states.get('Pusher') == 'cached'}
+    trainer = nodes.get('Trainer', {}).get('outputs', {})
+    if trainer.get('model_run'):
+        summary['tensorboard_logdir'] = trainer['model_run'][0].uri
+    return summary
+
+
+def dataclass_dict(obj) -> Dict[str, Any]:
+    import dataclasses
+    return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
+
+
+def _fmt(value) -> str:
+    return 'n/a' if value is None else f'{value:.4f}'
+
+
+def render(summary: Dict[str, Any]) -> str:
+    lines = ['', f'== {summary["pipeline"]}: run {summary["status"]} in '
+                 f'{summary["total_seconds"]:.1f}s ({summary["runner"]} runner, '
+                 f'{summary["trainer"]} trainer)']
+    if summary.get('error'):
+        lines.append(f'Error: {summary["error"]}')
+    anomalies = summary.get('anomalies')
+    if anomalies is not None:
+        found = anomalies['found']
+        lines.append(f'Data validation: {len(found) or "no"} anomal{"y" if len(found) == 1 else "ies"}'
+                     + (f' (see {anomalies["artifact"]})' if found else ''))
+        lines += [f'  [{a["split"]}] {a["feature"]}: {a["kind"]}: {a["description"]}' for a in found]
+    ev = summary.get('evaluation')
+    if ev:
+        lines.append('Evaluation (eval split, overall):')
+        bounds = {t['metric']: t for t in summary['thresholds']}
+        changes = {t['metric']: t for t in summary['change_thresholds']}
+        for name, value in sorted(ev['metrics'].items()):
+            note = ''
+            if name in bounds:
+                t = bounds[name]
+                note += ''.join([f'  >= {t["lower"]:g}' if t.get('lower') is not None else '',
+                                 f'  <= {t["upper"]:g}' if t.get('upper') is not None else ''])
+            if name in ev['baseline_metrics']:
+                note += f'  (baseline {_fmt(ev["baseline_metrics"][name])}'
+                if name in changes:
+                    note += f', may drop at most {changes[name]["max_decrease"]:g}'
+                note += ')'
+            lines.append(f'  {name:28s} {_fmt(value)}{note}')
+        if not ev['baseline_metrics']:
+            lines.append('  no baseline: no model was blessed before this one')
+    if summary.get('blessed') is not None:
+        if summary['blessed']:
+            lines.append('Blessed: yes')
+        else:
+            lines.append('Blessed: NO')
+            for f in (ev or {}).get('failures', []):
+                what = 'change vs baseline' if f['diff_vs_baseline'] else 'value'
+                lines.append(f'  {f["metric"]} [{f["slice"]}] {what} {_fmt(f["value"])} '
+                             f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
+            if ev and ev.get('missing_thresholds'):
+                lines.append('  no thresholds are configured: TFMA blesses nothing without one')
+    push = summary.get('push')
+    if push:
+        if push['pushed']:
+            lines.append(f'Pushed: {push["path"]} (version {push["version"]})'
+                         + (' [from an earlier run; nothing changed]' if push['from_cache'] else ''))
+        else:
+            lines.append('Pushed: nothing (the model was not blessed); serving is unchanged')
+    if summary.get('tensorboard_logdir'):
+        lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
+    lines.append(f'Artifacts: {summary["pipeline_root"]}   Metadata: {summary["metadata"]}')
+    return '\n'.join(lines)

@@ -1,0 +1,141 @@
+"""Command line: run the pipeline, serve the pushed model, or draft a schema.
+
+    python pipeline_runner.py [run] [--config configs/taxi.yaml] [flags]
+    python pipeline_runner.py serve [--config configs/taxi.yaml] [server flags]
+    python pipeline_runner.py draft-schema [--config ...] [--out PATH]
+
+Exit status: 0 when the run succeeded (blessed and pushed, or not blessed and nothing
+pushed), 1 when the run failed, 2 when the command line or the config was refused.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import List, Optional
+
+from pipeline.config import ConfigError, load_config
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'taxi.yaml')
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='pipeline_runner.py',
+        description='Run the pipeline: CSV -> validation -> Transform -> Trainer -> '
+                    'Evaluator -> Pusher. Flags override the YAML config.')
+    p.add_argument('--config', default=DEFAULT_CONFIG, help='pipeline YAML (default: %(default)s)')
+    p.add_argument('--data-root', help='directory of CSV files (data.root)')
+    p.add_argument('--pipeline-root', help='where artifacts go (paths.pipeline_root)')
+    p.add_argument('--metadata', help='ML Metadata SQLite file (paths.metadata)')
+    p.add_argument('--serving-dir', help='where blessed models are pushed (paths.serving_dir)')
+    p.add_argument('--runner', choices=['local', 'beam'], help='orchestrator (run.runner)')
+    p.add_argument('--trainer', choices=['keras', 'estimator'], help='training.trainer')
+    p.add_argument('--train-steps', type=int, help='training.train_steps')
+    p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
+                   help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '
+                        '(repeatable; added to run.beam_args)')
+    p.add_argument('--allow-anomalies', action='store_true',
+                   help='go on when the data has anomalies (validation.on_anomalies=warn)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='override any config key, e.g. --set training.batch_size=256 (repeatable)')
+    p.add_argument('--summary-json', metavar='PATH', help='also write the summary as JSON here')
+    p.add_argument('--verbose', action='store_true', help='show the libraries\' own logs')
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace) -> List[str]:
+    flags = {'data.root': args.data_root, 'paths.pipeline_root': args.pipeline_root,
+             'paths.metadata': args.metadata, 'paths.serving_dir': args.serving_dir,
+             'run.runner': args.runner, 'training.trainer': args.trainer,
+             'training.train_steps': args.train_steps}
+    out = [f'{k}={v}' for k, v in flags.items() if v is not None]
+    out += list(args.set)
+    if args.allow_anomalies:
+        out.append('validation.on_anomalies=warn')
+    if args.verbose:
+        out.append('run.verbose=true')
+    return out
+
+
+def load(args: argparse.Namespace):
+    config = load_config(args.config, overrides_from_args(args))
+    if args.beam_arg:
+        config = config.replace(run=dataclasses.replace(
+            config.run, beam_args=tuple(config.run.beam_args) + tuple(args.beam_arg)))
+    return config
+
+
+def cmd_run(argv: List[str]) -> int:
+    args = run_parser().parse_args(argv)
+    try:
+        config = load(args)
+    except ConfigError as e:
+        print(f'Config refused: {e}', file=sys.stderr)
+        return 2
+    from pipeline.report import render
+    from pipeline.run import run_pipeline
+
+    print(f'Running pipeline {config.name!r} on {config.data.root} '
+          f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
+    summary = run_pipeline(config)
+    print(render(summary), flush=True)
+    if summary.get('log'):
+        print(f'Full log: {summary["log"]}')
+    if args.summary_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.summary_json)), exist_ok=True)
+        with open(args.summary_json, 'w', encoding='utf-8') as f:
+            json.dump(summary, f, indent=2, default=str)
+    return 1 if summary['status'] == 'failed' else 0
+
+
+def cmd_serve(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog='pipeline_runner.py serve', add_help=False)
+    p.add_argument('--config', default=DEFAULT_CONFIG)
+    known, rest = p.parse_known_args(argv)
+    try:
+        config = load_config(known.config, check_data=False)
+    except ConfigError as e:
+        print(f'Config refused: {e}', file=sys.stderr)
+        return 2
+    from serving.server import main as serve_main
+    defaults = ['--serving-dir', config.paths.serving_dir, '--model-name', config.name]
+    return serve_main(defaults + rest) or 0
+
+
+def cmd_draft_schema(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog='pipeline_runner.py draft-schema',
+                                description='Infer a schema from the data (TFDV), with the '
+                                            'TRAINING/SERVING environments set, for review.')
+    p.add_argument('--config', default=DEFAULT_CONFIG)
+    p.add_argument('--out', help='where to write it (default: print it)')
+    args = p.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f'Config refused: {e}', file=sys.stderr)
+        return 2
+    from google.protobuf import text_format
+
+    from pipeline.schema import draft_schema, write_schema
+    schema = draft_schema(os.path.join(config.data.root, '*.csv'), config.data.label,
+                          config.data.exclude)
+    if args.out:
+        write_schema(schema, args.out)
+        print(f'Wrote {args.out}; compare: diff {config.data.schema} {args.out}')
+    else:
+        print(text_format.MessageToString(schema))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    return cmd_run(argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The project as a package: `pip install -e .` locally, and `--setup_file ./setup.py` for
+Beam workers (Dataflow, Flink, Spark), which need the pipeline and component code."""
+import setuptools
+
+setuptools.setup(
+    name='tfx-taxi-pipeline',
+    version='0.1.0',
+    description='A production TFX pipeline: CSV -> TFDV -> TFT -> Keras -> TFMA gate -> push',
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components',
+                                               'components.*', 'serving', 'serving.*']),
+    py_modules=['pipeline_runner'],
+    python_requires='>=3.9,<3.11',
+    # The exact versions are in requirements.lock; these are the direct dependencies.
+    install_requires=[
+        'tfx==1.15.1', 'tensorflow==2.15.1', 'tensorflow-data-validation==1.15.1',
+        'tensorflow-transform==1.15.0', 'tensorflow-model-analysis==0.46.0',
+        'apache-beam[gcp]==2.56.0', 'tensorflow-serving-api==2.15.1', 'pyyaml>=6',
+    ],
+)
