@@ -251,3 +251,10 @@ def test_python_dash_m_serving_reports_ports_and_stops_on_sigterm(served_model_d
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(server, served_model_dir):
+    with pytest.raises(OSError):
+        start_server(served_model_dir, rest_port=server.rest_port)
+    with pytest.raises(OSError, match="gRPC"):
+        start_server(served_model_dir, grpc_port=server.grpc_port)
