@@ -20,7 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving.errors import ServingError, invalid, too_large
 from serving.service import InferenceService
-from serving.tensors import array_to_json, columns_to_arrays, json_to_examples, rows_to_arrays
+from serving.tensors import array_to_json, columns_to_arrays, float32_to_json, json_to_examples, rows_to_arrays
 
 log = logging.getLogger("serving")
 
@@ -91,9 +91,9 @@ class RestApi:
         examples = json_to_examples(request.get("examples"), request.get("context"), mv.feature_kinds)
         if verb == "classify":
             _, results = await self.service.classify(mv, signature_name, examples)
-            return {"results": [[[label, score] for label, score in result] for result in results]}
+            return {"results": [[[label, float32_to_json(score)] for label, score in r] for r in results]}
         _, results = await self.service.regress(mv, signature_name, examples)
-        return {"results": results}
+        return {"results": [float32_to_json(value) for value in results]}
 
     def _metadata(self, name: str, version: int | None):
         response = self.service.metadata(name, version)

@@ -211,7 +211,7 @@ def _bytes_to_json(value: bytes, as_b64: bool):
     return {"b64": base64.b64encode(value).decode("ascii")}
 
 
-def _float_to_json(value: float):
+def float32_to_json(value: float):
     # Shortest text that round-trips the float32 value: 0.7 rather than 0.699999988079071.
     return float(repr(np.float32(value))) if math.isfinite(value) else value
 
@@ -229,7 +229,7 @@ def array_to_json(array: np.ndarray, name: str):
         as_b64 = name.endswith("_bytes")
         return _nest([_bytes_to_json(v, as_b64) for v in array.reshape(-1)], array.shape)
     if array.dtype == np.float32:
-        return _nest([_float_to_json(v) for v in array.reshape(-1).tolist()], array.shape)
+        return _nest([float32_to_json(v) for v in array.reshape(-1).tolist()], array.shape)
     return array.tolist()
 
 
@@ -277,19 +277,23 @@ def feature_kinds(specs: dict[str, TensorSpec]) -> dict[str, str]:
 
 def _json_feature(name: str, value, kind: str | None) -> tf.train.Feature:
     values = value if isinstance(value, list) else [value]
-    if any(isinstance(v, bool) or v is None or isinstance(v, (list, dict)) and not _is_b64(v) for v in values):
-        raise invalid(f"feature '{name}' must be a number, a string, a {{\"b64\": ...}} object or a flat list of one of those; got {_short(value)}")
+    for v in values:
+        if isinstance(v, bool) or v is None or (isinstance(v, (list, dict)) and not _is_b64(v)):
+            raise invalid(
+                f"feature '{name}' must be a number, a string, a {{\"b64\": ...}} object or a flat "
+                f"list of one of those; got {_short(value)}"
+            )
     strings = [isinstance(v, (str, dict)) for v in values]
-    if any(strings) and not all(strings):
-        raise invalid(f"feature '{name}' mixes strings and numbers: {_short(value)}")
-    if all(strings) and values:
+    if not values:
+        got = kind or _FLOAT
+    elif all(strings):
         got = _STRING
+    elif any(strings):
+        raise invalid(f"feature '{name}' mixes strings and numbers: {_short(value)}")
     elif all(isinstance(v, int) for v in values):
-        got = _INT if values else kind or _FLOAT
+        got = _FLOAT if kind == _FLOAT else _INT  # 3 for a float feature: a number is a number
     else:
         got = _FLOAT
-    if kind == _FLOAT and got == _INT:
-        got = _FLOAT  # 3 for a float feature: a number is a number
     if kind is not None and got != kind:
         raise invalid(f"feature '{name}' is a {kind} feature, got {_short(value)}")
     if got == _STRING:
