@@ -273,6 +273,7 @@ def main(argv=None) -> int:
         worker_main(json.loads(args.worker))
         return 0
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as workdir:
         serving_dir = _prepare_serving_dir(args, workdir)
         server, rest_port, grpc_port = _start_server(args, serving_dir)
@@ -304,7 +305,10 @@ def main(argv=None) -> int:
             server.terminate()
             server.wait(timeout=30)
     print()
+    load_after = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores; server and load generator on the same machine, over loopback")
+    print(f"load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, "
+          f"after: {'/'.join(f'{x:.1f}' for x in load_after)} (above ~0.5 means other work shared the cores)")
     print(_table(rows) + swap_note)
     return 1 if any(r["errors"] for r in rows) else 0
 
