@@ -18,7 +18,7 @@ import re
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.errors import ServingError, invalid, too_large
+from serving.errors import ServingError, invalid
 from serving.service import InferenceService
 from serving.tensors import array_to_json, columns_to_arrays, float32_to_json, json_to_examples, rows_to_arrays
 
@@ -30,7 +30,7 @@ _ROUTE = re.compile(
 )
 _REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+    413: "Payload Too Large", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
     503: "Service Unavailable",
 }

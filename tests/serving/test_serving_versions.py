@@ -1,19 +1,19 @@
 """Versions coming and going, batching, and the command-line entry point."""
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import logging
 
 import grpc
 import pytest
 import requests
 import tensorflow as tf
 from serving_testlib import MODEL_NAME, ROWS, push_copy, start_server
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.server import ServerConfig, parse_args
 
@@ -57,6 +57,15 @@ def test_no_versions_yet_is_404_until_one_is_pushed(serving_dir, model_store):
         response = predict(srv)
         assert response.status_code == 404
         assert "Latest(taxi)" in response.json()["error"] and "waiting" in response.json()["error"]
+        channel = grpc.insecure_channel(srv.grpc_target)
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = MODEL_NAME
+        with pytest.raises(grpc.RpcError) as info:
+            model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            _grpc_value(prediction_service_pb2_grpc.PredictionServiceStub(channel), ROWS[0])
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and "Latest(taxi)" in info.value.details()
 
         push_copy(model_store("binary", 0), serving_dir, 1)
         assert wait_for(lambda: predict(srv).status_code == 200)
