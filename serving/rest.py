@@ -176,8 +176,8 @@ class HttpServer:
         try:
             while await self._one_request(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass  # the client went away or sent something unreadable: drop the connection
         finally:
             self._connections.discard(task)
             writer.close()
@@ -203,13 +203,14 @@ class HttpServer:
         try:
             body, drained = await self._read_body(reader, writer, headers)
         except _HttpError as e:
-            # Unread body bytes would be taken for the next request: close unless drained.
+            # The body's length is unknown, so the connection cannot carry another request.
             self._respond(writer, e.status, _error_body(str(e)), close=True)
             return False
         if body is None:
             message = f"the request body is larger than this server's limit of {self.max_body_bytes} bytes (--max-request-bytes)"
-            self._respond(writer, 413, _error_body(message), close=not drained)
-            return drained and keep_alive
+            keep_alive = keep_alive and drained  # unread body bytes would be taken for the next request
+            self._respond(writer, 413, _error_body(message), close=not keep_alive)
+            return keep_alive
         status, payload = await self.api.handle(method, target, body)
         self._respond(writer, status, payload, close=not keep_alive)
         if writer.transport.get_write_buffer_size() > 64 * 1024:

@@ -182,7 +182,7 @@ def test_hot_swap_under_load_fails_no_request(serving_dir, model_store, referenc
 
 
 def test_concurrent_requests_share_model_calls_and_get_their_own_answers(served_model_dir, reference):
-    srv = start_server(served_model_dir, batch_timeout_ms=200, max_batch_size=64)
+    srv = start_server(served_model_dir, batch_timeout_ms=500, max_batch_size=64)
     rows = [dict(ROWS[i % 3], trip_miles=float(i)) for i in range(16)]
     want = reference().raw(rows)["probability"].tolist()
     answers = [None] * len(rows)
@@ -206,7 +206,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(served_
 
 
 def test_a_bad_request_in_a_batch_fails_alone(served_model_dir, reference):
-    srv = start_server(served_model_dir, batch_timeout_ms=200)
+    srv = start_server(served_model_dir, batch_timeout_ms=500)
     examples = [dict(row) for row in ROWS * 2]
     del examples[2]["trip_start_hour"]  # the model requires it
     results = [None] * len(examples)
