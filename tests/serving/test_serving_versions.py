@@ -12,7 +12,7 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, ROWS, push_copy, start_server
+from serving_testlib import MODEL_NAME, ROWS, check_served_model, push_copy, start_server
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.server import ServerConfig, parse_args
@@ -267,3 +267,10 @@ def test_a_port_in_use_is_a_clear_start_up_error(server, served_model_dir):
         start_server(served_model_dir, rest_port=server.rest_port)
     with pytest.raises(OSError, match="gRPC"):
         start_server(served_model_dir, grpc_port=server.grpc_port)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_contract_check_passes_for_each_task(serve, model_store, tmp_path, task):
+    serving_dir = str(tmp_path / "pipeline")
+    push_copy(model_store(task, 0), serving_dir, 4)
+    check_served_model(serve(serving_dir, model_name="pipeline"))
