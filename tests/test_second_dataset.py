@@ -40,6 +40,8 @@ evaluation:
   slices: [[island]]
   thresholds:
     - {{metric: sparse_categorical_accuracy, lower: 0.6}}
+run:
+  runner: beam          # TFX's Beam orchestrator (the taxi tests use the local one)
 paths:
   pipeline_root: {root}/pipeline
   metadata: {root}/metadata.sqlite
@@ -56,6 +58,8 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     summary = run_pipeline(config)
 
     assert summary['status'] == 'succeeded', summary.get('error')
+    assert summary['runner'] == 'beam'
+    assert {c['state'] for c in summary['components']} == {'ran'}
     assert (tmp_path / 'schema' / 'schema.pbtxt').exists()
     assert summary['anomalies']['found'] == []
     assert summary['evaluation']['metrics']['sparse_categorical_accuracy'] >= 0.6
