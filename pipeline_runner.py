@@ -74,12 +74,12 @@ def cmd_run(argv: List[str]) -> int:
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2
-    from pipeline.report import render
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
           f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
-    summary = run_pipeline(config)
+    summary = run_pipeline(config)  # the heavy imports happen in there, behind the log
+    from pipeline.report import render
     print(render(summary), flush=True)
     if summary.get('log'):
         print(f'Full log: {summary["log"]}')
