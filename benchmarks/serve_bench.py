@@ -51,11 +51,19 @@ def _summary(latencies, errors, elapsed):
     }
 
 
-async def _run_clients(one_request, concurrency, seconds, max_requests, warmup_s):
-    """Closed loop: each client sends its next request when the last is answered."""
+async def _run_clients(one_request, concurrency, seconds, max_requests, warmup_s, stop_file=None):
+    """Closed loop: each client sends its next request when the last is answered. Stops after
+    `seconds` (after the warm-up), `max_requests`, or as soon as `stop_file` exists."""
     latencies, errors, count = [], 0, 0
     measuring = False
     stop_at = time.perf_counter() + warmup_s + seconds
+
+    async def watch_stop_file():
+        nonlocal stop_at
+        while time.perf_counter() < stop_at:
+            if os.path.exists(stop_file):
+                stop_at = time.perf_counter()
+            await asyncio.sleep(0.1)
 
     async def client(index):
         nonlocal errors, count
@@ -69,9 +77,13 @@ async def _run_clients(one_request, concurrency, seconds, max_requests, warmup_s
                 errors += 0 if ok else 1
 
     tasks = [asyncio.ensure_future(client(i)) for i in range(concurrency)]
+    if stop_file:
+        watcher = asyncio.ensure_future(watch_stop_file())
     await asyncio.sleep(warmup_s)
     measuring, began = True, time.perf_counter()
     await asyncio.gather(*tasks)
+    if stop_file:
+        watcher.cancel()
     return _summary(latencies, errors, time.perf_counter() - began)
 
 
@@ -143,7 +155,10 @@ def worker_main(spec: dict) -> None:
     """Runs in a load process: each scenario in turn, one JSON line of results per scenario."""
     if spec["protocol"] == "grpc":
         import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401 - slow import, done first
-    time.sleep(max(0.0, spec.get("start_at", 0.0) - time.time()))
+    print("READY", flush=True)
+    go_file, deadline = spec.get("go_file"), time.time() + 120
+    while go_file and not os.path.exists(go_file) and time.time() < deadline:
+        time.sleep(0.02)
     for scenario in spec["scenarios"]:
         batch = scenario["batch"]
         if spec["protocol"] == "rest":
@@ -151,7 +166,10 @@ def worker_main(spec: dict) -> None:
         else:
             factory = _grpc_factory(spec["grpc_port"], spec["model"], spec["inputs"], batch)
         result = asyncio.run(
-            _run_clients(factory, scenario["concurrency"], spec["seconds"], spec["max_requests"], spec["warmup"])
+            _run_clients(
+                factory, scenario["concurrency"], spec["seconds"], spec["max_requests"], spec["warmup"],
+                spec.get("stop_file"),
+            )
         )
         print(json.dumps(dict(scenario, protocol=spec["protocol"], **result)), flush=True)
 
@@ -221,21 +239,30 @@ def _status(rest_port, model):
 
 
 def _swap_under_load(args, base_spec, serving_dir, rest_port):
-    """REST and gRPC load at concurrency 8 while version 2 is pushed (copy, then rename)."""
-    seconds, warmup = max(6.0, args.seconds * 2), 0.5
-    start_at = time.time() + 15  # both workers start together, after the gRPC one imports TensorFlow
-    spec = dict(base_spec, seconds=seconds, warmup=warmup, start_at=start_at, scenarios=[{"concurrency": 8, "batch": 1}])
+    """REST and gRPC load at concurrency 8 while version 2 is pushed (copy, then rename). The
+    load runs on until version 2 has been AVAILABLE for 1 s (at most 90 s), so the swap itself
+    happens under load however long the model takes to load."""
+    warmup, lead = 0.5, max(2.0, args.seconds)
+    go_file = os.path.join(os.path.dirname(serving_dir), "start-swap-load")
+    stop_file = os.path.join(os.path.dirname(serving_dir), "stop-swap-load")
+    spec = dict(base_spec, seconds=90.0, warmup=warmup, go_file=go_file, stop_file=stop_file,
+                scenarios=[{"concurrency": 8, "batch": 1}])
     workers = [_start_worker(dict(spec, protocol=p)) for p in ("rest", "grpc")]
-    time.sleep(max(0.0, start_at + warmup + seconds / 3 - time.time()))  # push a third into the run
+    for worker in workers:  # both load the same time, once the gRPC one has imported TensorFlow
+        worker.stdout.readline()
+    open(go_file, "w").close()
+    time.sleep(warmup + lead)
     tmp = os.path.join(serving_dir, ".tmp-2")
     shutil.copytree(os.path.join(serving_dir, "1"), tmp)
     os.rename(tmp, os.path.join(serving_dir, "2"))
     pushed = time.monotonic()
     swapped_after = None
-    while time.monotonic() - pushed < 30 and swapped_after is None:
+    while time.monotonic() - pushed < 80 and swapped_after is None:
         if _status(rest_port, base_spec["model"]).get(2) == "AVAILABLE":
             swapped_after = time.monotonic() - pushed
         time.sleep(0.05)
+    time.sleep(1.0)
+    open(stop_file, "w").close()
     results = [r for w in workers for r in _collect(w)]
     for r in results:
         r["scenario"] = "swap"
@@ -298,7 +325,7 @@ def main(argv=None) -> int:
                 swap_note = (
                     f"\nswap: version 2 AVAILABLE {swapped_after:.2f} s after the push; "
                     f"{sum(r['requests'] for r in swap_rows)} requests during the run, {failed} failed"
-                    if swapped_after is not None else "\nswap: version 2 did not become AVAILABLE within 30 s"
+                    if swapped_after is not None else "\nswap: version 2 did not become AVAILABLE within 80 s"
                 )
         finally:
             server.terminate()
