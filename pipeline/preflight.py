@@ -70,7 +70,7 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
             fail('line 1', 'the file starts with a UTF-8 byte-order mark (BOM), which ExampleGen '
                  'would read as part of the first column name; expected plain UTF-8: save it '
                  "without the BOM (e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)")
-    rows = 0
+    rows = line = 0
     try:
         with open(path, encoding='utf-8', newline='') as f:
             reader = csv.reader(f, strict=True)
@@ -118,9 +118,11 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
         fail(_bad_utf8(path), 'bytes that are not valid UTF-8; expected UTF-8 text '
              '(re-export the file as UTF-8, e.g. iconv -f LATIN1 -t UTF-8)')
     except csv.Error as e:
-        fail(f'line {reader.line_num}', f'not valid CSV ({e}); expected comma-separated fields, '
-             'quoted with " where a field holds a comma, at most '
-             f'{csv.field_size_limit():,} characters each')
+        first, last = line + 1, reader.line_num
+        where = f'line {first}' if last <= first else f'lines {first}-{last}'
+        hint = f'; a quote opened on line {first} is never closed?' if last > first else ''
+        fail(where, f'not valid CSV ({e}){hint}; expected comma-separated fields, quoted with " '
+             f'where a field holds a comma, at most {csv.field_size_limit():,} characters each')
     if rows == 0:
         fail('', 'the file has a header but no data rows; expected at least one row')
     return rows

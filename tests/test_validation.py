@@ -15,7 +15,7 @@ from components.anomaly_gate.executor import AnomaliesFound, Executor as GateExe
 from components.drift import drift_anomalies, set_comparators
 from pipeline import spans
 from pipeline.schema import load_schema
-from tests import validation_testlib as lib
+import validation_testlib as lib
 
 SCHEMA = os.path.join(lib.REPO, 'schemas', 'taxi', 'schema.pbtxt')
 

@@ -55,17 +55,18 @@ class Executor(base_executor.BaseExecutor):
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         from pipeline.spans import changed_files
-        changed = changed_files(json.loads(exec_properties.get('input_files') or '{}'))
-        if changed:
-            raise InputChanged('data files changed while the run read them, so the examples may '
-                               'mix old and new rows; expected them to stay put during a run. '
-                               'Rerun once they are complete:\n  ' + '\n  '.join(changed))
         messages = []
         for key in ('anomalies', 'drift'):
             for artifact in input_dict.get(key) or []:
                 anomalies = read_anomalies(artifact)
                 if anomalies:
                     messages.append(format_anomalies(anomalies, artifact.uri))
+        changed = changed_files(json.loads(exec_properties.get('input_files') or '{}'))
+        if changed:
+            raise InputChanged('\n'.join(
+                ['data files changed while the run read them, so the examples may mix old and '
+                 'new rows; expected them to stay put during a run. Rerun once they are '
+                 'complete:'] + [f'  {line}' for line in changed] + messages))
         if not messages:
             return
         message = '\n'.join(messages)
