@@ -17,13 +17,17 @@ The split between errors and anomalies (docs/validation.md has the whole table):
 
 CRLF line endings are accepted: Beam's text reader and the csv module both read them.
 
-It reads each file once, streaming rows with the csv module (about 2 s per million taxi
-rows on one core), and fingerprints the files so the run can tell when one changed.
+It streams each file with the csv module, checking rows a chunk at a time (see
+``_fast_rows``; a million taxi rows take seconds), goes row by row only to name a problem
+it found, and fingerprints the files so the run can tell when one changed.
 """
 import codecs
+import collections
 import csv
+import itertools
+import operator
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pipeline import spans
 
@@ -97,7 +101,8 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
             numeric = [(i, name, *_NUMERIC[types[name]]) for i, name in enumerate(header)
                        if types.get(name) in _NUMERIC]
             line = reader.line_num
-            for row in reader:
+            fast = _fast_rows(path, width, [(i, parse) for i, _, parse, _ in numeric])
+            for row in (() if fast is not None else reader):
                 rows += 1
                 if reader.line_num != line + 1:
                     fail(f'lines {line + 1}-{reader.line_num}', 'a quoted field runs over a line '
@@ -123,8 +128,39 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
         hint = f'; a quote opened on line {first} is never closed?' if last > first else ''
         fail(where, f'not valid CSV ({e}){hint}; expected comma-separated fields, quoted with " '
              f'where a field holds a comma, at most {csv.field_size_limit():,} characters each')
+    rows = rows if fast is None else fast
     if rows == 0:
         fail('', 'the file has a header but no data rows; expected at least one row')
+    return rows
+
+
+_CHUNK = 500  # small chunks: large ones wake the garbage collector again and again
+
+
+def _fast_rows(path: str, width: int, numeric: List[Tuple[int, type]]) -> Optional[int]:
+    """The number of data rows if every chunk of rows is plainly fine, else None.
+
+    The same checks as the row loop in ``check_file``, a chunk of rows at a time, with the
+    loops in C (``map`` of ``len``, ``itemgetter``, ``int``/``float``): a million rows take
+    seconds rather than a minute. On any doubt it returns None, and the row loop finds and
+    names the problem.
+    """
+    rows = 0
+    try:
+        with open(path, encoding='utf-8', newline='') as f:
+            reader = csv.reader(f, strict=True)
+            next(reader, None)
+            for chunk in iter(lambda: list(itertools.islice(reader, _CHUNK)), []):
+                if set(map(len, chunk)) != {width}:
+                    return None
+                rows += len(chunk)
+                if reader.line_num != rows + 1:  # a record ran over several lines
+                    return None
+                for i, parse in numeric:
+                    collections.deque(map(parse, filter(None, map(operator.itemgetter(i), chunk))),
+                                      maxlen=0)
+    except (csv.Error, UnicodeDecodeError, ValueError):
+        return None
     return rows
 
 

@@ -16,6 +16,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, writer_utils
 
+# The reasons the drift and skew comparators give.
 DRIFT_KINDS = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
                anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH}
 
@@ -25,31 +26,31 @@ def is_categorical(feature: schema_pb2.Feature) -> bool:
             or (feature.HasField('int_domain') and feature.int_domain.is_categorical))
 
 
-def set_comparators(schema: schema_pb2.Schema, thresholds: Dict[str, Any]) -> schema_pb2.Schema:
-    """A copy of ``schema`` with a drift comparator on each feature that has a threshold."""
+def set_comparators(schema: schema_pb2.Schema, thresholds: Dict[str, Any],
+                    comparator: str = 'drift_comparator') -> schema_pb2.Schema:
+    """A copy of ``schema`` with a comparator on each feature that has a threshold.
+
+    ``comparator`` is ``drift_comparator`` (span against span) or ``skew_comparator``
+    (serving logs against training data).
+    """
     schema = schema_pb2.Schema.FromString(schema.SerializeToString())
     per_feature = thresholds.get('per_feature') or {}
     for feature in schema.feature:
         categorical = is_categorical(feature)
         default = thresholds.get('default_linf' if categorical else 'default_js')
         value: Optional[float] = per_feature.get(feature.name, default)
-        feature.ClearField('drift_comparator')
+        feature.ClearField(comparator)
         if value is None:
             continue
         if categorical:
-            feature.drift_comparator.infinity_norm.threshold = value
+            getattr(feature, comparator).infinity_norm.threshold = value
         else:
-            feature.drift_comparator.jensen_shannon_divergence.threshold = value
+            getattr(feature, comparator).jensen_shannon_divergence.threshold = value
     return schema
 
 
-def drift_anomalies(statistics, previous_statistics, schema: schema_pb2.Schema,
-                    thresholds: Dict[str, Any]) -> anomalies_pb2.Anomalies:
-    """The drift anomalies of ``statistics`` against ``previous_statistics`` (DatasetFeatureStatisticsList)."""
-    import tensorflow_data_validation as tfdv
-
-    found = tfdv.validate_statistics(statistics, set_comparators(schema, thresholds),
-                                     previous_statistics=previous_statistics)
+def comparator_anomalies(found: anomalies_pb2.Anomalies) -> anomalies_pb2.Anomalies:
+    """``found`` with only the comparators' reasons (drift or skew) kept."""
     result = anomalies_pb2.Anomalies()
     result.CopyFrom(found)
     result.ClearField('anomaly_info')
@@ -63,6 +64,33 @@ def drift_anomalies(statistics, previous_statistics, schema: schema_pb2.Schema,
             kept.reason.extend(reasons)
             kept.description = ' '.join(r.description for r in reasons)
             kept.short_description = ' '.join(r.short_description for r in reasons)
+    return result
+
+
+def drift_anomalies(statistics, previous_statistics, schema: schema_pb2.Schema,
+                    thresholds: Dict[str, Any]) -> anomalies_pb2.Anomalies:
+    """The drift anomalies of ``statistics`` against ``previous_statistics`` (DatasetFeatureStatisticsList)."""
+    import tensorflow_data_validation as tfdv
+
+    return comparator_anomalies(tfdv.validate_statistics(
+        statistics, set_comparators(schema, thresholds), previous_statistics=previous_statistics))
+
+
+def serving_anomalies(serving_statistics, training_statistics, schema: schema_pb2.Schema,
+                      thresholds: Dict[str, Any]) -> anomalies_pb2.Anomalies:
+    """Serving logs against the curated schema in its SERVING environment (the label and the
+    TRAINING-only columns may be absent), plus their skew against the training data, with
+    the same thresholds as drift (docs/validation.md, "Training/serving skew")."""
+    import tensorflow_data_validation as tfdv
+
+    result = tfdv.validate_statistics(serving_statistics, schema, environment='SERVING')
+    skew = comparator_anomalies(tfdv.validate_statistics(
+        training_statistics, set_comparators(schema, thresholds, 'skew_comparator'),
+        serving_statistics=serving_statistics))
+    for name, info in skew.anomaly_info.items():
+        result.anomaly_info[name].reason.extend(info.reason)
+        result.anomaly_info[name].description = ' '.join(
+            filter(None, [result.anomaly_info[name].description, info.description]))
     return result
 
 
