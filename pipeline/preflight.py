@@ -184,9 +184,12 @@ def drift_enabled(config) -> bool:
 def preflight(config, schema=None) -> Dict[str, List[int]]:
     """Checks every file the run will read; returns their fingerprints (see ``spans``).
 
-    Raises DataError for the first problem found.
+    Raises DataError for the first problem found. A remote data root (``gs://...``) is not
+    read here; ExampleValidator and the gate still guard it.
     """
     root = config.data.root
+    if '://' in root:
+        return {}
     if not os.path.isdir(root):
         raise DataError(f'{root}: the data directory does not exist; expected a directory of '
                         'CSV files, or of span-<N>/ directories of CSV files')

@@ -224,30 +224,33 @@ def test_rerun_after_kill_completes_from_cache_with_one_good_version(state):
 
 
 def test_serving_logs_checked_against_the_serving_environment_and_for_skew():
-    from components.drift import serving_anomalies
-    schema = load_schema(SCHEMA)
-    training = lib.bundled_rows(300)
-    serving = lib.bundled_rows(300, skip=300)
-    keep = [i for i, name in enumerate(serving[0]) if name not in ('tips', 'big_tipper')]
-    logs = [[r[i] for i in keep] for r in serving]              # no label in serving logs
-    logs[4][logs[0].index('payment_type')] = 'Bitcoin'
     import pandas as pd
     import tensorflow_data_validation as tfdv
+    from components.drift import serving_anomalies
 
-    def stats(rows):
-        frame = pd.DataFrame(rows[1:], columns=rows[0]).replace('', None)
-        for f in schema.feature:
-            if f.name in frame and f.type != schema_pb2.BYTES:
-                frame[f.name] = pd.to_numeric(frame[f.name])
-                if f.type == schema_pb2.INT and frame[f.name].notna().all():
-                    frame[f.name] = frame[f.name].astype('int64')
-        return tfdv.generate_statistics_from_dataframe(frame)
+    columns = {'payment_type': str, 'fare': float, 'trip_miles': float, 'trip_start_hour': int,
+               'tips': float, 'big_tipper': int}
+    schema = load_schema(SCHEMA)
+    kept = [f for f in schema.feature if f.name in columns]
+    del schema.feature[:]
+    schema.feature.extend(kept)
 
+    def stats(rows, serving=False):
+        frame = pd.DataFrame(rows[1:], columns=rows[0])
+        names = [n for n in columns if not (serving and n in ('tips', 'big_tipper'))]
+        return tfdv.generate_statistics_from_dataframe(
+            frame[names].astype({n: columns[n] for n in names}))
+
+    training = stats(lib.bundled_rows(300))
+    logs = lib.bundled_rows(300, skip=300)
+    logs[4][logs[0].index('payment_type')] = 'Bitcoin'
     thresholds = {'default_linf': 0.3, 'default_js': 0.3}
-    found = serving_anomalies(stats(logs), stats(training), schema, thresholds).anomaly_info
-    # The missing label is fine at serving time; the new category is not.
+    found = serving_anomalies(stats(logs, serving=True), training, schema, thresholds).anomaly_info
+    # Serving logs carry no label, which is fine in SERVING; the new category is not.
     assert set(found) == {'payment_type'}, {k: v.description for k, v in found.items()}
     assert 'Bitcoin' in found['payment_type'].description
-    skewed = serving_anomalies(stats(lib.drifted(serving)), stats(training), schema, thresholds)
-    assert {r.type for r in skewed.anomaly_info['payment_type'].reason} == {
+    skewed = serving_anomalies(stats(lib.drifted(lib.bundled_rows(300, skip=300)), serving=True),
+                               training, schema, thresholds).anomaly_info
+    assert set(skewed) == {'payment_type', 'fare'}
+    assert {r.type for r in skewed['payment_type'].reason} == {
         anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH}
