@@ -103,14 +103,16 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     ``error`` says why. Data the preflight refuses raises ``DataError`` before anything runs
     or is recorded (see ``pipeline.preflight``).
     """
-    from pipeline import report
-    from pipeline.pipeline import create_pipeline
     from pipeline.preflight import DataError, preflight
     from pipeline.schema import ensure_schema, load_schema
     from pipeline.spans import changed_files
 
+    # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
     checked = preflight(config, load_schema(config.data.schema)
                         if os.path.exists(config.data.schema) else None)
+    from pipeline import report
+    from pipeline.pipeline import create_pipeline
+
     start = time.time()
     stamp = time.strftime('%Y%m%d-%H%M%S')
     log_path = os.path.join(config.paths.pipeline_root, '_logs', f'run-{stamp}.log')

@@ -11,7 +11,7 @@ file that has all of them, written with CRLF line endings, and changed while it 
 import codecs
 import hashlib
 import logging
-import os
+import pathlib
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -23,8 +23,14 @@ ROWS = 40
 
 
 @pytest.fixture(scope='session')
-def base(tmp_path_factory):
-    return lib.baseline(str(tmp_path_factory.getbasetemp()))
+def base():
+    return lib.baseline()
+
+
+@pytest.fixture
+def tmp_path(request):
+    """Each case's own directory, under the session's root (see lib.scratch)."""
+    return pathlib.Path(lib.scratch(request.node.name))
 
 
 def snapshot(base):
@@ -202,7 +208,7 @@ class AppendWhenExampleGenStarts(logging.Handler):
 
 
 @pytest.fixture(scope='module')
-def anomalous_run(base, tmp_path_factory):
+def anomalous_run(base):
     rows = good_rows(200)
     header = rows[0]
     rows[0] = header + ['surcharge']                           # a column not in the schema
@@ -212,7 +218,7 @@ def anomalous_run(base, tmp_path_factory):
     rows[5][header.index('payment_type')] = 'Bitcoin'          # a never-seen category
     rows[6][header.index('trip_start_hour')] = '31'            # out of range
     rows[7][header.index('pickup_latitude')] = '48.5'          # out of range
-    path = tmp_path_factory.mktemp('anomalous') / 'trips.csv'
+    path = pathlib.Path(lib.scratch('anomalous')) / 'trips.csv'
     path.write_bytes(('\r\n'.join(lines(rows)) + '\r\n').encode('utf-8'))  # CRLF endings
     before = snapshot(base)
     handler = AppendWhenExampleGenStarts(str(path), lines([rows[1]])[0])

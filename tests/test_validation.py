@@ -160,8 +160,8 @@ def test_flat_root_and_span_layout_read_the_right_files(tmp_path):
 # Pipeline level: two spans with drift; killed during Transform; rerun.
 
 @pytest.fixture(scope='session')
-def state(tmp_path_factory):
-    return lib.baseline(str(tmp_path_factory.getbasetemp()))
+def state():
+    return lib.baseline()
 
 
 def test_drift_between_spans_stops_the_run_and_pushes_nothing(state):

@@ -9,27 +9,44 @@
 Its final state (a pushed version, an ML Metadata store with executions) is the "earlier
 state" the bad-input cases must leave untouched.
 """
+import atexit
 import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(REPO, 'data', 'taxi', 'data.csv')
 ROWS_PER_SPAN = 300
-# Small, quick training; no metric thresholds, so the model is blessed and pushed.
+# Small, quick training, and a threshold any model meets (with none, TFX's Evaluator does
+# not bless at all), so the model is pushed.
 FAST = ['--train-steps', '60', '--set', 'training.eval_steps=5',
         '--set', 'training.steps_per_epoch=30', '--set', 'training.batch_size=32',
-        '--set', 'evaluation.thresholds=[]', '--set', 'evaluation.change_thresholds=[]',
-        '--set', 'evaluation.slices=[]']
+        '--set', 'evaluation.thresholds=[{metric: auc, lower: 0.0}]',
+        '--set', 'evaluation.change_thresholds=[]', '--set', 'evaluation.slices=[]']
 DRIFT = ['--set', 'validation.drift.default_linf=0.3', '--set', 'validation.drift.default_js=0.3']
 
 _STATE: Dict[str, Any] = {}
+_ROOT: List[str] = []
+
+
+def scratch(name: str) -> str:
+    """A new directory under this session's own temporary root.
+
+    Not pytest's tmp_path: other pytest sessions on the same machine prune old basetemp
+    directories, which would delete the shared baseline under a long run.
+    """
+    if not _ROOT:
+        _ROOT.append(tempfile.mkdtemp(prefix='validation-tests-'))
+        atexit.register(shutil.rmtree, _ROOT[0], True)
+    return tempfile.mkdtemp(prefix=f'{name[:60]}-', dir=_ROOT[0])
 
 
 def bundled_rows(n: int, skip: int = 0) -> List[List[str]]:
@@ -123,11 +140,11 @@ def executions(metadata: str) -> Dict[int, Any]:
     return {e.id: (types.get(e.type_id, e.type), e.last_known_state) for e in store.get_executions()}
 
 
-def baseline(tmp_root: str) -> Dict[str, Any]:
+def baseline() -> Dict[str, Any]:
     """The shared state described in the module docstring (built on first call)."""
     if _STATE:
         return _STATE
-    root = os.path.join(tmp_root, 'baseline')
+    root = scratch('baseline')
     data = os.path.join(root, 'data')
     write_csv(os.path.join(data, 'span-1', 'trips.csv'), bundled_rows(ROWS_PER_SPAN))
     write_csv(os.path.join(data, 'span-2', 'trips.csv'),
