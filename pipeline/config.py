@@ -111,9 +111,9 @@ class EvaluationConfig:
 class DriftConfig:
     """Thresholds for comparing the newest span's statistics with the previous span's.
 
-    Categorical columns (strings, and integers the schema marks categorical) use the
-    L-infinity distance of their value frequencies; numeric columns use the Jensen-Shannon
-    divergence of their histograms (TFDV's drift comparators). ``None`` turns a check off;
+    String columns use the L-infinity distance of their value frequencies; numeric columns
+    (integer categories too) the Jensen-Shannon divergence of their histograms (TFDV's drift
+    comparators; components/drift). ``None`` turns a check off;
     ``per_feature`` overrides the default for one column (``null`` turns it off there).
     Drift beyond a threshold is an anomaly, stopped by the gate like any other.
     """

@@ -1,8 +1,8 @@
 """DriftCheck's executor: TFDV's ``validate_statistics(previous_statistics=...)``.
 
 The comparison is TFDV's own: a ``drift_comparator`` on each schema feature, L-infinity for
-categorical features (strings, and integers the schema marks ``is_categorical``),
-Jensen-Shannon divergence for numeric ones. Only the comparator anomalies are kept: the
+categorical (string) features, Jensen-Shannon divergence for numeric ones (see
+``is_categorical``). Only the comparator anomalies are kept: the
 schema anomalies of the same statistics are ExampleValidator's to report, once.
 """
 import json
@@ -22,8 +22,10 @@ DRIFT_KINDS = {anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH,
 
 
 def is_categorical(feature: schema_pb2.Feature) -> bool:
-    return (feature.type == schema_pb2.BYTES
-            or (feature.HasField('int_domain') and feature.int_domain.is_categorical))
+    """String features. Integers marked ``is_categorical`` (hour, day, areas) are compared
+    as numbers: StatisticsGen (run without a schema) records no value counts for integer
+    columns, and TFDV's L-infinity comparator then silently checks nothing."""
+    return feature.type == schema_pb2.BYTES
 
 
 def set_comparators(schema: schema_pb2.Schema, thresholds: Dict[str, Any],
