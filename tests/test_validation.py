@@ -205,53 +205,24 @@ def test_rerun_after_kill_completes_from_cache_with_one_good_version(state):
     assert len(versions) == 1 and versions[0].isdigit()
     assert os.path.isfile(os.path.join(state['serving'], versions[0], 'saved_model.pb'))
     assert not [n for n in os.listdir(state['serving']) if n.startswith('.tmp-')]
-    # The killed Transform's execution is not COMPLETE, so no later run can take its
-    # half-written output for a cached result: the Trainer read the new Transform's graph.
+    # The killed Transform's execution is not COMPLETE and has no output recorded, so no
+    # later run can take its half-written directory for a result: nothing in the store
+    # points there, and the Trainer read the graph of the Transform that completed.
     from pipeline.report import open_store
     store = open_store(state['metadata'])
-    transforms = [e for e in store.get_executions()
-                  if store.get_execution_types_by_id([e.type_id])[0].name.endswith('Transform')]
-    complete = [e for e in transforms if e.last_known_state == mlmd.Execution.COMPLETE]
-    assert len(transforms) == 2 and len(complete) == 1
-    killed = [e for e in transforms if e.last_known_state != mlmd.Execution.COMPLETE][0]
-    killed_outputs = {a.uri for a in store.get_artifacts_by_id(
-        [ev.artifact_id for ev in store.get_events_by_execution_ids([killed.id])])}
-    trainer_inputs = {a.uri for e in store.get_executions()
-                      if store.get_execution_types_by_id([e.type_id])[0].name.endswith('Trainer')
-                      for a in store.get_artifacts_by_id(
-                          [ev.artifact_id for ev in store.get_events_by_execution_ids([e.id])
-                           if ev.type == mlmd.Event.INPUT])}
-    assert killed_outputs and not killed_outputs & trainer_inputs
-
-
-def test_serving_logs_checked_against_the_serving_environment_and_for_skew():
-    import pandas as pd
-    import tensorflow_data_validation as tfdv
-    from components.drift import serving_anomalies
-
-    columns = {'payment_type': str, 'fare': float, 'trip_miles': float, 'trip_start_hour': int,
-               'tips': float, 'big_tipper': int}
-    schema = load_schema(SCHEMA)
-    kept = [f for f in schema.feature if f.name in columns]
-    del schema.feature[:]
-    schema.feature.extend(kept)
-
-    def stats(rows, serving=False):
-        frame = pd.DataFrame(rows[1:], columns=rows[0])
-        names = [n for n in columns if not (serving and n in ('tips', 'big_tipper'))]
-        return tfdv.generate_statistics_from_dataframe(
-            frame[names].astype({n: columns[n] for n in names}))
-
-    training = stats(lib.bundled_rows(300))
-    logs = lib.bundled_rows(300, skip=300)
-    logs[4][logs[0].index('payment_type')] = 'Bitcoin'
-    thresholds = {'default_linf': 0.3, 'default_js': 0.3}
-    found = serving_anomalies(stats(logs, serving=True), training, schema, thresholds).anomaly_info
-    # Serving logs carry no label, which is fine in SERVING; the new category is not.
-    assert set(found) == {'payment_type'}, {k: v.description for k, v in found.items()}
-    assert 'Bitcoin' in found['payment_type'].description
-    skewed = serving_anomalies(stats(lib.drifted(lib.bundled_rows(300, skip=300)), serving=True),
-                               training, schema, thresholds).anomaly_info
-    assert set(skewed) == {'payment_type', 'fare'}
-    assert {r.type for r in skewed['payment_type'].reason} == {
-        anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH}
+    types = {t.id: t.name for t in store.get_execution_types()}
+    transforms = [e for e in store.get_executions() if types[e.type_id].endswith('Transform')]
+    assert sorted(e.last_known_state for e in transforms) == sorted(
+        [mlmd.Execution.COMPLETE, mlmd.Execution.RUNNING])
+    killed, done = sorted(transforms, key=lambda e: e.last_known_state != mlmd.Execution.RUNNING)
+    half_written = os.path.join(state['pipeline_root'], 'Transform', 'transform_graph', str(killed.id))
+    assert os.path.isdir(half_written)
+    assert not [ev for ev in store.get_events_by_execution_ids([killed.id])
+                if ev.type not in (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT)]
+    assert not [a for a in store.get_artifacts() if a.uri.rstrip('/').endswith(f'/{killed.id}')
+                and '/Transform/' in a.uri]
+    [trainer] = [e for e in store.get_executions() if types[e.type_id].endswith('Trainer')]
+    inputs = {a.uri for a in store.get_artifacts_by_id(
+        [ev.artifact_id for ev in store.get_events_by_execution_ids([trainer.id])
+         if ev.type == mlmd.Event.INPUT])}
+    assert os.path.join(state['pipeline_root'], 'Transform', 'transform_graph', str(done.id)) in inputs
