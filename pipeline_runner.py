@@ -75,7 +75,6 @@ def cmd_run(argv: List[str]) -> int:
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2
-    from pipeline.report import render
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
@@ -86,6 +85,7 @@ def cmd_run(argv: List[str]) -> int:
     except DataError as e:
         print(f'Data refused: {e}', file=sys.stderr, flush=True)
         return 1
+    from pipeline.report import render  # after the preflight: it imports TensorFlow
     print(render(summary), flush=True)
     if summary.get('log'):
         print(f'Full log: {summary["log"]}')

@@ -14,8 +14,8 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
-from pipeline.config import PipelineConfig
 from pipeline import spans
+from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
 from pipeline.preflight import drift_enabled, files_to_read
 from pipeline.schema import ensure_schema, stage_schema
