@@ -30,7 +30,8 @@ ROWS_PER_SPAN = 300
 FAST = ['--train-steps', '60', '--set', 'training.eval_steps=5',
         '--set', 'training.steps_per_epoch=30', '--set', 'training.batch_size=32',
         '--set', 'evaluation.thresholds=[{metric: auc, lower: 0.0}]',
-        '--set', 'evaluation.change_thresholds=[]', '--set', 'evaluation.slices=[]']
+        '--set', 'evaluation.change_thresholds=[]', '--set', 'evaluation.slices=[]',
+        '--set', 'features.bucketize={}']
 DRIFT = ['--set', 'validation.drift.default_linf=0.3', '--set', 'validation.drift.default_js=0.3']
 
 _STATE: Dict[str, Any] = {}
@@ -162,6 +163,7 @@ def baseline() -> Dict[str, Any]:
     start = time.time()
     rerun = run_cli(args + ['--allow-anomalies'])
     timings['rerun'] = time.time() - start
+    print('validation baseline timings (s):', {k: round(v, 1) for k, v in timings.items()})
     _STATE.update(root=root, data=data, args=args, failed=failed, killed=killed,
                   after_kill=after_kill, rerun=rerun, timings=timings,
                   metadata=os.path.join(root, 'metadata.sqlite'),
