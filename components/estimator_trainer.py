@@ -94,8 +94,26 @@ def make_estimator(plan, tft_output, training, model_dir: str, warm_start_from: 
         load_weights(model, base_model_checkpoint(warm_start_from),
                      'training.warm_start: the base model')
         logging.info('Warm start from %s', warm_start_from)
-    return tf.keras.estimator.model_to_estimator(
+    estimator = tf.keras.estimator.model_to_estimator(
         keras_model=model, config=run_config(training, model_dir))
+    # The same estimator, but keeping ``keep_checkpoint_max`` checkpoints, and warm-started
+    # from the first checkpoint model_to_estimator wrote, as it does itself.
+    return tf.estimator.Estimator(
+        keep_checkpoints(estimator.model_fn, training.keep_checkpoint_max),
+        config=estimator.config,
+        warm_start_from=os.path.join(model_dir, 'keras', 'keras_model.ckpt'))
+
+
+def keep_checkpoints(model_fn, keep: int):
+    """``model_to_estimator``'s model_fn brings a Saver of its own (for object-based
+    checkpoints), so the Estimator does not make one from ``RunConfig.keep_checkpoint_max``
+    and TF's default of 5 would apply. Set it on that Saver."""
+    def fn(features, labels, mode, config):
+        spec = model_fn(features, labels, mode, config)
+        if spec.scaffold is not None and spec.scaffold.saver is not None:
+            spec.scaffold.saver.saver_def.max_to_keep = keep
+        return spec
+    return fn
 
 
 def train_estimator(estimator, train_input_fn, eval_input_fn, train_steps: int,

@@ -62,7 +62,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         module_file=config.modules.transform or TRANSFORM_MODULE,
-        custom_config=custom_config)
+        # Only the features: a training setting (the trainer, the steps) must not make
+        # Transform run again.
+        custom_config={'features': custom_config['features']})
     transform.add_upstream_node(anomaly_gate)
 
     # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
