@@ -11,7 +11,14 @@ Every predicting signature returns, by task (``features.OUTPUT_KEYS``):
 binary ``probability`` [batch] (of the positive class); multi-class ``probabilities``
 [batch, K] and ``classes`` [batch, K]; regression ``value`` [batch].
 The TFT graph travels inside the SavedModel, so clients send raw features.
+
+The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``keras`` or
+``estimator``; also ``tf.saved_model.load(path).trainer_name.asset_path``). Nothing else
+differs between the trainers' exports.
 """
+import os
+import tempfile
+
 import tensorflow as tf
 
 from components.features import CLASSES_OUTPUT, LABEL_VOCAB, FeaturePlan
@@ -83,5 +90,24 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
     }
 
 
-def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str) -> None:
-    model.save(path, save_format='tf', signatures=make_signatures(model, tft_output, plan))
+TRAINER_ASSET = 'trainer.txt'
+
+
+def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str,
+                         trainer: str = 'keras') -> None:
+    signatures = make_signatures(model, tft_output, plan)
+    with tempfile.TemporaryDirectory() as tmp:
+        asset = os.path.join(tmp, TRAINER_ASSET)
+        with open(asset, 'w', encoding='utf-8') as f:
+            f.write(trainer + '\n')
+        model.trainer_name = tf.saved_model.Asset(asset)
+        model.save(path, save_format='tf', signatures=signatures)
+
+
+def read_trainer(saved_model_dir: str) -> str:
+    """The trainer recorded in an exported model ('' when it records none)."""
+    path = os.path.join(saved_model_dir, 'assets', TRAINER_ASSET)
+    if not tf.io.gfile.exists(path):
+        return ''
+    with tf.io.gfile.GFile(path) as f:
+        return f.read().strip()

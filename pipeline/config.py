@@ -331,6 +331,9 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             fail(f'training.{key}', f'expected a positive integer, got {getattr(t, key)}')
     if t.early_stopping_patience < 0:
         fail('training.early_stopping_patience', 'expected 0 (off) or more')
+    if t.warm_start and t.trainer != 'estimator' and not config.modules.trainer:
+        fail('training.warm_start', 'only the estimator trainer warm-starts '
+             '(set training.trainer: estimator, or turn warm_start off)')
     if not 0 < t.learning_rate < 10:
         fail('training.learning_rate', f'expected a number in (0, 10), got {t.learning_rate}')
     if not 0 <= t.dropout < 1:

@@ -88,8 +88,18 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         module_file=config.modules.transform or TRANSFORM_MODULE,
-        custom_config=custom_config)
+        # Only the features: a training setting (the trainer, the steps) must not make
+        # Transform run again.
+        custom_config={'features': custom_config['features']})
     transform.add_upstream_node(anomaly_gate)
+
+    # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
+    # it. A resolver of its own: BaselineModelResolver depends on the trainer's output.
+    warm_start = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id('WarmStartModelResolver') if config.training.warm_start else None
 
     trainer = tfx.components.Trainer(
         module_file=config.modules.trainer or TRAINER_MODULES[config.training.trainer],
@@ -98,7 +108,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         schema=schema_gen.outputs['schema'],
         train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=custom_config)
+        custom_config=custom_config,
+        base_model=warm_start.outputs['model'] if warm_start else None)
 
     baseline = tfx.dsl.Resolver(
         strategy_class=BaselineModelStrategy,
@@ -126,7 +137,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.name,
         pipeline_root=config.paths.pipeline_root,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
-                    example_validator, *drift_nodes, anomaly_gate, transform, trainer, baseline,
+                    example_validator, *drift_nodes, anomaly_gate, transform,
+                    *([warm_start] if warm_start else []), trainer, baseline,
                     evaluator, pusher_component],
         enable_cache=True,
         metadata_connection_config=(

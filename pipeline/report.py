@@ -144,6 +144,12 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
                            'version': p.get_string_custom_property('pushed_version') or None,
                            'from_cache': states.get('Pusher') == 'cached'}
     trainer = nodes.get('Trainer', {}).get('outputs', {})
+    if trainer.get('model'):
+        # The trainer the model records (assets/trainer.txt), which wins over the config's
+        # name when a custom trainer module (modules.trainer) made it.
+        from components.signatures import read_trainer
+        summary['trainer'] = read_trainer(os.path.join(
+            trainer['model'][0].uri, 'Format-Serving')) or summary['trainer']
     if trainer.get('model_run'):
         summary['tensorboard_logdir'] = trainer['model_run'][0].uri
     return summary
