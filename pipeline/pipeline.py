@@ -1,7 +1,7 @@
 """``create_pipeline(config)``: the component graph, written once for every orchestrator."""
 import dataclasses
 import os
-from typing import List
+from typing import List, Optional, Union
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -14,7 +14,7 @@ from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
-from pipeline.schema import ensure_schema, stage_schema
+from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
@@ -35,14 +35,38 @@ def feature_plan(config: PipelineConfig) -> FeaturePlan:
     return plan_from_schema(ensure_schema(config), config)
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def image_module(path: str, repo_dir: str) -> str:
+    """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
+    relative = os.path.relpath(path, repo_dir)
+    if relative.startswith('..') or not relative.endswith('.py'):
+        raise ValueError(f'{path}: the image holds only the repository {repo_dir}; '
+                         'put the module there to run it on Kubeflow')
+    return relative[:-3].replace(os.sep, '.')
+
+
+def create_pipeline(config: PipelineConfig, *,
+                    data_root: Optional[Union[str, tfx.dsl.experimental.RuntimeParameter]] = None,
+                    train_args: Optional[Union[tfx.proto.TrainArgs,
+                                               tfx.dsl.experimental.RuntimeParameter]] = None,
+                    image_root: str = '') -> tfx.dsl.Pipeline:
+    """The graph. The keyword arguments are for orchestrators that run it elsewhere.
+
+    ``data_root`` and ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g.
+    with ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
+    the components run in the image the Dockerfile builds, whose repository copy is at
+    ``image_root``: the code is named by module path (no wheel is built and uploaded when
+    compiling), the schema is the copy staged in the image, and the baseline is TFX's
+    ``LatestBlessedModelStrategy`` (Kubeflow v2 compiles only TFX's own two resolver
+    strategies; there each run resolves it before training, so it never is the candidate).
+    Without them the graph is the local one, unchanged.
+    """
     plan = feature_plan(config)
     custom_config = {'features': plan.to_dict(),
                      'training': dataclasses.asdict(config.training)}
     train_buckets, eval_buckets = config.data.split
 
     example_gen = tfx.components.CsvExampleGen(
-        input_base=config.data.root,
+        input_base=config.data.root if data_root is None else data_root,
         output_config=tfx.proto.Output(split_config=example_gen_pb2.SplitConfig(splits=[
             example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
             example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)])))
@@ -51,35 +75,49 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     inferred_schema = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
     ).with_id('InferredSchemaGen')
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=stage_schema(config.data.schema, config.paths.pipeline_root))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=(
+        staged_schema_path(config.data.schema, image_root) if image_root
+        else stage_schema(config.data.schema, config.paths.pipeline_root)))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs['anomalies'],
                                on_anomalies=config.validation.on_anomalies)
 
+    transform_module = config.modules.transform or TRANSFORM_MODULE
+    trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
+    if image_root:
+        code = dict(transform=dict(preprocessing_fn=image_module(
+                        transform_module, config.base_dir) + '.preprocessing_fn'),
+                    trainer=dict(run_fn=image_module(trainer_module, config.base_dir) + '.run_fn'))
+    else:
+        code = dict(transform=dict(module_file=transform_module),
+                    trainer=dict(module_file=trainer_module))
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
-        module_file=config.modules.transform or TRANSFORM_MODULE,
-        custom_config=custom_config)
+        custom_config=custom_config,
+        **code['transform'])
     transform.add_upstream_node(anomaly_gate)
 
     trainer = tfx.components.Trainer(
-        module_file=config.modules.trainer or TRAINER_MODULES[config.training.trainer],
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        train_args=(tfx.proto.TrainArgs(num_steps=config.training.train_steps)
+                    if train_args is None else train_args),
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=custom_config)
+        custom_config=custom_config,
+        **code['trainer'])
 
-    baseline = tfx.dsl.Resolver(
-        strategy_class=BaselineModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        candidate=trainer.outputs['model'],
-    ).with_id('BaselineModelResolver')
+    previous = dict(model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+                    model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing))
+    if image_root:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **previous)
+    else:
+        baseline = tfx.dsl.Resolver(strategy_class=BaselineModelStrategy,
+                                    candidate=trainer.outputs['model'], **previous)
+    baseline = baseline.with_id('BaselineModelResolver')
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'],

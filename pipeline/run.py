@@ -100,8 +100,16 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     """Runs the pipeline once and returns the summary dict (see ``pipeline.report``).
 
     It does not raise for a failed run: the summary's ``status`` is 'failed' and its
-    ``error`` says why.
+    ``error`` says why. A run overlapping another on the same metadata store waits for it
+    (``pipeline.lock``), and the summary covers this run only.
     """
+    from pipeline.lock import run_lock
+
+    with run_lock(config.paths.metadata, log=lambda line: print(line, file=out, flush=True)):
+        return _run_pipeline(config, out)
+
+
+def _run_pipeline(config: PipelineConfig, out: TextIO) -> Dict[str, Any]:
     from pipeline import report
     from pipeline.pipeline import create_pipeline
     from pipeline.schema import ensure_schema
