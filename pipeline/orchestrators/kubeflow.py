@@ -37,19 +37,26 @@ def in_image(path: str, config: PipelineConfig, key: str) -> str:
     return os.path.join(IMAGE_REPO_DIR, relative)
 
 
-def build(config: PipelineConfig):
-    """The TFX pipeline as it runs on Kubeflow (``create_pipeline`` with runtime parameters)."""
+def runtime_parameters(config: PipelineConfig):
+    """{name: RuntimeParameter}, with the config's values as defaults."""
     from tfx import v1 as tfx
 
+    return {
+        DATA_ROOT: tfx.dsl.experimental.RuntimeParameter(
+            name=DATA_ROOT, ptype=str, default=in_image(config.data.root, config, 'data.root')),
+        TRAIN_ARGS: tfx.dsl.experimental.RuntimeParameter(
+            name=TRAIN_ARGS, ptype=str,
+            default=json.dumps({'num_steps': config.training.train_steps})),
+    }
+
+
+def build(config: PipelineConfig, parameters=None):
+    """The TFX pipeline as it runs on Kubeflow: ``create_pipeline`` with runtime parameters."""
     from pipeline.pipeline import create_pipeline
 
-    data_root = tfx.dsl.experimental.RuntimeParameter(
-        name=DATA_ROOT, ptype=str, default=in_image(config.data.root, config, 'data.root'))
-    train_args = tfx.dsl.experimental.RuntimeParameter(
-        name=TRAIN_ARGS, ptype=str,
-        default=json.dumps({'num_steps': config.training.train_steps}))
-    return create_pipeline(config, data_root=data_root, train_args=train_args,
-                           image_root=IMAGE_REPO_DIR)
+    parameters = parameters or runtime_parameters(config)
+    return create_pipeline(config, data_root=parameters[DATA_ROOT],
+                           train_args=parameters[TRAIN_ARGS], image_root=IMAGE_REPO_DIR)
 
 
 def compile_pipeline(config: PipelineConfig) -> str:
@@ -64,10 +71,9 @@ def compile_pipeline(config: PipelineConfig) -> str:
     from tfx import v1 as tfx
     from tfx.dsl.io import fileio
 
-    tfx_pipeline = build(config)
-    defaults = {p.name: p.default for p in (
-        tfx_pipeline.components[0].exec_properties['input_base'],
-        next(c for c in tfx_pipeline.components if c.id == 'Trainer').exec_properties['train_args'])}
+    parameters = runtime_parameters(config)
+    defaults = {name: p.default for name, p in parameters.items()}
+    tfx_pipeline = build(config, parameters)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=config.run.image, use_pipeline_spec_2_1=True))
