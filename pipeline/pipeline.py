@@ -12,7 +12,7 @@ from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
-from pipeline.config import PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig
 from pipeline.evaluation import build_eval_config
 from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
 
@@ -35,12 +35,12 @@ def feature_plan(config: PipelineConfig) -> FeaturePlan:
     return plan_from_schema(ensure_schema(config), config)
 
 
-def image_module(path: str, repo_dir: str) -> str:
+def image_module(path: str, repo_dir: str, key: str) -> str:
     """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
     relative = os.path.relpath(path, repo_dir)
     if relative.startswith('..') or not relative.endswith('.py'):
-        raise ValueError(f'{path}: the image holds only the repository {repo_dir}; '
-                         'put the module there to run it on Kubeflow')
+        raise ConfigError(f'{key}: {path} is not in the image, which holds the repository '
+                          f'{repo_dir}; put the module there to run it on Kubeflow')
     return relative[:-3].replace(os.sep, '.')
 
 
@@ -87,8 +87,9 @@ def create_pipeline(config: PipelineConfig, *,
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
     if image_root:
         code = dict(transform=dict(preprocessing_fn=image_module(
-                        transform_module, config.base_dir) + '.preprocessing_fn'),
-                    trainer=dict(run_fn=image_module(trainer_module, config.base_dir) + '.run_fn'))
+                        transform_module, config.base_dir, 'modules.transform') + '.preprocessing_fn'),
+                    trainer=dict(run_fn=image_module(
+                        trainer_module, config.base_dir, 'modules.trainer') + '.run_fn'))
     else:
         code = dict(transform=dict(module_file=transform_module),
                     trainer=dict(module_file=trainer_module))

@@ -18,6 +18,10 @@ export AIRFLOW_HOME=${AIRFLOW_HOME:-$REPO/output/airflow}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$REPO/dags}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+# Parsing the DAG imports TensorFlow and TFX: far more than Airflow's 30 s default on a
+# busy machine.
+export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=${AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT:-600}
+export AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT=${AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT:-900}
 # `dags test` and the SequentialExecutor run each task in this process or a child of it.
 export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-SequentialExecutor}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
