@@ -365,7 +365,7 @@ def test_airflow_lists_the_dag_with_the_configs_schedule(airflow_env):
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert 'Failed to load all files' not in listed.stderr, listed.stderr[-3000:]
     dags = {d['dag_id']: d for d in json.loads(listed.stdout.strip().splitlines()[-1])}
-    assert dags['taxi'] == {'dag_id': 'taxi', 'schedule_interval': '@daily', 'max_active_runs': 1,
+    assert dags['taxi'] == {'dag_id': 'taxi', 'schedule_interval': '@daily', 'max_active_runs': '1',
                             'fileloc': os.path.join(REPO, 'dags', 'taxi_dag.py')}
 
 
