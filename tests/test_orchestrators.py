@@ -372,7 +372,10 @@ def test_airflow_lists_the_dag_with_the_configs_schedule(airflow_env):
 @needs_airflow
 def test_airflow_dag_runs_the_pipeline_end_to_end(airflow_env):
     done = airflow(airflow_env['env'], 'dags', 'test', 'taxi', '2024-06-01')
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    output = airflow_env['tmp'] / 'dags-test.log'
+    output.write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, f'{(done.stdout + done.stderr)[-3000:]}\nwhole output: {output}'
+
     [version] = pushed_versions(airflow_env['serving'])
     [push] = open_store(airflow_env['metadata']).get_artifacts_by_type('PushedModel')
     assert push.custom_properties['pushed'].int_value == 1
