@@ -31,7 +31,13 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument('--pipeline-root', help='where artifacts go (paths.pipeline_root)')
     p.add_argument('--metadata', help='ML Metadata SQLite file (paths.metadata)')
     p.add_argument('--serving-dir', help='where blessed models are pushed (paths.serving_dir)')
-    p.add_argument('--runner', choices=['local', 'beam'], help='orchestrator (run.runner)')
+    p.add_argument('--runner', choices=['local', 'beam', 'kubeflow'],
+                   help='orchestrator (run.runner); kubeflow writes a KFP v2 / Vertex AI '
+                        'pipeline spec instead of running (docs/orchestrators.md)')
+    p.add_argument('--image', help='kubeflow: the container image built from the Dockerfile '
+                                   '(run.image)')
+    p.add_argument('--kfp-output', help='kubeflow: where the spec goes, .json (PipelineJob, '
+                                        'Vertex AI) or .yaml (PipelineSpec, KFP) (run.kfp_output)')
     p.add_argument('--trainer', choices=['keras', 'estimator'], help='training.trainer')
     p.add_argument('--train-steps', type=int, help='training.train_steps')
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
@@ -50,7 +56,8 @@ def overrides_from_args(args: argparse.Namespace) -> List[str]:
     flags = {'data.root': args.data_root, 'paths.pipeline_root': args.pipeline_root,
              'paths.metadata': args.metadata, 'paths.serving_dir': args.serving_dir,
              'run.runner': args.runner, 'training.trainer': args.trainer,
-             'training.train_steps': args.train_steps}
+             'training.train_steps': args.train_steps, 'run.image': args.image,
+             'run.kfp_output': args.kfp_output}
     out = [f'{k}={v}' for k, v in flags.items() if v is not None]
     out += list(args.set)
     if args.allow_anomalies:
@@ -75,6 +82,15 @@ def cmd_run(argv: List[str]) -> int:
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2
+    if config.run.runner == 'kubeflow':
+        from pipeline.orchestrators.kubeflow import compile_pipeline
+        try:
+            print(f'Wrote the Kubeflow pipeline spec {compile_pipeline(config)} '
+                  f'(image {config.run.image})')
+        except ConfigError as e:
+            print(f'Config refused: {e}', file=sys.stderr)
+            return 2
+        return 0
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '

@@ -24,7 +24,9 @@ class BaselineModelStrategy(resolver.ResolverStrategy):
         candidates = input_dict['candidate']
         if not candidates:
             return None
-        candidate = candidates[0]
+        # The newest model: the local runner passes this run's only, Airflow's (legacy)
+        # resolver driver every model the Trainer ever made.
+        candidate = max(candidates, key=lambda a: a.id)
         blessings = {b.get_int_custom_property(CURRENT_MODEL_ID): b
                      for b in input_dict['model_blessing']
                      if b.get_int_custom_property(BLESSED) == 1 and b.id < candidate.id}

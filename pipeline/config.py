@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 import yaml
 
 TASKS = ('binary', 'multiclass', 'regression')
-RUNNERS = ('local', 'beam')
+RUNNERS = ('local', 'beam', 'kubeflow')
 TRAINERS = ('keras', 'estimator')
 ON_ANOMALIES = ('fail', 'warn')
 
@@ -137,9 +137,16 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    runner: Literal['local', 'beam'] = 'local'
+    # 'kubeflow' compiles a KFP v2 / Vertex AI pipeline spec instead of running
+    # (docs/orchestrators.md); Airflow runs the DAG in dags/.
+    runner: Literal['local', 'beam', 'kubeflow'] = 'local'
     beam_args: Tuple[str, ...] = ()
     verbose: bool = False
+    # Airflow: the DAG's schedule (cron or preset such as '@daily'); empty: manual only.
+    schedule: str = ''
+    # Kubeflow: the container image (built by the Dockerfile) and where the spec goes.
+    image: str = ''
+    kfp_output: str = 'output/kubeflow/pipeline.json'
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,9 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
                           for f in dataclasses.fields(PathsConfig)))
     modules = ModulesConfig(transform=absolute(config.modules.transform),
                             trainer=absolute(config.modules.trainer))
-    return dataclasses.replace(config, data=data, paths=paths, modules=modules, base_dir=root)
+    run = dataclasses.replace(config.run, kfp_output=absolute(config.run.kfp_output))
+    return dataclasses.replace(config, data=data, paths=paths, modules=modules, run=run,
+                               base_dir=root)
 
 
 def csv_files(data_root: str) -> List[str]:
@@ -355,7 +364,15 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             fail(key, f'expected an existing .py file, got {path}')
     if config.data.positive_class and config.data.task != 'binary':
         fail('data.positive_class', 'only applies to binary tasks')
-    if not check_data:
+    if config.run.runner == 'kubeflow':
+        if not config.run.image:
+            fail('run.image', 'the kubeflow runner needs the container image the components '
+                 'run in (build it with the Dockerfile), e.g. --image gcr.io/PROJECT/taxi:TAG')
+        for key in ('pipeline_root', 'serving_dir'):
+            if '://' not in getattr(config.paths, key):
+                fail(f'paths.{key}', 'the kubeflow runner needs a URI the cluster can reach '
+                     f'(gs://..., s3://...), got {getattr(config.paths, key)}')
+    if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
     files = csv_files(config.data.root)
     if not files:

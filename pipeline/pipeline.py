@@ -2,7 +2,7 @@
 import dataclasses
 import json
 import os
-from typing import List
+from typing import List, Optional, Union
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -15,10 +15,10 @@ from components.drift import DriftCheck
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
 from pipeline import spans
-from pipeline.config import PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig
 from pipeline.evaluation import build_eval_config
 from pipeline.preflight import drift_enabled, files_to_read
-from pipeline.schema import ensure_schema, stage_schema
+from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
@@ -39,7 +39,31 @@ def feature_plan(config: PipelineConfig) -> FeaturePlan:
     return plan_from_schema(ensure_schema(config), config)
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def image_module(path: str, repo_dir: str, key: str) -> str:
+    """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
+    relative = os.path.relpath(path, repo_dir)
+    if relative.startswith('..') or not relative.endswith('.py'):
+        raise ConfigError(f'{key}: {path} is not in the image, which holds the repository '
+                          f'{repo_dir}; put the module there to run it on Kubeflow')
+    return relative[:-3].replace(os.sep, '.')
+
+
+def create_pipeline(config: PipelineConfig, *,
+                    data_root: Optional[Union[str, tfx.dsl.experimental.RuntimeParameter]] = None,
+                    train_args: Optional[Union[tfx.proto.TrainArgs,
+                                               tfx.dsl.experimental.RuntimeParameter]] = None,
+                    image_root: str = '') -> tfx.dsl.Pipeline:
+    """The graph. The keyword arguments are for orchestrators that run it elsewhere.
+
+    ``data_root`` and ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g.
+    with ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
+    the components run in the image the Dockerfile builds, whose repository copy is at
+    ``image_root``: the code is named by module path (no wheel is built and uploaded when
+    compiling), the schema is the copy staged in the image, and the baseline is TFX's
+    ``LatestBlessedModelStrategy`` (Kubeflow v2 compiles only TFX's own two resolver
+    strategies; there each run resolves it before training, so it never is the candidate).
+    Without them the graph is the local one, unchanged.
+    """
     plan = feature_plan(config)
     custom_config = {'features': plan.to_dict(),
                      'training': dataclasses.asdict(config.training)}
@@ -51,15 +75,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     # The newest span (or the flat root): pipeline/spans.py.
     input_config, range_config = spans.example_gen_input(config.data.root)
     example_gen = tfx.components.CsvExampleGen(
-        input_base=config.data.root, input_config=input_config, range_config=range_config,
-        output_config=output_config)
+        input_base=config.data.root if data_root is None else data_root,
+        input_config=input_config, range_config=range_config, output_config=output_config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
     inferred_schema = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
     ).with_id('InferredSchemaGen')
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=stage_schema(config.data.schema, config.paths.pipeline_root))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=(
+        staged_schema_path(config.data.schema, image_root) if image_root
+        else stage_schema(config.data.schema, config.paths.pipeline_root)))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
     # Drift: the previous span is read by its own ExampleGen + StatisticsGen (cached while it
@@ -84,13 +109,23 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
                                drift=drift_nodes[-1].outputs['anomalies'] if drift_nodes else None,
                                input_files=spans.fingerprint(files_to_read(config)))
 
+    transform_module = config.modules.transform or TRANSFORM_MODULE
+    trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
+    if image_root:
+        code = dict(transform=dict(preprocessing_fn=image_module(
+                        transform_module, config.base_dir, 'modules.transform') + '.preprocessing_fn'),
+                    trainer=dict(run_fn=image_module(
+                        trainer_module, config.base_dir, 'modules.trainer') + '.run_fn'))
+    else:
+        code = dict(transform=dict(module_file=transform_module),
+                    trainer=dict(module_file=trainer_module))
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
-        module_file=config.modules.transform or TRANSFORM_MODULE,
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
-        custom_config={'features': custom_config['features']})
+        custom_config={'features': custom_config['features']},
+        **code['transform'])
     transform.add_upstream_node(anomaly_gate)
 
     # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
@@ -102,21 +137,25 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     ).with_id('WarmStartModelResolver') if config.training.warm_start else None
 
     trainer = tfx.components.Trainer(
-        module_file=config.modules.trainer or TRAINER_MODULES[config.training.trainer],
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+        train_args=(tfx.proto.TrainArgs(num_steps=config.training.train_steps)
+                    if train_args is None else train_args),
         eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
         custom_config=custom_config,
-        base_model=warm_start.outputs['model'] if warm_start else None)
+        base_model=warm_start.outputs['model'] if warm_start else None,
+        **code['trainer'])
 
-    baseline = tfx.dsl.Resolver(
-        strategy_class=BaselineModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        candidate=trainer.outputs['model'],
-    ).with_id('BaselineModelResolver')
+    previous = dict(model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+                    model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing))
+    if image_root:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **previous)
+    else:
+        baseline = tfx.dsl.Resolver(strategy_class=BaselineModelStrategy,
+                                    candidate=trainer.outputs['model'], **previous)
+    baseline = baseline.with_id('BaselineModelResolver')
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'],

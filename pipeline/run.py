@@ -102,15 +102,24 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
 
     It does not raise for a failed run: the summary's ``status`` is 'failed' and its
     ``error`` says why. Data the preflight refuses raises ``DataError`` before anything runs
-    or is recorded (see ``pipeline.preflight``).
+    or is recorded (see ``pipeline.preflight``). A run overlapping another on the same
+    metadata store waits for it (``pipeline.lock``), and the summary covers this run only.
     """
-    from pipeline.preflight import DataError, preflight
-    from pipeline.schema import ensure_schema, load_schema
-    from pipeline.spans import changed_files
+    from pipeline.lock import run_lock
+    from pipeline.preflight import preflight
+    from pipeline.schema import load_schema
 
     # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
     checked = preflight(config, load_schema(config.data.schema)
                         if os.path.exists(config.data.schema) else None)
+    with run_lock(config.paths.metadata, log=lambda line: print(line, file=out, flush=True)):
+        return _run_pipeline(config, out, checked)
+
+
+def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any]:
+    from pipeline.preflight import DataError
+    from pipeline.schema import ensure_schema
+    from pipeline.spans import changed_files
 
     start = time.time()
     stamp = time.strftime('%Y%m%d-%H%M%S')

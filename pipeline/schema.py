@@ -70,18 +70,26 @@ def ensure_schema(config, log=print) -> schema_pb2.Schema:
     return load_schema(path)
 
 
+def staged_schema_path(path: str, root: str) -> str:
+    """Where ``stage_schema(path, root)`` puts the schema: named for its contents."""
+    with open(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return os.path.join(root, '_schemas', digest, 'schema.pbtxt')
+
+
 def stage_schema(path: str, pipeline_root: str) -> str:
     """A content-addressed copy of the curated schema under the pipeline root.
 
     ImportSchemaGen's cache key is the file's path, not its contents; staging the schema at
     a path named for its hash makes an edited schema re-run validation and everything after.
+    (The Dockerfile stages it the same way inside the image, for Kubeflow.)
     """
     import tensorflow as tf
 
     with open(path, 'rb') as f:
         content = f.read()
-    staged_dir = os.path.join(pipeline_root, '_schemas', hashlib.sha256(content).hexdigest()[:16])
-    staged = os.path.join(staged_dir, 'schema.pbtxt')
+    staged = staged_schema_path(path, pipeline_root)
+    staged_dir = os.path.dirname(staged)
     if not tf.io.gfile.exists(staged):
         tf.io.gfile.makedirs(staged_dir)
         with tf.io.gfile.GFile(staged + '.tmp', 'wb') as f:

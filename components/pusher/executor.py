@@ -59,6 +59,8 @@ class Executor(tfx_pusher.Executor):
         proto_utils.json_to_proto(
             exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base_dir = destination.filesystem.base_directory
+        if '://' in base_dir:  # object stores (Kubeflow: gs://) have no atomic rename
+            return super().Do(input_dict, output_dict, exec_properties)
         model_path = self.GetModelPath(input_dict)
         version = publish(model_path, base_dir)
         serving_path = os.path.join(base_dir, version)

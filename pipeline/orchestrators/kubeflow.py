@@ -1,0 +1,90 @@
+"""Kubeflow Pipelines v2 and Vertex AI Pipelines: the graph compiled to a pipeline spec.
+
+``compile_pipeline(config)`` writes the JSON ``PipelineJob`` that ``kfp`` 2 clients upload
+and Vertex AI's ``PipelineJob(template_path=...)`` submits. Nothing runs here. Every
+component runs in ``config.run.image``, built from the Dockerfile, which holds the project
+at ``IMAGE_REPO_DIR`` with the curated schemas staged the way ``stage_schema`` does it, so
+the spec names the schema by its content hash: an image older than the schema fails in
+ImportSchemaGen with "file not found" instead of validating against a stale schema.
+
+Runtime parameters, settable when a run is submitted:
+  ``data_root``   the CSV directory (default: ``data.root``, mapped into the image when it
+                  lies inside the repository, i.e. the bundled sample);
+  ``train_args``  TFX's ``TrainArgs`` as JSON (default ``{"num_steps": training.train_steps}``).
+                  KFP v2 passes only whole component parameters, not a field inside one, so
+                  the training steps travel as the Trainer's ``train_args``.
+Nothing is written at compile time except the spec: no schema staging, no module wheel
+(the code is in the image), so the pipeline root may be gs:// without credentials here.
+"""
+import json
+import os
+
+from pipeline.config import ConfigError, PipelineConfig
+
+IMAGE_REPO_DIR = '/pipeline'   # WORKDIR of the Dockerfile
+DATA_ROOT = 'data_root'
+TRAIN_ARGS = 'train_args'
+
+
+def in_image(path: str, config: PipelineConfig, key: str) -> str:
+    """A URI unchanged; a path inside the repository as the image sees it."""
+    if '://' in path:
+        return path
+    relative = os.path.relpath(path, config.base_dir)
+    if relative.startswith('..'):
+        raise ConfigError(f'{key}: {path} is on this machine, not in the image; give a URI '
+                          f'(gs://...) or a path inside the repository {config.base_dir}')
+    return os.path.join(IMAGE_REPO_DIR, relative)
+
+
+def runtime_parameters(config: PipelineConfig):
+    """{name: RuntimeParameter}, with the config's values as defaults."""
+    from tfx import v1 as tfx
+
+    return {
+        DATA_ROOT: tfx.dsl.experimental.RuntimeParameter(
+            name=DATA_ROOT, ptype=str, default=in_image(config.data.root, config, 'data.root')),
+        TRAIN_ARGS: tfx.dsl.experimental.RuntimeParameter(
+            name=TRAIN_ARGS, ptype=str,
+            default=json.dumps({'num_steps': config.training.train_steps})),
+    }
+
+
+def build(config: PipelineConfig, parameters=None):
+    """The TFX pipeline as it runs on Kubeflow: ``create_pipeline`` with runtime parameters."""
+    from pipeline.pipeline import create_pipeline
+
+    parameters = parameters or runtime_parameters(config)
+    return create_pipeline(config, data_root=parameters[DATA_ROOT],
+                           train_args=parameters[TRAIN_ARGS], image_root=IMAGE_REPO_DIR)
+
+
+def compile_pipeline(config: PipelineConfig) -> str:
+    """Writes the pipeline spec to ``config.run.kfp_output``; returns its path.
+
+    ``.json``: the ``PipelineJob`` (Vertex AI's ``template_path``; the runtime parameters'
+    defaults in ``runtimeConfig``). ``.yaml``: the bare ``PipelineSpec`` that the KFP 2 UI
+    and ``kfp.Client().upload_pipeline`` take. Both carry the defaults in the root's
+    ``inputDefinitions`` (``defaultValue``), so a submission may leave them out.
+    """
+    import yaml
+    from tfx import v1 as tfx
+    from tfx.dsl.io import fileio
+
+    parameters = runtime_parameters(config)
+    defaults = {name: p.default for name, p in parameters.items()}
+    tfx_pipeline = build(config, parameters)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=config.run.image, use_pipeline_spec_2_1=True))
+    job = runner.run(tfx_pipeline, parameter_values=defaults, write_out=False)
+    for name, parameter in job['pipelineSpec']['root']['inputDefinitions']['parameters'].items():
+        parameter['defaultValue'] = defaults[name]
+    output = config.run.kfp_output
+    fileio.makedirs(os.path.dirname(output) or '.')
+    with fileio.open(output, 'w') as f:
+        if output.endswith(('.yaml', '.yml')):
+            yaml.safe_dump(job['pipelineSpec'], f, sort_keys=True)
+        else:
+            json.dump(job, f, indent=1, sort_keys=True)
+    return output
