@@ -124,6 +124,9 @@ class RunConfig:
     runner: Literal['local', 'beam'] = 'local'
     beam_args: Tuple[str, ...] = ()
     verbose: bool = False
+    # An unchanged rerun is answered from the last run's record without starting TFX
+    # (pipeline/fast_rerun.py); false always runs through TFX.
+    fast_rerun: bool = True
 
 
 @dataclass(frozen=True)

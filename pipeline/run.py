@@ -102,6 +102,11 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     It does not raise for a failed run: the summary's ``status`` is 'failed' and its
     ``error`` says why.
     """
+    from pipeline import fast_rerun
+    if config.run.fast_rerun:
+        unchanged = fast_rerun.lookup(config, out)
+        if unchanged is not None:
+            return unchanged
     from pipeline import report
     from pipeline.pipeline import create_pipeline
     from pipeline.schema import ensure_schema
@@ -134,4 +139,5 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
                                  total_seconds=time.time() - start)
     if error and not config.run.verbose:
         summary['log'] = log_path
+    fast_rerun.record(config, summary)
     return summary
