@@ -147,6 +147,9 @@ class RunConfig:
     # Kubeflow: the container image (built by the Dockerfile) and where the spec goes.
     image: str = ''
     kfp_output: str = 'output/kubeflow/pipeline.json'
+    # An unchanged rerun is answered from the last run's record without starting TFX
+    # (pipeline/fast_rerun.py); false always runs through TFX.
+    fast_rerun: bool = True
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from typing import Any, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.anomaly_gate.executor import read_anomalies
-
 STATES = {metadata_store_pb2.Execution.COMPLETE: 'ran', metadata_store_pb2.Execution.CACHED: 'cached',
           metadata_store_pb2.Execution.FAILED: 'failed', metadata_store_pb2.Execution.RUNNING: 'running',
           metadata_store_pb2.Execution.CANCELED: 'canceled', metadata_store_pb2.Execution.NEW: 'new'}
@@ -127,6 +125,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
 
     validator = nodes.get('ExampleValidator', {}).get('outputs', {}).get('anomalies')
     if validator:
+        from components.anomaly_gate.executor import read_anomalies  # imports TFX: only here
         summary['anomalies'] = {'artifact': validator[0].uri,
                                 'found': [a._asdict() for a in read_anomalies(validator[0])]}
     evaluation = nodes.get('Evaluator', {}).get('outputs', {})

@@ -105,6 +105,7 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     or is recorded (see ``pipeline.preflight``). A run overlapping another on the same
     metadata store waits for it (``pipeline.lock``), and the summary covers this run only.
     """
+    from pipeline import fast_rerun
     from pipeline.lock import run_lock
     from pipeline.preflight import preflight
     from pipeline.schema import load_schema
@@ -112,8 +113,14 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
     checked = preflight(config, load_schema(config.data.schema)
                         if os.path.exists(config.data.schema) else None)
+    if config.run.fast_rerun:
+        unchanged = fast_rerun.lookup(config, out)
+        if unchanged is not None:
+            return unchanged
     with run_lock(config.paths.metadata, log=lambda line: print(line, file=out, flush=True)):
-        return _run_pipeline(config, out, checked)
+        summary = _run_pipeline(config, out, checked)
+        fast_rerun.record(config, summary)
+        return summary
 
 
 def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any]:

@@ -4,6 +4,7 @@ The end-to-end runs are session fixtures so that many tests assert on one run: a
 on a few hundred rows takes about two minutes on two cores.
 """
 import csv
+import dataclasses
 import os
 import sys
 
@@ -76,7 +77,8 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
     """Three runs of the taxi pipeline on one pipeline root and metadata store:
 
     first   a cold run (blessed, pushed);
-    rerun   the same run again (served from the cache);
+    rerun   the same run again through TFX (served from TFX's cache);
+    fast_rerun  the same again, answered without starting TFX (pipeline/fast_rerun.py);
     strict  the same data with an unreachable AUC bound (not blessed, nothing pushed),
             through the command line, with --summary-json.
     """
@@ -89,7 +91,9 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
     config = load_config(path)
     first = run_pipeline(config)
     versions_after_first = sorted(os.listdir(config.paths.serving_dir))
-    rerun = run_pipeline(config)
+    # Through TFX's own cache (the fast path off), then the default fast path.
+    rerun = run_pipeline(config.replace(run=dataclasses.replace(config.run, fast_rerun=False)))
+    fast_rerun = run_pipeline(config)
     versions_after_rerun = sorted(os.listdir(config.paths.serving_dir))
     summary_json = os.path.join(directory, 'strict-summary.json')
     strict_exit = pipeline_runner.main([
@@ -99,6 +103,7 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
         import json
         strict = json.load(f)
     return {'config': config, 'config_path': path, 'first': first, 'rerun': rerun,
+            'fast_rerun': fast_rerun,
             'strict': strict, 'strict_exit': strict_exit,
             'versions_after_first': versions_after_first,
             'versions_after_rerun': versions_after_rerun,

@@ -1,0 +1,74 @@
+"""The unchanged rerun is answered without TFX only when nothing that decides the cache moved."""
+import io
+import os
+import shutil
+
+import pytest
+
+from pipeline import fast_rerun
+from pipeline.config import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = tmp_path / 'data'
+    data.mkdir()
+    shutil.copy(os.path.join(REPO, 'data', 'taxi', 'data.csv'), data / 'data.csv')
+    config = load_config(os.path.join(REPO, 'configs', 'taxi.yaml'), [
+        f'data.root={data}', f'paths.pipeline_root={tmp_path / "root"}',
+        f'paths.metadata={tmp_path / "m.sqlite"}', f'paths.serving_dir={tmp_path / "serving"}'])
+    (tmp_path / 'm.sqlite').write_bytes(b'mlmd')
+    pushed = tmp_path / 'serving' / '1700000000'
+    pushed.mkdir(parents=True)
+    summary = {'status': 'succeeded', 'total_seconds': 95.0,
+               'components': [{'id': 'CsvExampleGen', 'state': 'ran', 'seconds': 3.0},
+                              {'id': 'Pusher', 'state': 'ran', 'seconds': 1.0}],
+               'push': {'pushed': True, 'path': str(pushed), 'version': '1700000000',
+                        'from_cache': False}}
+    fast_rerun.record(config, summary)
+    return config, tmp_path
+
+
+def test_unchanged_rerun_is_reported_all_cached_with_the_same_push(setup):
+    config, _ = setup
+    out = io.StringIO()
+    summary = fast_rerun.lookup(config, out)
+    assert summary['fast_rerun'] is True
+    assert [c['state'] for c in summary['components']] == ['cached', 'cached']
+    assert summary['push']['version'] == '1700000000' and summary['push']['from_cache']
+    assert 'CsvExampleGen reused from cache' in out.getvalue()
+
+
+def test_changed_data_file_runs_tfx(setup):
+    config, tmp = setup
+    with open(tmp / 'data' / 'data.csv', 'a') as f:
+        f.write('\n')
+    assert fast_rerun.lookup(config) is None
+
+
+def test_another_run_in_the_metadata_runs_tfx(setup):
+    config, tmp = setup
+    (tmp / 'm.sqlite').write_bytes(b'mlmd, with another run recorded')
+    assert fast_rerun.lookup(config) is None
+
+
+def test_changed_config_runs_tfx(setup):
+    config, _ = setup
+    import dataclasses
+    changed = config.replace(training=dataclasses.replace(config.training, train_steps=10))
+    assert fast_rerun.lookup(changed) is None
+
+
+def test_removed_pushed_model_runs_tfx(setup):
+    config, tmp = setup
+    shutil.rmtree(tmp / 'serving' / '1700000000')
+    assert fast_rerun.lookup(config) is None
+
+
+def test_failed_run_forgets_the_record(setup):
+    config, _ = setup
+    fast_rerun.record(config, {'status': 'failed', 'components': [
+        {'id': 'CsvExampleGen', 'state': 'failed'}]})
+    assert fast_rerun.lookup(config) is None
