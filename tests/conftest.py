@@ -93,6 +93,10 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
     versions_after_first = sorted(os.listdir(config.paths.serving_dir))
     # Through TFX's own cache (the fast path off), then the default fast path.
     rerun = run_pipeline(config.replace(run=dataclasses.replace(config.run, fast_rerun=False)))
+    from pipeline.report import latest_run, open_store, run_outputs
+    store = open_store(config.paths.metadata)
+    rerun_in_metadata = {n: v['state'] for n, v in
+                         run_outputs(store, latest_run(store, config.name)).items()}
     fast_rerun = run_pipeline(config)
     versions_after_rerun = sorted(os.listdir(config.paths.serving_dir))
     summary_json = os.path.join(directory, 'strict-summary.json')
@@ -103,7 +107,7 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
         import json
         strict = json.load(f)
     return {'config': config, 'config_path': path, 'first': first, 'rerun': rerun,
-            'fast_rerun': fast_rerun,
+            'fast_rerun': fast_rerun, 'rerun_in_metadata': rerun_in_metadata,
             'strict': strict, 'strict_exit': strict_exit,
             'versions_after_first': versions_after_first,
             'versions_after_rerun': versions_after_rerun,
