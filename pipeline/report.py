@@ -40,21 +40,25 @@ def latest_run(store, pipeline_name: str, since_ms: int = 0):
 
 
 def run_outputs(store, run_context) -> Dict[str, Dict[str, Any]]:
-    """{node id: {'state': ..., 'outputs': {key: [tfx artifacts]}}} for one pipeline run."""
+    """{node id: {'state': ..., 'inputs': {key: [artifacts]}, 'outputs': {key: [artifacts]}}}
+    for one pipeline run (TFX artifact objects)."""
+    kinds = {metadata_store_pb2.Event.OUTPUT: 'outputs',
+             metadata_store_pb2.Event.DECLARED_OUTPUT: 'outputs',
+             metadata_store_pb2.Event.INPUT: 'inputs',
+             metadata_store_pb2.Event.DECLARED_INPUT: 'inputs'}
     result = {}
     for execution in store.get_executions_by_context(run_context.id):
         nodes = [c.name.split('.', 1)[-1] for c in store.get_contexts_by_execution(execution.id)
                  if c.type == 'node']
         node = nodes[0] if nodes else execution.type
-        outputs: Dict[str, List[Any]] = {}
-        events = [e for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+        found: Dict[str, Dict[str, List[Any]]] = {'inputs': {}, 'outputs': {}}
+        events = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type in kinds]
         artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
         for e in events:
             key = e.path.steps[0].key if e.path.steps else ''
-            outputs.setdefault(key, []).append(_tfx_artifact(artifacts[e.artifact_id], store))
-        result[node] = {'state': STATES.get(execution.last_known_state, 'unknown'),
-                        'outputs': outputs}
+            found[kinds[e.type]].setdefault(key, []).append(
+                _tfx_artifact(artifacts[e.artifact_id], store))
+        result[node] = {'state': STATES.get(execution.last_known_state, 'unknown'), **found}
     return result
 
 
@@ -131,7 +135,8 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     evaluation = nodes.get('Evaluator', {}).get('outputs', {})
     if evaluation.get('evaluation'):
         summary['evaluation'] = evaluation_summary(evaluation['evaluation'][0].uri)
-        baseline = nodes.get('BaselineModelResolver', {}).get('outputs', {}).get('model')
+        # Resolvers record no outputs; the Evaluator records the baseline it was given.
+        baseline = nodes.get('Evaluator', {}).get('inputs', {}).get('baseline_model')
         summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))

@@ -123,6 +123,8 @@ def test_an_unreachable_threshold_pushes_nothing_and_keeps_the_earlier_version(t
     states = {c['id']: c['state'] for c in strict['components']}
     assert states['Trainer'] == 'cached' and states['Transform'] == 'cached'
     assert states['Evaluator'] == 'ran'
+    # No model was blessed before this candidate was trained, so it had no baseline.
+    assert strict['evaluation']['baseline_model'] is None
 
 
 def test_the_summary_tells_the_user_what_happened(taxi_e2e):
