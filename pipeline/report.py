@@ -200,7 +200,9 @@ def render(summary: Dict[str, Any]) -> str:
                     note += f', may drop at most {changes[name]["max_decrease"]:g}'
                 note += ')'
             lines.append(f'  {name:28s} {_fmt(value)}{note}')
-        if not ev['baseline_metrics']:
+        if ev.get('baseline_model'):
+            lines.append(f'  baseline: {ev["baseline_model"]}')
+        elif not ev['baseline_metrics']:
             lines.append('  no baseline: no model was blessed before this one')
     if summary.get('blessed') is not None:
         if summary['blessed']:
