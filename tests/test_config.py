@@ -4,7 +4,7 @@ import os
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from tests.conftest import REPO, taxi_rows, write_config, write_csv
+from testlib import REPO, taxi_rows, write_config, write_csv
 
 TAXI_YAML = os.path.join(REPO, 'configs', 'taxi.yaml')
 

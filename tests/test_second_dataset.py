@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from pipeline.config import load_config
 from pipeline.run import run_pipeline
-from tests.conftest import FAST_TRAINING
+from testlib import FAST_TRAINING
 
 SPECIES = {'adelie': (38.0, 190.0, 'Torgersen'), 'gentoo': (47.0, 217.0, 'Biscoe'),
            'chinstrap': (49.0, 196.0, 'Dream')}
