@@ -5,7 +5,8 @@
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
 
 Exit status: 0 when the run succeeded (blessed and pushed, or not blessed and nothing
-pushed), 1 when the run failed, 2 when the command line or the config was refused.
+pushed), 1 when the run failed or the preflight refused the data (nothing ran), 2 when the
+command line or the config was refused.
 """
 import argparse
 import dataclasses
@@ -74,12 +75,17 @@ def cmd_run(argv: List[str]) -> int:
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2
-    from pipeline.report import render
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
           f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
-    summary = run_pipeline(config)
+    from pipeline.preflight import DataError
+    try:
+        summary = run_pipeline(config)
+    except DataError as e:
+        print(f'Data refused: {e}', file=sys.stderr, flush=True)
+        return 1
+    from pipeline.report import render  # imported by the run already, behind the log
     print(render(summary), flush=True)
     if summary.get('log'):
         print(f'Full log: {summary["log"]}')
@@ -119,7 +125,8 @@ def cmd_draft_schema(argv: List[str]) -> int:
     from google.protobuf import text_format
 
     from pipeline.schema import draft_schema, write_schema
-    schema = draft_schema(os.path.join(config.data.root, '*.csv'), config.data.label,
+    from pipeline.spans import input_glob
+    schema = draft_schema(input_glob(config.data.root), config.data.label,
                           config.data.exclude)
     if args.out:
         write_schema(schema, args.out)

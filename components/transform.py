@@ -10,7 +10,7 @@ from components.features import (BUCKETIZED, CATEGORICAL, LABEL_VOCAB, NUMERIC, 
                                  FeaturePlan)
 
 
-def _dense(x, default):
+def dense(x, default):
     """A [batch] dense tensor; missing values (empty sparse rows) become ``default``."""
     if isinstance(x, tf.SparseTensor):
         x = tf.sparse.to_dense(
@@ -18,46 +18,46 @@ def _dense(x, default):
     return tf.reshape(x, [-1])
 
 
-def _mean_filled(x):
+def mean_filled(x):
     """Numeric column as float32 with missing values replaced by the column's mean."""
     values = x.values if isinstance(x, tf.SparseTensor) else x
     values = tf.cast(values, tf.float32)
     if isinstance(x, tf.SparseTensor):
         x = tf.SparseTensor(x.indices, values, x.dense_shape)
         mean = tft.mean(values)
-        return _dense(x, mean)
+        return dense(x, mean)
     return tf.reshape(values, [-1])
 
 
-def _as_string(x):
+def as_string(x):
     """Categorical column as strings; missing values become the empty string."""
     if isinstance(x, tf.SparseTensor):
         if x.dtype != tf.string:
             x = tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
-        return _dense(x, '')
+        return dense(x, '')
     return tf.reshape(x if x.dtype == tf.string else tf.strings.as_string(x), [-1])
 
 
 def transform_label(plan: FeaturePlan, label):
     if plan.task == 'regression':
-        return _mean_filled(label)
+        return mean_filled(label)
     if plan.task == 'binary':
         if plan.label_dtype == STRING:
-            return tf.cast(tf.equal(_as_string(label), plan.positive_class), tf.int64)
-        return tf.cast(_dense(label, tf.zeros([], label.dtype)), tf.int64)
+            return tf.cast(tf.equal(as_string(label), plan.positive_class), tf.int64)
+        return tf.cast(dense(label, tf.zeros([], label.dtype)), tf.int64)
     # Multi-class: class ids from a vocabulary of the label values, most frequent first.
-    return tft.compute_and_apply_vocabulary(_as_string(label), vocab_filename=LABEL_VOCAB)
+    return tft.compute_and_apply_vocabulary(as_string(label), vocab_filename=LABEL_VOCAB)
 
 
 def transform_features(plan: FeaturePlan, inputs):
     outputs = {}
     for f in plan.of_kind(NUMERIC):
-        outputs[f.xf] = tft.scale_to_z_score(_mean_filled(inputs[f.name]))
+        outputs[f.xf] = tft.scale_to_z_score(mean_filled(inputs[f.name]))
     for f in plan.of_kind(BUCKETIZED):
-        outputs[f.xf] = tft.bucketize(_mean_filled(inputs[f.name]), f.buckets)
+        outputs[f.xf] = tft.bucketize(mean_filled(inputs[f.name]), f.buckets)
     for f in plan.of_kind(CATEGORICAL):
         outputs[f.xf] = tft.compute_and_apply_vocabulary(
-            _as_string(inputs[f.name]), top_k=plan.vocab_size,
+            as_string(inputs[f.name]), top_k=plan.vocab_size,
             num_oov_buckets=plan.oov_buckets, vocab_filename=f.name)
     if plan.label in inputs:
         outputs[plan.label_xf] = transform_label(plan, inputs[plan.label])

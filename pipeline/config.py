@@ -108,8 +108,24 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds for comparing the newest span's statistics with the previous span's.
+
+    String columns use the L-infinity distance of their value frequencies; numeric columns
+    (integer categories too) the Jensen-Shannon divergence of their histograms (TFDV's drift
+    comparators; components/drift). ``None`` turns a check off;
+    ``per_feature`` overrides the default for one column (``null`` turns it off there).
+    Drift beyond a threshold is an anomaly, stopped by the gate like any other.
+    """
+    default_linf: Optional[float] = None
+    default_js: Optional[float] = None
+    per_feature: Mapping[str, Optional[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     on_anomalies: Literal['fail', 'warn'] = 'fail'
+    drift: DriftConfig = DriftConfig()
 
 
 @dataclass(frozen=True)
@@ -292,14 +308,13 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
 
 def csv_files(data_root: str) -> List[str]:
     """The CSV files ExampleGen will read (the data root, or the latest span in it)."""
-    if not os.path.isdir(data_root):
-        return []
-    return sorted(os.path.join(data_root, n) for n in os.listdir(data_root)
-                  if n.lower().endswith('.csv') and not n.startswith('.'))
+    from pipeline.spans import input_files
+    return input_files(data_root)
 
 
 def read_header(path: str) -> List[str]:
-    with open(path, encoding='utf-8', newline='') as f:
+    # Undecodable bytes are the preflight's to report (pipeline/preflight.py), with the line.
+    with open(path, encoding='utf-8', errors='replace', newline='') as f:
         return next(csv.reader(f), [])
 
 
@@ -326,6 +341,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     for col, n in config.features.bucketize.items():
         if n < 2:
             fail(f'features.bucketize.{col}', f'expected at least 2 buckets, got {n}')
+    drift = config.validation.drift
+    for key, value in ([('default_linf', drift.default_linf), ('default_js', drift.default_js)]
+                       + [(f'per_feature.{k}', v) for k, v in drift.per_feature.items()]):
+        if value is not None and not 0 <= value <= 1:
+            fail(f'validation.drift.{key}', f'expected a number in [0, 1] or null, got {value}')
     for i, th in enumerate(config.evaluation.thresholds):
         if th.lower is None and th.upper is None:
             fail(f'evaluation.thresholds[{i}]', 'give a lower or an upper bound')

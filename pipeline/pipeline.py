@@ -1,5 +1,6 @@
 """``create_pipeline(config)``: the component graph, written once for every orchestrator."""
 import dataclasses
+import json
 import os
 from typing import List
 
@@ -10,11 +11,14 @@ from tfx.proto import example_gen_pb2
 import components
 from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
+from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
-from pipeline.config import PipelineConfig
+from pipeline import spans
+from pipeline.config import PipelineConfig, csv_files
 from pipeline.evaluation import build_eval_config
+from pipeline.preflight import drift_enabled, files_to_read
 from pipeline.schema import ensure_schema, stage_schema
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
@@ -41,8 +45,7 @@ STATS_SAMPLE_ROWS = 200_000
 
 def estimated_rows(data_root: str) -> int:
     """Rows in the CSV files under ``data_root``: total bytes / mean bytes of the first lines."""
-    files = [os.path.join(d, n) for d, _, names in os.walk(data_root) for n in names
-             if n.lower().endswith('.csv')]
+    files = csv_files(data_root)  # the newest span's files
     total = sum(os.path.getsize(f) for f in files)
     if not files or not total:
         return 0
@@ -69,14 +72,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
                      'training': dataclasses.asdict(config.training)}
     train_buckets, eval_buckets = config.data.split
 
+    output_config = tfx.proto.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
+        example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
+    # The newest span (or the flat root): pipeline/spans.py.
+    input_config, range_config = spans.example_gen_input(config.data.root)
     # CsvExampleGen's artifact, read with pyarrow instead of Beam (components/fast_csv_example_gen);
     # the node keeps CsvExampleGen's id.
     example_gen = FastCsvExampleGen(
-        input_base=config.data.root,
-        output_config=tfx.proto.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
-            example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
-    ).with_id('CsvExampleGen')
+        input_base=config.data.root, input_config=input_config, range_config=range_config,
+        output_config=output_config).with_id('CsvExampleGen')
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'],
                                                   stats_options=statistics_options(config))
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
@@ -87,8 +92,27 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         schema_file=stage_schema(config.data.schema, config.paths.pipeline_root))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+    # Drift: the previous span is read by its own ExampleGen + StatisticsGen (cached while it
+    # does not change) and compared with the newest span by DriftCheck.
+    drift_nodes = []
+    previous = spans.previous_span(config.data.root)
+    if previous is not None and drift_enabled(config):
+        previous_input, previous_range = spans.example_gen_input(config.data.root, previous)
+        previous_gen = FastCsvExampleGen(
+            input_base=config.data.root, input_config=previous_input, range_config=previous_range,
+            output_config=output_config).with_id('PreviousSpanExampleGen')
+        previous_stats = tfx.components.StatisticsGen(
+            examples=previous_gen.outputs['examples']).with_id('PreviousSpanStatisticsGen')
+        drift_check = DriftCheck(
+            statistics=statistics_gen.outputs['statistics'],
+            previous_statistics=previous_stats.outputs['statistics'],
+            schema=schema_gen.outputs['schema'],
+            thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True))
+        drift_nodes = [previous_gen, previous_stats, drift_check]
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs['anomalies'],
-                               on_anomalies=config.validation.on_anomalies)
+                               on_anomalies=config.validation.on_anomalies,
+                               drift=drift_nodes[-1].outputs['anomalies'] if drift_nodes else None,
+                               input_files=spans.fingerprint(files_to_read(config)))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
@@ -134,7 +158,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.name,
         pipeline_root=config.paths.pipeline_root,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
-                    example_validator, anomaly_gate, transform, trainer, baseline,
+                    example_validator, *drift_nodes, anomaly_gate, transform, trainer, baseline,
                     evaluator, pusher_component],
         enable_cache=True,
         metadata_connection_config=(

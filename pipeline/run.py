@@ -82,7 +82,8 @@ def configure_logging(verbose: bool) -> None:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0' if verbose else '2')
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger().setLevel(logging.INFO)
+    logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+                        level=logging.INFO, force=True)
     if not verbose:
         import warnings
         warnings.filterwarnings('ignore')
@@ -100,16 +101,21 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     """Runs the pipeline once and returns the summary dict (see ``pipeline.report``).
 
     It does not raise for a failed run: the summary's ``status`` is 'failed' and its
-    ``error`` says why.
+    ``error`` says why. Data the preflight refuses raises ``DataError`` before anything runs
+    or is recorded (see ``pipeline.preflight``).
     """
     from pipeline import fast_rerun
     if config.run.fast_rerun:
         unchanged = fast_rerun.lookup(config, out)
         if unchanged is not None:
             return unchanged
-    from pipeline import report
-    from pipeline.pipeline import create_pipeline
-    from pipeline.schema import ensure_schema
+    from pipeline.preflight import DataError, preflight
+    from pipeline.schema import ensure_schema, load_schema
+    from pipeline.spans import changed_files
+
+    # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
+    checked = preflight(config, load_schema(config.data.schema)
+                        if os.path.exists(config.data.schema) else None)
 
     start = time.time()
     stamp = time.strftime('%Y%m%d-%H%M%S')
@@ -118,8 +124,14 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     configure_logging(config.run.verbose)
     error = None
     with (contextlib.nullcontext(out) if config.run.verbose else quiet_output(log_path)) as term:
+        from pipeline import report  # TensorFlow and TFX start up here, behind the log
+        from pipeline.pipeline import create_pipeline
         ensure_schema(config, log=lambda line: term.write(line + '\n'))
         tfx_pipeline = create_pipeline(config)
+        changed = changed_files(checked)
+        if changed:
+            raise DataError('data files changed after the preflight checked them; expected them '
+                            'to stay put during a run:\n  ' + '\n  '.join(changed))
         progress = Progress(term, total=len(tfx_pipeline.components))
         logging.getLogger().addHandler(progress)
         try:
@@ -127,6 +139,8 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
         except Exception as e:  # noqa: BLE001 - the summary reports any failure
             node = progress.current or 'the pipeline'
             error = f'{node} failed: {type(e).__name__}: {e}'
+            if type(e).__name__ == 'AnomaliesFound':  # the summary lists them
+                error = f'{node} stopped the run: the data has anomalies'
             if progress.current:
                 progress.components.append({'id': node, 'state': 'failed', 'seconds': round(
                     time.time() - progress.started.get(node, start), 1)})

@@ -62,7 +62,8 @@ def ensure_schema(config, log=print) -> schema_pb2.Schema:
     """The curated schema of ``config``; drafted from the data if the file does not exist."""
     path = config.data.schema
     if not os.path.exists(path):
-        pattern = os.path.join(config.data.root, '*.csv')
+        from pipeline.spans import input_glob
+        pattern = input_glob(config.data.root)
         schema = draft_schema(pattern, config.data.label, config.data.exclude)
         write_schema(schema, path)
         log(f'No schema at {path}: drafted one from {pattern}. Review it, then commit it.')

@@ -48,9 +48,3 @@ def not_found(message: str) -> ServingError:
 
 def precondition(message: str) -> ServingError:
     return ServingError("FAILED_PRECONDITION", message)
-
-
-def too_large(message: str) -> ServingError:
-    # REST answers 413 (Payload Too Large); gRPC says RESOURCE_EXHAUSTED, as gRPC itself does
-    # for a message over the receive limit.
-    return ServingError("RESOURCE_EXHAUSTED", message, http_status=413)

@@ -18,9 +18,9 @@ import re
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.errors import ServingError, invalid, too_large
+from serving.errors import ServingError, invalid
 from serving.service import InferenceService
-from serving.tensors import array_to_json, columns_to_arrays, json_to_examples, rows_to_arrays
+from serving.tensors import array_to_json, columns_to_arrays, float32_to_json, json_to_examples, rows_to_arrays
 
 log = logging.getLogger("serving")
 
@@ -30,7 +30,7 @@ _ROUTE = re.compile(
 )
 _REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+    413: "Payload Too Large", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
     503: "Service Unavailable",
 }
@@ -91,9 +91,9 @@ class RestApi:
         examples = json_to_examples(request.get("examples"), request.get("context"), mv.feature_kinds)
         if verb == "classify":
             _, results = await self.service.classify(mv, signature_name, examples)
-            return {"results": [[[label, score] for label, score in result] for result in results]}
+            return {"results": [[[label, float32_to_json(score)] for label, score in r] for r in results]}
         _, results = await self.service.regress(mv, signature_name, examples)
-        return {"results": results}
+        return {"results": [float32_to_json(value) for value in results]}
 
     def _metadata(self, name: str, version: int | None):
         response = self.service.metadata(name, version)
@@ -176,8 +176,8 @@ class HttpServer:
         try:
             while await self._one_request(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass  # the client went away or sent something unreadable: drop the connection
         finally:
             self._connections.discard(task)
             writer.close()
@@ -203,13 +203,14 @@ class HttpServer:
         try:
             body, drained = await self._read_body(reader, writer, headers)
         except _HttpError as e:
-            # Unread body bytes would be taken for the next request: close unless drained.
+            # The body's length is unknown, so the connection cannot carry another request.
             self._respond(writer, e.status, _error_body(str(e)), close=True)
             return False
         if body is None:
             message = f"the request body is larger than this server's limit of {self.max_body_bytes} bytes (--max-request-bytes)"
-            self._respond(writer, 413, _error_body(message), close=not drained)
-            return drained and keep_alive
+            keep_alive = keep_alive and drained  # unread body bytes would be taken for the next request
+            self._respond(writer, 413, _error_body(message), close=not keep_alive)
+            return keep_alive
         status, payload = await self.api.handle(method, target, body)
         self._respond(writer, status, payload, close=not keep_alive)
         if writer.transport.get_write_buffer_size() > 64 * 1024:

@@ -66,6 +66,7 @@ class ModelVersions:
         self.loaded: dict[int, LoadedVersion] = {}  # replaced whole, never mutated
         self._status: dict[int, VersionStatus] = {}  # replaced whole, never mutated
         self._failed: dict[int, tuple] = {}  # version -> fingerprint of the files that failed
+        self._warned_empty = False
 
     # ---- polling (runs in the poller thread, or the caller's at start-up)
 
@@ -75,9 +76,9 @@ class ModelVersions:
 
     def _poll(self) -> None:
         on_disk = version_dirs(self.base_path)
-        if not on_disk and not self.loaded:
-            if not os.path.isdir(self.base_path):
-                log.warning("model %s: serving dir %s does not exist yet", self.name, self.base_path)
+        if not on_disk and not self._warned_empty:
+            log.warning("model %s: no version directory under %s yet; waiting for one", self.name, self.base_path)
+        self._warned_empty = not on_disk
         keep: dict[int, LoadedVersion] = {}
         for version in sorted(on_disk, reverse=True):
             if len(keep) == self.keep_versions:

@@ -1,4 +1,7 @@
 """AnomalyGate's spec and component class."""
+import json
+from typing import Dict, List, Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
@@ -11,8 +14,13 @@ class AnomalyGateSpec(types.ComponentSpec):
     PARAMETERS = {
         # 'fail' stops the run on any anomaly; 'warn' records them and lets the run go on.
         'on_anomalies': ExecutionParameter(type=str),
+        # JSON {path: [size, mtime_ns]} of the CSV files as the preflight checked them. If one
+        # differs when the gate runs (after ExampleGen read them), the run fails, even on 'warn'.
+        'input_files': ExecutionParameter(type=str, optional=True),
     }
-    INPUTS = {'anomalies': ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+    INPUTS = {'anomalies': ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+              # DriftCheck's anomalies (newest span against the previous one), when there are spans.
+              'drift': ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True)}
     OUTPUTS = {}
 
 
@@ -25,7 +33,11 @@ class AnomalyGate(base_component.BaseComponent):
     SPEC_CLASS = AnomalyGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, anomalies: types.BaseChannel, on_anomalies: str = 'fail'):
+    def __init__(self, anomalies: types.BaseChannel, on_anomalies: str = 'fail',
+                 drift: Optional[types.BaseChannel] = None,
+                 input_files: Optional[Dict[str, List[int]]] = None):
         if on_anomalies not in ('fail', 'warn'):
             raise ValueError(f"on_anomalies: expected 'fail' or 'warn', got {on_anomalies!r}")
-        super().__init__(spec=AnomalyGateSpec(anomalies=anomalies, on_anomalies=on_anomalies))
+        super().__init__(spec=AnomalyGateSpec(
+            anomalies=anomalies, on_anomalies=on_anomalies, drift=drift,
+            input_files=json.dumps(input_files, sort_keys=True) if input_files else None))

@@ -1,4 +1,5 @@
 """AnomalyGate's executor, and the reader of ExampleValidator's anomalies artifact."""
+import json
 import os
 from typing import Any, Dict, List, NamedTuple
 
@@ -18,6 +19,10 @@ class Anomaly(NamedTuple):
 
 class AnomaliesFound(RuntimeError):
     """The data failed validation; the message lists every anomaly and the artifact's path."""
+
+
+class InputChanged(RuntimeError):
+    """A CSV file changed between the preflight check and the gate (while ExampleGen read it)."""
 
 
 def read_anomalies(artifact: types.Artifact) -> List[Anomaly]:
@@ -49,11 +54,22 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        artifact = artifact_utils.get_single_instance(input_dict['anomalies'])
-        anomalies = read_anomalies(artifact)
-        if not anomalies:
+        from pipeline.spans import changed_files
+        messages = []
+        for key in ('anomalies', 'drift'):
+            for artifact in input_dict.get(key) or []:
+                anomalies = read_anomalies(artifact)
+                if anomalies:
+                    messages.append(format_anomalies(anomalies, artifact.uri))
+        changed = changed_files(json.loads(exec_properties.get('input_files') or '{}'))
+        if changed:
+            raise InputChanged('\n'.join(
+                ['data files changed while the run read them, so the examples may mix old and '
+                 'new rows; expected them to stay put during a run. Rerun once they are '
+                 'complete:'] + [f'  {line}' for line in changed] + messages))
+        if not messages:
             return
-        message = format_anomalies(anomalies, artifact.uri)
+        message = '\n'.join(messages)
         if exec_properties['on_anomalies'] == 'warn':
             logging.warning('Continuing despite %s', message)
             return

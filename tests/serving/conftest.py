@@ -1,13 +1,20 @@
 """Fixtures for the model server's tests: small SavedModels with the pipeline's serving contract
 (see serving/demo_model.py), served in-process on free loopback ports.
 
-`served_model_dir` is the hook for serving a different model: it is the serving dir (the
-model base path holding integer version directories) that the `server` fixture serves. A test
-module can override it, e.g. with the serving dir the end-to-end pipeline pushed to:
+Hooks for serving another model, such as the one the end-to-end pipeline pushed:
+- `served_model_dir` is the serving dir (the model base path, holding integer version
+  directories) that the module-scoped `server` fixture serves; a test module can override it:
 
-    @pytest.fixture(scope="session")
-    def served_model_dir(pipeline_run):
-        return pipeline_run.serving_dir
+      @pytest.fixture(scope="module")
+      def served_model_dir(pipeline_run):
+          return pipeline_run.serving_dir
+
+- `serve(serving_dir, model_name=...)` starts a server on any serving dir (stopped at the end
+  of the test), and `serving_testlib.check_served_model(server)` asserts that whatever it
+  serves keeps the pipeline's serving contract:
+
+      def test_the_pushed_model_is_served(serve, pipeline_run):
+          check_served_model(serve(pipeline_run.serving_dir, model_name=pipeline_run.name))
 """
 
 import os
@@ -19,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # for serving_testlib, whatever p
 
 from serving import demo_model  # noqa: E402
 from serving_testlib import MODEL_NAME, Reference, push_copy, start_server  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory):
@@ -42,11 +50,24 @@ def served_model_dir(model_store, tmp_path_factory) -> str:
     return serving_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(served_model_dir):
     srv = start_server(served_model_dir)
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(serving_dir: str, **config):
+        servers.append(start_server(serving_dir, **config))
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

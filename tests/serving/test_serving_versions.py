@@ -1,19 +1,19 @@
 """Versions coming and going, batching, and the command-line entry point."""
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import logging
 
 import grpc
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, ROWS, push_copy, start_server
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from serving_testlib import MODEL_NAME, ROWS, check_served_model, push_copy, start_server
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.server import ServerConfig, parse_args
 
@@ -57,6 +57,15 @@ def test_no_versions_yet_is_404_until_one_is_pushed(serving_dir, model_store):
         response = predict(srv)
         assert response.status_code == 404
         assert "Latest(taxi)" in response.json()["error"] and "waiting" in response.json()["error"]
+        channel = grpc.insecure_channel(srv.grpc_target)
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = MODEL_NAME
+        with pytest.raises(grpc.RpcError) as info:
+            model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            _grpc_value(prediction_service_pb2_grpc.PredictionServiceStub(channel), ROWS[0])
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and "Latest(taxi)" in info.value.details()
 
         push_copy(model_store("binary", 0), serving_dir, 1)
         assert wait_for(lambda: predict(srv).status_code == 200)
@@ -173,7 +182,7 @@ def test_hot_swap_under_load_fails_no_request(serving_dir, model_store, referenc
 
 
 def test_concurrent_requests_share_model_calls_and_get_their_own_answers(served_model_dir, reference):
-    srv = start_server(served_model_dir, batch_timeout_ms=200, max_batch_size=64)
+    srv = start_server(served_model_dir, batch_timeout_ms=500, max_batch_size=64)
     rows = [dict(ROWS[i % 3], trip_miles=float(i)) for i in range(16)]
     want = reference().raw(rows)["probability"].tolist()
     answers = [None] * len(rows)
@@ -197,7 +206,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(served_
 
 
 def test_a_bad_request_in_a_batch_fails_alone(served_model_dir, reference):
-    srv = start_server(served_model_dir, batch_timeout_ms=200)
+    srv = start_server(served_model_dir, batch_timeout_ms=500)
     examples = [dict(row) for row in ROWS * 2]
     del examples[2]["trip_start_hour"]  # the model requires it
     results = [None] * len(examples)
@@ -251,3 +260,17 @@ def test_python_dash_m_serving_reports_ports_and_stops_on_sigterm(served_model_d
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(server, served_model_dir):
+    with pytest.raises(OSError):
+        start_server(served_model_dir, rest_port=server.rest_port)
+    with pytest.raises(OSError, match="gRPC"):
+        start_server(served_model_dir, grpc_port=server.grpc_port)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_contract_check_passes_for_each_task(serve, model_store, tmp_path, task):
+    serving_dir = str(tmp_path / "pipeline")
+    push_copy(model_store(task, 0), serving_dir, 4)
+    check_served_model(serve(serving_dir, model_name="pipeline"))

@@ -1,0 +1,103 @@
+"""Where the CSV files are: a flat data root, or dated spans under it.
+
+Two layouts are accepted:
+
+* flat: ``<root>/*.csv`` — one body of data, read as a whole (the bundled sample);
+* spans: ``<root>/span-<N>/*.csv`` — one directory per delivery, ``N`` a whole number that
+  grows with time (``span-1``, ``span-2``, ... or ``span-20260101``).
+
+With spans, a run ingests the newest span (ExampleGen's ``{SPAN}`` pattern with a static
+range pinned to the span the preflight checked, so the files that were checked are the
+files that are read), and, when drift thresholds are configured, the span before it, to
+compare their statistics. Files at the top of a span layout are ignored.
+"""
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+SPAN_DIR = re.compile(r'^span-(\d+)$')
+SPAN_PATTERN = 'span-{SPAN}/*.csv'
+FLAT_PATTERN = '*.csv'
+
+
+def spans(root: str) -> List[int]:
+    """The span numbers under ``root``, oldest first (empty for a flat root)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, os.listdir(root))
+                  if m and os.path.isdir(os.path.join(root, m.group(0))))
+
+
+def _csvs(directory: str) -> List[str]:
+    if not os.path.isdir(directory):
+        return []
+    return sorted(os.path.join(directory, n) for n in os.listdir(directory)
+                  if n.lower().endswith('.csv') and not n.startswith('.')
+                  and os.path.isfile(os.path.join(directory, n)))
+
+
+def span_dir(root: str, span: int) -> str:
+    return os.path.join(root, f'span-{span}')
+
+
+def latest_span(root: str) -> Optional[int]:
+    found = spans(root)
+    return found[-1] if found else None
+
+
+def previous_span(root: str) -> Optional[int]:
+    found = spans(root)
+    return found[-2] if len(found) >= 2 else None
+
+
+def input_files(root: str, span: Optional[int] = None) -> List[str]:
+    """The CSV files one ExampleGen reads: a span's (default the newest), or the flat root's."""
+    if span is None:
+        span = latest_span(root)
+    return _csvs(root if span is None else span_dir(root, span))
+
+
+def input_glob(root: str) -> str:
+    """A glob of the newest span's CSV files (or the flat root's), for TFDV's readers."""
+    span = latest_span(root)
+    return os.path.join(root if span is None else span_dir(root, span), '*.csv')
+
+
+def example_gen_input(root: str, span: Optional[int] = None) -> Tuple[object, object]:
+    """(tfx.proto.Input, RangeConfig or None) for a CsvExampleGen reading ``input_files``."""
+    from tfx import v1 as tfx
+    from tfx.proto import range_config_pb2
+
+    if span is None:
+        span = latest_span(root)
+    if span is None:
+        return tfx.proto.Input(splits=[tfx.proto.Input.Split(name='single_split',
+                                                             pattern=FLAT_PATTERN)]), None
+    return (tfx.proto.Input(splits=[tfx.proto.Input.Split(name='single_split',
+                                                          pattern=SPAN_PATTERN)]),
+            range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+                start_span_number=span, end_span_number=span)))
+
+
+def fingerprint(paths: List[str]) -> Dict[str, List[int]]:
+    """{path: [size, mtime in ns]} — enough to notice a file rewritten during a run."""
+    result = {}
+    for path in paths:
+        st = os.stat(path)
+        result[path] = [st.st_size, st.st_mtime_ns]
+    return result
+
+
+def changed_files(recorded: Dict[str, List[int]]) -> List[str]:
+    """Lines naming each recorded file that is now gone or different."""
+    lines = []
+    for path, (size, mtime) in sorted(recorded.items()):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            lines.append(f'{path}: removed')
+            continue
+        if [st.st_size, st.st_mtime_ns] != [size, mtime]:
+            lines.append(f'{path}: was {size} bytes (modified {mtime} ns), '
+                         f'now {st.st_size} bytes (modified {st.st_mtime_ns} ns)')
+    return lines

@@ -1,0 +1,166 @@
+"""The code that runs inside Transform and Trainer, on a few rows, without a pipeline.
+
+A module fixture runs the real ``preprocessing_fn`` through TFT's Beam implementation on
+eight rows, keeps the transform graph, and builds models and signatures on top of it.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from components.features import Feature, FeaturePlan
+from components.model import build_keras_model
+from components.signatures import SERVING_JSON, export_serving_model
+from components.transform import preprocessing_fn
+from pipeline.config import TrainingConfig
+
+ROWS = [  # fare (float, one missing), hour (int categorical), company (string, one missing)
+    {'fare': [10.0], 'hour': [1], 'company': [b'a'], 'lat': [41.0], 'label': [1]},
+    {'fare': [20.0], 'hour': [1], 'company': [b'a'], 'lat': [41.1], 'label': [0]},
+    {'fare': [30.0], 'hour': [2], 'company': [b'b'], 'lat': [41.2], 'label': [1]},
+    {'fare': [], 'hour': [2], 'company': [b'a'], 'lat': [41.3], 'label': [0]},
+    {'fare': [40.0], 'hour': [3], 'company': [], 'lat': [41.4], 'label': [1]},
+    {'fare': [10.0], 'hour': [1], 'company': [b'c'], 'lat': [41.5], 'label': [0]},
+    {'fare': [20.0], 'hour': [2], 'company': [b'a'], 'lat': [41.6], 'label': [1]},
+    {'fare': [30.0], 'hour': [3], 'company': [b'b'], 'lat': [41.7], 'label': [0]},
+]
+RAW_SPEC = {'fare': tf.io.VarLenFeature(tf.float32), 'hour': tf.io.VarLenFeature(tf.int64),
+            'company': tf.io.VarLenFeature(tf.string), 'lat': tf.io.VarLenFeature(tf.float32),
+            'label': tf.io.VarLenFeature(tf.int64)}
+
+
+def make_plan(task='binary', oov=2, one_hot_max=64):
+    return FeaturePlan(
+        features=(Feature('fare', 'numeric', 'float'), Feature('hour', 'categorical', 'int'),
+                  Feature('company', 'categorical', 'string'), Feature('lat', 'bucketized', 'float', 4)),
+        label='label', label_dtype='int', task=task, oov_buckets=oov, one_hot_max=one_hot_max)
+
+
+def run_tft(plan, rows, tmp):
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+    config = {'features': plan.to_dict()}
+    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=False):
+        (transformed, _), transform_fn = (
+            (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+                lambda inputs: preprocessing_fn(inputs, config)))
+        _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(tmp, 'transform'))
+    # Transform also records the raw schema beside the graph; the serving signatures read it.
+    metadata_io.write_metadata(metadata, os.path.join(tmp, 'transform', 'metadata'))
+    return transformed, tft.TFTransformOutput(os.path.join(tmp, 'transform'))
+
+
+@pytest.fixture(scope='module')
+def transformed(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp('tft'))
+    rows, tft_output = run_tft(make_plan(), ROWS, tmp)
+    return rows, tft_output
+
+
+def test_numeric_columns_are_mean_filled_and_z_scored(transformed):
+    rows, _ = transformed
+    fares = [10, 20, 30, 40, 10, 20, 30]
+    mean = np.mean(fares)
+    filled = [10, 20, 30, mean, 40, 10, 20, 30]
+    std = np.std(filled)
+    got = [r['fare_xf'] for r in rows]
+    np.testing.assert_allclose(got, [(x - mean) / std for x in filled], rtol=1e-5)
+    assert got[3] == pytest.approx(0.0, abs=1e-6)  # the missing fare became the mean
+
+
+def test_categoricals_get_a_vocabulary_most_frequent_first(transformed):
+    rows, tft_output = transformed
+    # 'a' is the most frequent company, then 'b'; the missing company is its own token ''.
+    assert tft_output.vocabulary_by_name('company')[:2] == [b'a', b'b']
+    assert [r['company_xf'] for r in rows][:3] == [0, 0, 1]
+    hours = tft_output.vocabulary_by_name('hour')
+    assert sorted(hours) == [b'1', b'2', b'3']
+    assert rows[0]['hour_xf'] == hours.index(b'1')
+
+
+def test_unseen_categories_go_to_out_of_vocabulary_buckets(transformed):
+    _, tft_output = transformed
+    raw = {'fare': tf.sparse.from_dense([[10.0], [10.0]]),
+           'hour': tf.sparse.from_dense(tf.constant([[99], [1]], tf.int64)),
+           'company': tf.sparse.from_dense(tf.constant([[b'never-seen'], [b'a']])),
+           'lat': tf.sparse.from_dense([[41.0], [41.0]])}
+    out = tft_output.transform_features_layer()(raw)
+    vocab = len(tft_output.vocabulary_by_name('company'))
+    assert vocab <= out['company_xf'][0].numpy() < vocab + 2  # one of the 2 OOV buckets
+    assert out['company_xf'][1].numpy() == 0
+    assert out['hour_xf'][0].numpy() >= len(tft_output.vocabulary_by_name('hour'))
+
+
+def test_bucketized_coordinates_and_label(transformed):
+    rows, _ = transformed
+    buckets = [r['lat_xf'] for r in rows]
+    assert min(buckets) == 0 and max(buckets) == 3 and buckets == sorted(buckets)
+    assert [r['label_xf'] for r in rows] == [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+def test_multiclass_labels_become_class_ids(tmp_path):
+    rows = [dict(r, label=[r['hour'][0] * 10]) for r in ROWS]  # classes 10, 20, 30
+    out, tft_output = run_tft(make_plan(task='multiclass'), rows, str(tmp_path))
+    classes = tft_output.vocabulary_by_name('label')
+    assert sorted(classes) == [b'10', b'20', b'30']
+    assert [classes[r['label_xf']] for r in out] == [str(r['label'][0]).encode() for r in rows]
+
+
+@pytest.mark.parametrize('task, units', [('binary', 1), ('regression', 1)])
+def test_model_builder_is_wide_and_deep_from_the_plan(transformed, task, units):
+    _, tft_output = transformed
+    plan = make_plan(task=task, one_hot_max=4)
+    model = build_keras_model(plan, tft_output, TrainingConfig(hidden_units=16, hidden_layers=3))
+    assert sorted(model.input_names) == ['company_xf', 'fare_xf', 'hour_xf', 'lat_xf']
+    assert model.output_shape == (None, units)
+    dense = [l.units for l in model.layers if isinstance(l, tf.keras.layers.Dense)]
+    assert dense[:3] == [16, 8, 4]  # depth 3, halving width
+    assert any(l.name == 'wide_logits' for l in model.layers)
+    # company has 3 tokens + '' + 2 OOV = 6 > one_hot_max=4, so it is embedded in the deep part.
+    assert any(isinstance(l, tf.keras.layers.Embedding) for l in model.layers)
+    assert model.layers[-1].get_config()['activation'] == ('sigmoid' if task == 'binary' else 'linear')
+
+
+def serialized(row):
+    feature = {}
+    for name, values in row.items():
+        if name == 'label':
+            continue
+        if name in ('fare', 'lat'):
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        elif name == 'hour':
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_signatures_take_raw_examples_and_raw_json_features_alike(transformed, tmp_path):
+    _, tft_output = transformed
+    plan = make_plan()
+    model = build_keras_model(plan, tft_output, TrainingConfig(hidden_units=8, hidden_layers=1))
+    export_serving_model(model, tft_output, plan, str(tmp_path / 'export'))
+    loaded = tf.saved_model.load(str(tmp_path / 'export'))
+    assert set(loaded.signatures) == {'serving_default', 'serving_json', 'transform_features'}
+
+    by_examples = loaded.signatures['serving_default'](
+        examples=tf.constant([serialized(r) for r in ROWS]))['probability'].numpy()
+    assert by_examples.shape == (len(ROWS),) and np.all((by_examples > 0) & (by_examples < 1))
+
+    json_inputs = {
+        'fare': tf.constant([r['fare'][0] if r['fare'] else math.nan for r in ROWS], tf.float32),
+        'hour': tf.constant([r['hour'][0] for r in ROWS], tf.int64),
+        'company': tf.constant([r['company'][0] if r['company'] else b'' for r in ROWS]),
+        'lat': tf.constant([r['lat'][0] for r in ROWS], tf.float32)}
+    by_json = loaded.signatures[SERVING_JSON](**json_inputs)['probability'].numpy()
+    np.testing.assert_allclose(by_json, by_examples, rtol=1e-5)
+
+    # The label is not needed to serve, and the transformed one comes out of transform_features.
+    with_label = tf.train.Example.FromString(serialized(ROWS[0]))
+    with_label.features.feature['label'].int64_list.value.append(1)
+    out = loaded.signatures['transform_features'](examples=tf.constant([with_label.SerializeToString()]))
+    assert out['label_xf'].numpy().tolist() == [1]

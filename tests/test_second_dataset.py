@@ -1,0 +1,83 @@
+"""A dataset the product has never seen, with another label and task, runs from YAML alone."""
+import csv
+import os
+import random
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.config import load_config
+from pipeline.run import run_pipeline
+from tests.conftest import FAST_TRAINING
+
+SPECIES = {'adelie': (38.0, 190.0, 'Torgersen'), 'gentoo': (47.0, 217.0, 'Biscoe'),
+           'chinstrap': (49.0, 196.0, 'Dream')}
+
+
+def make_penguins(path, n=300, seed=0):
+    rng = random.Random(seed)
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f)
+        w.writerow(['bill_length_mm', 'flipper_length_mm', 'island', 'year', 'species'])
+        for i in range(n):
+            species = rng.choice(sorted(SPECIES))
+            bill, flipper, island = SPECIES[species]
+            w.writerow([round(rng.gauss(bill, 1.5), 1),
+                        '' if i % 40 == 0 else round(rng.gauss(flipper, 4)),
+                        island if rng.random() < 0.8 else rng.choice(['Biscoe', 'Dream']),
+                        rng.choice([2007, 2008, 2009]), species])
+
+
+CONFIG = """
+name: penguins
+data:
+  root: {root}/data
+  label: species
+  task: multiclass
+  schema: {root}/schema/schema.pbtxt   # does not exist yet: drafted from the data
+training: {training}
+evaluation:
+  slices: [[island]]
+  thresholds:
+    - {{metric: sparse_categorical_accuracy, lower: 0.6}}
+run:
+  runner: beam          # TFX's Beam orchestrator (the taxi tests use the local one)
+paths:
+  pipeline_root: {root}/pipeline
+  metadata: {root}/metadata.sqlite
+  serving_dir: {root}/serving
+"""
+
+
+def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
+    os.makedirs(tmp_path / 'data')
+    make_penguins(str(tmp_path / 'data' / 'penguins.csv'))
+    (tmp_path / 'penguins.yaml').write_text(CONFIG.format(root=tmp_path, training=FAST_TRAINING))
+    config = load_config(str(tmp_path / 'penguins.yaml'))
+
+    summary = run_pipeline(config)
+
+    assert summary['status'] == 'succeeded', summary.get('error')
+    assert summary['runner'] == 'beam'
+    assert {c['state'] for c in summary['components']} == {'ran'}
+    assert (tmp_path / 'schema' / 'schema.pbtxt').exists()
+    assert summary['anomalies']['found'] == []
+    assert summary['evaluation']['metrics']['sparse_categorical_accuracy'] >= 0.6
+    assert summary['blessed'] is True and summary['push']['pushed'] is True
+
+    model = tf.saved_model.load(summary['push']['path'])
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        'bill_length_mm': tf.train.Feature(float_list=tf.train.FloatList(value=[bill])),
+        # Whole numbers in the CSV: the drafted schema makes the column INT.
+        'flipper_length_mm': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(flipper)])),
+        'island': tf.train.Feature(bytes_list=tf.train.BytesList(value=[island.encode()])),
+        'year': tf.train.Feature(int64_list=tf.train.Int64List(value=[2008])),
+    })).SerializeToString() for bill, flipper, island in SPECIES.values()]
+    out = model.signatures['serving_default'](examples=tf.constant(examples))
+    probabilities, classes = out['probabilities'].numpy(), out['classes'].numpy()
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert sorted(c.decode() for c in classes[0]) == sorted(SPECIES)
+    # Each prototype is classified as its own species.
+    predicted = [classes[i][probabilities[i].argmax()].decode() for i in range(3)]
+    assert predicted == list(SPECIES)
