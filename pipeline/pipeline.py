@@ -16,7 +16,7 @@ from components.fast_csv_example_gen import FastCsvExampleGen
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
 from pipeline import spans
-from pipeline.config import ConfigError, PipelineConfig
+from pipeline.config import ConfigError, PipelineConfig, csv_files
 from pipeline.evaluation import build_eval_config
 from pipeline.preflight import drift_enabled, files_to_read
 from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
@@ -45,8 +45,7 @@ STATS_SAMPLE_ROWS = 200_000
 
 def estimated_rows(data_root: str) -> int:
     """Rows in the CSV files under ``data_root``: total bytes / mean bytes of the first lines."""
-    files = [os.path.join(d, n) for d, _, names in os.walk(data_root) for n in names
-             if n.lower().endswith('.csv')]
+    files = csv_files(data_root)  # the newest span's files
     total = sum(os.path.getsize(f) for f in files)
     if not files or not total:
         return 0
@@ -125,7 +124,7 @@ def create_pipeline(config: PipelineConfig, *,
     previous = spans.previous_span(config.data.root)
     if previous is not None and drift_enabled(config):
         previous_input, previous_range = spans.example_gen_input(config.data.root, previous)
-        previous_gen = tfx.components.CsvExampleGen(
+        previous_gen = FastCsvExampleGen(
             input_base=config.data.root, input_config=previous_input, range_config=previous_range,
             output_config=output_config).with_id('PreviousSpanExampleGen')
         previous_stats = tfx.components.StatisticsGen(

@@ -110,13 +110,15 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
     from pipeline.preflight import preflight
     from pipeline.schema import load_schema
 
-    # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
-    checked = preflight(config, load_schema(config.data.schema)
-                        if os.path.exists(config.data.schema) else None)
+    # An unchanged rerun first: its data passed the preflight in the run it repeats.
     if config.run.fast_rerun:
         unchanged = fast_rerun.lookup(config, out)
         if unchanged is not None:
             return unchanged
+
+    # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
+    checked = preflight(config, load_schema(config.data.schema)
+                        if os.path.exists(config.data.schema) else None)
     with run_lock(config.paths.metadata, log=lambda line: print(line, file=out, flush=True)):
         summary = _run_pipeline(config, out, checked)
         fast_rerun.record(config, summary)
