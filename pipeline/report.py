@@ -179,10 +179,10 @@ def render(summary: Dict[str, Any]) -> str:
         found = anomalies['found']
         lines.append(f'Data validation: {len(found) or "no"} anomal{"y" if len(found) == 1 else "ies"}'
                      + (f' (see {anomalies["artifact"]})' if found else ''))
-        lines += [f'  [{a["split"]}] {a["feature"]}: {a["kind"]}: {a["description"]}' for a in found]
-        if found and summary['status'] == 'failed':
-            lines.append('  Fix the data, or update the curated schema if the change is expected, '
-                         'or rerun with --allow-anomalies.')
+        # When the gate stopped the run, its error above already lists them.
+        if 'AnomaliesFound' not in (summary.get('error') or ''):
+            lines += [f'  [{a["split"]}] {a["feature"]}: {a["kind"]}: {a["description"]}'
+                      for a in found]
     ev = summary.get('evaluation')
     if ev:
         lines.append('Evaluation (eval split, overall):')

@@ -152,8 +152,6 @@ def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any
         except Exception as e:  # noqa: BLE001 - the summary reports any failure
             node = progress.current or 'the pipeline'
             error = f'{node} failed: {type(e).__name__}: {e}'
-            if type(e).__name__ == 'AnomaliesFound':  # the summary lists them
-                error = f'{node} stopped the run: the data has anomalies'
             if progress.current:
                 progress.components.append({'id': node, 'state': 'failed', 'seconds': round(
                     time.time() - progress.started.get(node, start), 1)})
