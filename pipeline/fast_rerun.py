@@ -62,6 +62,7 @@ def run_key(config) -> str:
 
     settings = dataclasses.asdict(config)
     settings['run'].pop('verbose', None)  # only changes what is printed
+    settings['run'].pop('fast_rerun', None)  # how the answer is found, not what it is
     add('config', settings)
     for path in _files(config.data.root):
         add('data', [path, _stat(path)])
