@@ -82,8 +82,10 @@ def configure_logging(verbose: bool) -> None:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0' if verbose else '2')
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.INFO)
-    logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s',
-                        level=logging.INFO, force=True)
+    # Timestamped lines in the run log, unless the caller set up logging already (its
+    # handlers are kept).
+    logging.basicConfig(format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    logging.getLogger().setLevel(logging.INFO)
     if not verbose:
         import warnings
         warnings.filterwarnings('ignore')
