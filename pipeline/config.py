@@ -46,6 +46,10 @@ class DataConfig:
     schema: str = ''
     # For binary tasks with a string label: the value that counts as the positive class.
     positive_class: str = ''
+    # With span-<N>/ directories under root: train on the newest this many spans (fewer if
+    # fewer exist). Each is read, summarized and validated on its own; the model is
+    # evaluated on the newest span's eval split. A flat root has one body of data: keep 1.
+    spans: int = 1
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,8 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('name', f'expected letters, digits, "-" or "_", got {config.name!r}')
     if config.data.split[0] <= 0 or config.data.split[1] <= 0:
         fail('data.split', f'expected two positive bucket counts [train, eval], got {list(config.data.split)}')
+    if config.data.spans < 1:
+        fail('data.spans', f'expected a positive number of spans to train on, got {config.data.spans}')
     t = config.training
     for key in ('train_steps', 'eval_steps', 'batch_size', 'hidden_units', 'hidden_layers',
                 'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps'):
@@ -377,6 +383,10 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
                      f'(gs://..., s3://...), got {getattr(config.paths, key)}')
     if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
+    from pipeline.spans import spans as span_numbers
+    if config.data.spans > 1 and os.path.isdir(config.data.root) and not span_numbers(config.data.root):
+        fail('data.spans', f'{config.data.spans} spans asked for, but {config.data.root} has no '
+             'span-<N>/ directories; expected span-1/, span-2/, ... of CSV files (or data.spans: 1)')
     files = csv_files(config.data.root)
     if not files:
         fail('data.root', f'no CSV files in {config.data.root}'

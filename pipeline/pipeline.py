@@ -7,12 +7,14 @@ from typing import List, Optional, Union
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
+from tfx.types import channel_utils
 
 import components
 from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
+from components.input_files import fingerprint
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
 from pipeline import spans
@@ -118,27 +120,48 @@ def create_pipeline(config: PipelineConfig, *,
         else stage_schema(config.data.schema, config.paths.pipeline_root)))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
-    # Drift: the previous span is read by its own ExampleGen + StatisticsGen (cached while it
-    # does not change) and compared with the newest span by DriftCheck.
-    drift_nodes = []
-    previous = spans.previous_span(config.data.root)
-    if previous is not None and drift_enabled(config):
-        previous_input, previous_range = spans.example_gen_input(config.data.root, previous)
-        previous_gen = FastCsvExampleGen(
-            input_base=config.data.root, input_config=previous_input, range_config=previous_range,
-            output_config=output_config).with_id('PreviousSpanExampleGen')
-        previous_stats = tfx.components.StatisticsGen(
-            examples=previous_gen.outputs['examples']).with_id('PreviousSpanStatisticsGen')
+
+    # Older spans: those trained on (data.spans > 1), and the previous one when drift is
+    # checked. Each has its own ExampleGen and StatisticsGen, and, if trained on, its own
+    # ExampleValidator through the gate. Their ids carry the span number, so a span read in
+    # one run is served from the cache in the next, whichever position it has now.
+    root = config.data.root
+    window = spans.window(root, config.data.spans)[:-1]
+    drift_span = spans.previous_span(root) if drift_enabled(config) else None
+    older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
+    span_nodes, train_examples, anomalies, span_stats = [], [example_gen.outputs['examples']], \
+        [example_validator.outputs['anomalies']], {}
+    for span in older:
+        span_input, span_range = spans.example_gen_input(root, span)
+        gen = FastCsvExampleGen(
+            input_base=root, input_config=span_input, range_config=span_range,
+            output_config=output_config).with_id(f'ExampleGen_span{span}')
+        stats = tfx.components.StatisticsGen(
+            examples=gen.outputs['examples'],
+            stats_options=statistics_options(config)).with_id(f'StatisticsGen_span{span}')
+        span_nodes += [gen, stats]
+        span_stats[span] = stats
+        if span in window:
+            validator = tfx.components.ExampleValidator(
+                statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
+            ).with_id(f'ExampleValidator_span{span}')
+            span_nodes.append(validator)
+            train_examples.append(gen.outputs['examples'])
+            anomalies.append(validator.outputs['anomalies'])
+    drift_check = None
+    if drift_span is not None:
+        # The newest span against the previous one (components/drift).
         drift_check = DriftCheck(
             statistics=statistics_gen.outputs['statistics'],
-            previous_statistics=previous_stats.outputs['statistics'],
+            previous_statistics=span_stats[drift_span].outputs['statistics'],
             schema=schema_gen.outputs['schema'],
             thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True))
-        drift_nodes = [previous_gen, previous_stats, drift_check]
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs['anomalies'],
-                               on_anomalies=config.validation.on_anomalies,
-                               drift=drift_nodes[-1].outputs['anomalies'] if drift_nodes else None,
-                               input_files=spans.fingerprint(files_to_read(config)))
+        span_nodes.append(drift_check)
+    anomaly_gate = AnomalyGate(
+        anomalies=(anomalies[0] if len(anomalies) == 1 else channel_utils.union(anomalies)),
+        on_anomalies=config.validation.on_anomalies,
+        drift=drift_check.outputs['anomalies'] if drift_check else None,
+        input_files=fingerprint(files_to_read(config)))
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
@@ -151,7 +174,9 @@ def create_pipeline(config: PipelineConfig, *,
         code = dict(transform=dict(module_file=transform_module),
                     trainer=dict(module_file=trainer_module))
     transform = tfx.components.Transform(
-        examples=example_gen.outputs['examples'],
+        # Every span trained on: one transformed artifact each, analyzed together.
+        examples=(train_examples[0] if len(train_examples) == 1
+                  else channel_utils.union(train_examples)),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
@@ -190,6 +215,8 @@ def create_pipeline(config: PipelineConfig, *,
                                     candidate=trainer.outputs['model'], **previous)
     baseline = baseline.with_id('BaselineModelResolver')
 
+    # The newest span's eval split: the data nearest to what the model will serve, never
+    # trained on, and the same rows for the candidate and the baseline.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'],
         example_splits=['eval'],
@@ -209,7 +236,7 @@ def create_pipeline(config: PipelineConfig, *,
         pipeline_name=config.name,
         pipeline_root=config.paths.pipeline_root,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
-                    example_validator, *drift_nodes, anomaly_gate, transform,
+                    example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
                     evaluator, pusher_component],
         enable_cache=True,

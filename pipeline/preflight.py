@@ -29,6 +29,7 @@ import operator
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from components.input_files import changed_files, fingerprint
 from pipeline import spans
 
 # Schema types whose CSV cells must parse as numbers, and how the check reads them.
@@ -165,14 +166,16 @@ def _fast_rows(path: str, width: int, numeric: List[Tuple[int, type]]) -> Option
 
 
 def files_to_read(config) -> List[str]:
-    """The newest span's files (or the flat root's), and the previous span's when drift is
-    checked."""
+    """The files of the spans trained on (or the flat root's), and of the span before the
+    newest when drift is checked."""
     root = config.data.root
-    files = spans.input_files(root)
+    read = spans.window(root, config.data.spans)
     previous = spans.previous_span(root)
-    if previous is not None and drift_enabled(config):
-        files += spans.input_files(root, previous)
-    return files
+    if previous is not None and drift_enabled(config) and previous not in read:
+        read.insert(0, previous)
+    if not read:
+        return spans.input_files(root)
+    return [f for span in read for f in spans.input_files(root, span)]
 
 
 def drift_enabled(config) -> bool:
@@ -193,16 +196,16 @@ def preflight(config, schema=None) -> Dict[str, List[int]]:
     if not os.path.isdir(root):
         raise DataError(f'{root}: the data directory does not exist; expected a directory of '
                         'CSV files, or of span-<N>/ directories of CSV files')
-    found = spans.spans(root)
+    for span in spans.window(root, config.data.spans) or [None]:
+        if not spans.input_files(root, span):
+            where = root if span is None else spans.span_dir(root, span)
+            raise DataError(f'{where}: no CSV files; expected at least one *.csv file')
     files = files_to_read(config)
-    if not files:
-        where = spans.span_dir(root, found[-1]) if found else root
-        raise DataError(f'{where}: no CSV files; expected at least one *.csv file')
-    before = spans.fingerprint(files)
+    before = fingerprint(files)
     types = _types(schema) if schema is not None else {}
     for path in files:
         check_file(path, types, config.data.label, config.data.schema)
-    changed = spans.changed_files(before)
+    changed = changed_files(before)
     if changed:
         raise DataError('data files changed while they were being checked; expected them to stay '
                         'put during a run:\n  ' + '\n  '.join(changed))

@@ -109,7 +109,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         'status': 'failed' if error else 'succeeded', 'error': error,
         'components': components or [], 'total_seconds': round(total_seconds, 1),
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
-        'anomalies': None, 'evaluation': None, 'blessed': None, 'push': None,
+        'spans': spans_trained_on(config), 'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
     }
@@ -127,11 +127,19 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     if not summary['components']:
         summary['components'] = [{'id': n, 'state': s} for n, s in states.items()]
 
-    validator = nodes.get('ExampleValidator', {}).get('outputs', {}).get('anomalies')
-    if validator:
+    # Schema anomalies: ExampleValidator (newest span), then ExampleValidator_span<N> for the
+    # older spans trained on; each anomaly names the node that found it. Drift apart.
+    validators = sorted((n for n in nodes if n.startswith('ExampleValidator')),
+                        key=lambda n: (n != 'ExampleValidator', n))
+    for node, key in [(n, 'anomalies') for n in validators] + [('DriftCheck', 'drift')]:
+        artifact = nodes[node].get('outputs', {}).get('anomalies') if node in nodes else None
+        if not artifact:
+            continue
         from components.anomaly_gate.executor import read_anomalies  # imports TFX: only here
-        summary['anomalies'] = {'artifact': validator[0].uri,
-                                'found': [a._asdict() for a in read_anomalies(validator[0])]}
+        entry = summary.get(key) or {'artifact': artifact[0].uri, 'artifacts': {}, 'found': []}
+        entry['artifacts'][node] = artifact[0].uri
+        entry['found'] += [dict(a._asdict(), source=node) for a in read_anomalies(artifact[0])]
+        summary[key] = entry
     evaluation = nodes.get('Evaluator', {}).get('outputs', {})
     if evaluation.get('evaluation'):
         summary['evaluation'] = evaluation_summary(evaluation['evaluation'][0].uri)
@@ -159,6 +167,12 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     return summary
 
 
+def spans_trained_on(config) -> List[int]:
+    """The span numbers a run of ``config`` trains on (empty for a flat or remote root)."""
+    from pipeline.spans import window
+    return window(config.data.root, config.data.spans)
+
+
 def dataclass_dict(obj) -> Dict[str, Any]:
     import dataclasses
     return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
@@ -174,14 +188,22 @@ def render(summary: Dict[str, Any]) -> str:
                  f'{summary["trainer"]} trainer)']
     if summary.get('error'):
         lines.append(f'Error: {summary["error"]}')
-    anomalies = summary.get('anomalies')
-    if anomalies is not None:
+    if summary.get('spans'):
+        lines.append('Data: span' + ('s ' if len(summary['spans']) > 1 else ' ')
+                     + ', '.join(map(str, summary['spans'])))
+    for key, title in (('anomalies', 'Data validation'), ('drift', 'Drift against the previous span')):
+        anomalies = summary.get(key)
+        if anomalies is None:
+            continue
         found = anomalies['found']
-        lines.append(f'Data validation: {len(found) or "no"} anomal{"y" if len(found) == 1 else "ies"}'
-                     + (f' (see {anomalies["artifact"]})' if found else ''))
+        where = [uri for node, uri in anomalies['artifacts'].items()
+                 if any(a['source'] == node for a in found)]
+        lines.append(f'{title}: {len(found) or "no"} anomal{"y" if len(found) == 1 else "ies"}'
+                     + (f' (see {", ".join(where)})' if where else ''))
         # When the gate stopped the run, its error above already lists them.
         if 'AnomaliesFound' not in (summary.get('error') or ''):
             lines += [f'  [{a["split"]}] {a["feature"]}: {a["kind"]}: {a["description"]}'
+                      + ('' if a['source'] in ('ExampleValidator', 'DriftCheck') else f' ({a["source"]})')
                       for a in found]
     ev = summary.get('evaluation')
     if ev:

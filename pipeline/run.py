@@ -130,7 +130,7 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
 def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any]:
     from pipeline.preflight import DataError
     from pipeline.schema import ensure_schema
-    from pipeline.spans import changed_files
+    from components.input_files import changed_files
 
     start = time.time()
     stamp = time.strftime('%Y%m%d-%H%M%S')

@@ -6,14 +6,15 @@ Two layouts are accepted:
 * spans: ``<root>/span-<N>/*.csv`` — one directory per delivery, ``N`` a whole number that
   grows with time (``span-1``, ``span-2``, ... or ``span-20260101``).
 
-With spans, a run ingests the newest span (ExampleGen's ``{SPAN}`` pattern with a static
-range pinned to the span the preflight checked, so the files that were checked are the
-files that are read), and, when drift thresholds are configured, the span before it, to
-compare their statistics. Files at the top of a span layout are ignored.
+With spans, a run trains on the newest ``data.spans`` spans (default 1), each read by an
+ExampleGen of its own (``{SPAN}`` pattern with a static range pinned to the span the
+preflight checked, so the files that were checked are the files that are read), and, when
+drift thresholds are configured, also reads the span before the newest to compare their
+statistics. Files at the top of a span layout are ignored.
 """
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 SPAN_DIR = re.compile(r'^span-(\d+)$')
 SPAN_PATTERN = 'span-{SPAN}/*.csv'
@@ -50,6 +51,12 @@ def previous_span(root: str) -> Optional[int]:
     return found[-2] if len(found) >= 2 else None
 
 
+def window(root: str, count: int) -> List[int]:
+    """The newest ``count`` span numbers under ``root`` (fewer if there are fewer), oldest
+    first; empty for a flat root."""
+    return spans(root)[-count:]
+
+
 def input_files(root: str, span: Optional[int] = None) -> List[str]:
     """The CSV files one ExampleGen reads: a span's (default the newest), or the flat root's."""
     if span is None:
@@ -77,27 +84,3 @@ def example_gen_input(root: str, span: Optional[int] = None) -> Tuple[object, ob
                                                           pattern=SPAN_PATTERN)]),
             range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
                 start_span_number=span, end_span_number=span)))
-
-
-def fingerprint(paths: List[str]) -> Dict[str, List[int]]:
-    """{path: [size, mtime in ns]} — enough to notice a file rewritten during a run."""
-    result = {}
-    for path in paths:
-        st = os.stat(path)
-        result[path] = [st.st_size, st.st_mtime_ns]
-    return result
-
-
-def changed_files(recorded: Dict[str, List[int]]) -> List[str]:
-    """Lines naming each recorded file that is now gone or different."""
-    lines = []
-    for path, (size, mtime) in sorted(recorded.items()):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            lines.append(f'{path}: removed')
-            continue
-        if [st.st_size, st.st_mtime_ns] != [size, mtime]:
-            lines.append(f'{path}: was {size} bytes (modified {mtime} ns), '
-                         f'now {st.st_size} bytes (modified {st.st_mtime_ns} ns)')
-    return lines

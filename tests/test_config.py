@@ -60,6 +60,9 @@ def test_command_line_flags_map_to_config_keys(tmp_path):
     ('evaluation.slices=[[hour_of_day]]', 'evaluation.slices[0]', "column 'hour_of_day'"),
     ('features.bucketize={pickup_latitude: 1}', 'features.bucketize.pickup_latitude', 'at least 2'),
     ('evaluation.thresholds=[{metric: auc}]', 'evaluation.thresholds[0]', 'lower or an upper'),
+    ('data.spans=0', 'data.spans', 'expected a positive number of spans'),
+    # The bundled root is flat: there is nothing to take the last 3 spans of.
+    ('data.spans=3', 'data.spans', 'has no span-<N>/ directories'),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, expected):
     with pytest.raises(ConfigError) as e:

@@ -12,6 +12,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.anomaly_gate.executor import AnomaliesFound, Executor as GateExecutor, InputChanged
+from components.input_files import fingerprint
 from components.drift import drift_anomalies, set_comparators
 from pipeline import spans
 from pipeline.schema import load_schema
@@ -83,7 +84,7 @@ def test_gate_passes_clean_data_and_stops_on_drift_alone(tmp_path):
 
 def test_gate_fails_when_an_input_file_changed_even_on_warn(tmp_path):
     path = lib.write_csv(str(tmp_path / 'data' / 'trips.csv'), lib.bundled_rows(5))
-    recorded = spans.fingerprint([path])
+    recorded = fingerprint([path])
     clean = anomalies_artifact(tmp_path, {'train': {}})
     run_gate('fail', anomalies=clean, input_files=recorded)  # unchanged: passes
     with open(path, 'a', encoding='utf-8') as f:
@@ -175,9 +176,12 @@ def test_drift_between_spans_stops_the_run_and_pushes_nothing(state):
     assert os.path.join(state['pipeline_root'], 'DriftCheck', 'anomalies') in error
     # Schema anomalies are ExampleValidator's; the drifted span is valid for the schema.
     assert not failed['summary']['anomalies']['found']
+    # The summary lists the drift apart, and says which validator found it.
+    drift = {(a['feature'], a['kind'], a['source']) for a in failed['summary']['drift']['found']}
+    assert ('payment_type', 'COMPARATOR_L_INFTY_HIGH', 'DriftCheck') in drift
     assert failed['summary']['push'] is None or not failed['summary']['push'].get('pushed')
     ran = {c['id']: c['state'] for c in failed['summary']['components']}
-    assert ran['PreviousSpanExampleGen'] == 'ran' and 'Transform' not in ran
+    assert ran['ExampleGen_span1'] == 'ran' and 'Transform' not in ran
 
 
 def test_warn_lets_drift_through_to_transform(state):
@@ -199,7 +203,7 @@ def test_rerun_after_kill_completes_from_cache_with_one_good_version(state):
     assert rerun['code'] == 0, rerun['summary'].get('error')
     ran = {c['id']: c['state'] for c in rerun['summary']['components']}
     # Upstream work of the failed and the killed run is reused; Transform is redone.
-    assert ran['CsvExampleGen'] == ran['StatisticsGen'] == ran['PreviousSpanExampleGen'] == 'cached'
+    assert ran['CsvExampleGen'] == ran['StatisticsGen'] == ran['ExampleGen_span1'] == 'cached'
     assert ran['Transform'] == 'ran' and ran['Pusher'] == 'ran'
     versions = [n for n in os.listdir(state['serving']) if not n.startswith('.')]
     assert len(versions) == 1 and versions[0].isdigit()

@@ -9,6 +9,8 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.input_files import changed_files
+
 
 class Anomaly(NamedTuple):
     split: str
@@ -54,7 +56,6 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        from pipeline.spans import changed_files
         messages = []
         for key in ('anomalies', 'drift'):
             for artifact in input_dict.get(key) or []:
