@@ -1,7 +1,8 @@
 """Transform module: the generic ``preprocessing_fn``, driven by the feature plan.
 
-TFX packages this directory and calls ``preprocessing_fn(inputs, custom_config)`` with
-``custom_config['features']`` holding the plan built by ``components.features``.
+Transform imports it by path (``components.transform.preprocessing_fn``) and calls
+``preprocessing_fn(inputs, custom_config)`` with ``custom_config['features']`` holding the
+plan built by ``components.features``.
 """
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -20,13 +21,54 @@ def dense(x, default):
 
 def mean_filled(x):
     """Numeric column as float32 with missing values replaced by the column's mean."""
-    values = x.values if isinstance(x, tf.SparseTensor) else x
-    values = tf.cast(values, tf.float32)
-    if isinstance(x, tf.SparseTensor):
-        x = tf.SparseTensor(x.indices, values, x.dense_shape)
-        mean = tft.mean(values)
-        return dense(x, mean)
-    return tf.reshape(values, [-1])
+    values = present_values(x)
+    if not isinstance(x, tf.SparseTensor):
+        return values
+    return dense(tf.SparseTensor(x.indices, values, x.dense_shape), tft.mean(values))
+
+
+def present_values(x):
+    """The values a numeric column has (missing ones left out), as float32."""
+    return tf.cast(x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1]),
+                   tf.float32)
+
+
+def nan_filled(x):
+    """Numeric column as a [batch] float32 tensor, NaN where the value is missing."""
+    return dense(tf.cast(x, tf.float32) if x.dtype != tf.float32 else x, float('nan'))
+
+
+def numeric_columns(plan: FeaturePlan, inputs):
+    """z-scores of the numeric columns and quantile buckets of the bucketized ones.
+
+    All of them go through a few analyzers over a [batch, columns] matrix (NaN where a value
+    is missing, which TFT's mean, variance and quantiles ignore) instead of a few per
+    column: one analysis pass over the data, and a Beam graph whose size does not grow with
+    the number of columns (Transform's fixed cost on small data). A missing value becomes
+    the column's mean: z-score 0, and the mean's bucket.
+    """
+    columns = plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED)
+    if not columns:
+        return {}
+    matrix = tf.stack([nan_filled(inputs[f.name]) for f in columns], axis=1)
+    mean = tft.mean(matrix, reduce_instance_dims=False)
+    var = tft.var(matrix, reduce_instance_dims=False)
+    filled = tf.where(tf.math.is_nan(matrix), tf.broadcast_to(mean, tf.shape(matrix)), matrix)
+    scale = tf.where(var > 0, tf.math.rsqrt(var), tf.ones_like(var))
+    z_scores = (filled - mean) * scale
+    outputs = {}
+    for i, f in enumerate(columns):
+        if f.kind == NUMERIC:
+            outputs[f.xf] = z_scores[:, i]
+    # Quantile boundaries: one analyzer per distinct bucket count (usually one).
+    for n in sorted({f.buckets for f in columns if f.kind == BUCKETIZED}):
+        index = [i for i, f in enumerate(columns) if f.kind == BUCKETIZED and f.buckets == n]
+        boundaries = tft.quantiles(  # TFT.bucketize's default error tolerance
+            tf.gather(matrix, index, axis=1), n, epsilon=min(1.0 / n, 0.01),
+            reduce_instance_dims=False)
+        for row, i in enumerate(index):
+            outputs[columns[i].xf] = tft.apply_buckets(filled[:, i], boundaries[row:row + 1])
+    return outputs
 
 
 def as_string(x):
@@ -50,11 +92,7 @@ def transform_label(plan: FeaturePlan, label):
 
 
 def transform_features(plan: FeaturePlan, inputs):
-    outputs = {}
-    for f in plan.of_kind(NUMERIC):
-        outputs[f.xf] = tft.scale_to_z_score(mean_filled(inputs[f.name]))
-    for f in plan.of_kind(BUCKETIZED):
-        outputs[f.xf] = tft.bucketize(mean_filled(inputs[f.name]), f.buckets)
+    outputs = numeric_columns(plan, inputs)
     for f in plan.of_kind(CATEGORICAL):
         outputs[f.xf] = tft.compute_and_apply_vocabulary(
             as_string(inputs[f.name]), top_k=plan.vocab_size,

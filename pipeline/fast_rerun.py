@@ -43,6 +43,16 @@ def _files(root: str, suffix: str = '') -> Iterable[str]:
                 yield os.path.join(directory, name)
 
 
+def source_digest(root: str) -> str:
+    """sha256 over the relative path and bytes of every ``.py`` file under ``root``."""
+    h = hashlib.sha256()
+    for path in _files(root, '.py'):
+        with open(path, 'rb') as f:
+            h.update(json.dumps([os.path.relpath(path, root),
+                                 hashlib.sha256(f.read()).hexdigest()]).encode())
+    return h.hexdigest()
+
+
 def _stat(path: str) -> Any:
     try:
         st = os.stat(path)
@@ -66,9 +76,9 @@ def run_key(config) -> str:
     add('config', settings)
     for path in _files(config.data.root):
         add('data', [path, _stat(path)])
-    code = [os.path.join(REPO, d) for d in CODE_DIRS]
-    for path in [p for d in code for p in _files(d, '.py')] + [
-            config.data.schema, config.modules.transform, config.modules.trainer]:
+    for d in CODE_DIRS:
+        add('code', [d, source_digest(os.path.join(REPO, d))])
+    for path in [config.data.schema, config.modules.transform, config.modules.trainer]:
         if path and os.path.isfile(path):
             with open(path, 'rb') as f:
                 add('file', [path, hashlib.sha256(f.read()).hexdigest()])

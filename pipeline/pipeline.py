@@ -4,9 +4,21 @@ import json
 import os
 from typing import List, Optional, Union
 
-from tfx import v1 as tfx
+# TFX's modules, not ``tfx.v1``: importing that loads its Google Cloud extensions
+# (google.cloud.aiplatform), ~12 s of every run's start-up on this machine.
+from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen,
+                            Trainer, Transform)
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.orchestration import metadata
+from tfx.orchestration.data_types import RuntimeParameter
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 from tfx.types import channel_utils
 
 import components
@@ -20,6 +32,7 @@ from components.pusher import executor as pusher_executor
 from pipeline import spans
 from pipeline.config import ConfigError, PipelineConfig, csv_files
 from pipeline.evaluation import build_eval_config
+from pipeline.fast_rerun import source_digest
 from pipeline.preflight import drift_enabled, files_to_read
 from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
 
@@ -30,12 +43,23 @@ TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
 
 # Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1')
+# How Beam workers get this code when none of these is given: ``--setup_file`` with this
+# repository's setup.py (remote runners install it, and TFX through it). Without one, TFX
+# builds an sdist of itself before every Beam component (~2.5 s each, needed by no runner
+# that has TFX installed); the in-process runner stages nothing either way.
+DEPENDENCY_FLAGS = ('--setup_file', '--extra_package', '--extra_packages', '--requirements_file',
+                    '--sdk_container_image', '--worker_harness_container_image')
+SETUP_FILE = os.path.join(os.path.dirname(COMPONENTS_DIR), 'setup.py')
 
 
-def beam_args(config: PipelineConfig) -> List[str]:
+def beam_args(config: PipelineConfig, image_root: str = '') -> List[str]:
     """The defaults, then the config's (and the command line's) arguments, which win."""
     given = {a.split('=', 1)[0] for a in config.run.beam_args}
-    return [a for a in DEFAULT_BEAM_ARGS if a.split('=', 1)[0] not in given] + list(config.run.beam_args)
+    defaults = list(DEFAULT_BEAM_ARGS)
+    if not given & set(DEPENDENCY_FLAGS):
+        setup_file = os.path.join(image_root, 'setup.py') if image_root else SETUP_FILE
+        defaults.append(f'--setup_file={setup_file}')
+    return [a for a in defaults if a.split('=', 1)[0] not in given] + list(config.run.beam_args)
 
 
 # Above this many rows (estimated from the CSV files' size), StatisticsGen computes its
@@ -78,10 +102,10 @@ def image_module(path: str, repo_dir: str, key: str) -> str:
 
 
 def create_pipeline(config: PipelineConfig, *,
-                    data_root: Optional[Union[str, tfx.dsl.experimental.RuntimeParameter]] = None,
-                    train_args: Optional[Union[tfx.proto.TrainArgs,
-                                               tfx.dsl.experimental.RuntimeParameter]] = None,
-                    image_root: str = '') -> tfx.dsl.Pipeline:
+                    data_root: Optional[Union[str, RuntimeParameter]] = None,
+                    train_args: Optional[Union[trainer_pb2.TrainArgs,
+                                               RuntimeParameter]] = None,
+                    image_root: str = '') -> Pipeline:
     """The graph. The keyword arguments are for orchestrators that run it elsewhere.
 
     ``data_root`` and ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g.
@@ -98,7 +122,7 @@ def create_pipeline(config: PipelineConfig, *,
                      'training': dataclasses.asdict(config.training)}
     train_buckets, eval_buckets = config.data.split
 
-    output_config = tfx.proto.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
     # The newest span (or the flat root): pipeline/spans.py. CsvExampleGen's artifact, read
@@ -109,16 +133,16 @@ def create_pipeline(config: PipelineConfig, *,
         input_base=config.data.root if data_root is None else data_root,
         input_config=input_config, range_config=range_config, output_config=output_config,
     ).with_id('CsvExampleGen')
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'],
+    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'],
                                                   stats_options=statistics_options(config))
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
-    inferred_schema = tfx.components.SchemaGen(
+    inferred_schema = SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
     ).with_id('InferredSchemaGen')
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=(
+    schema_gen = ImportSchemaGen(schema_file=(
         staged_schema_path(config.data.schema, image_root) if image_root
         else stage_schema(config.data.schema, config.paths.pipeline_root)))
-    example_validator = tfx.components.ExampleValidator(
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
 
     # Older spans: those trained on (data.spans > 1), and the previous one when drift is
@@ -136,13 +160,13 @@ def create_pipeline(config: PipelineConfig, *,
         gen = FastCsvExampleGen(
             input_base=root, input_config=span_input, range_config=span_range,
             output_config=output_config).with_id(f'ExampleGen_span{span}')
-        stats = tfx.components.StatisticsGen(
+        stats = StatisticsGen(
             examples=gen.outputs['examples'],
             stats_options=statistics_options(config)).with_id(f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
         if span in window:
-            validator = tfx.components.ExampleValidator(
+            validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
             ).with_id(f'ExampleValidator_span{span}')
             span_nodes.append(validator)
@@ -165,74 +189,83 @@ def create_pipeline(config: PipelineConfig, *,
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
-    if image_root:
-        code = dict(transform=dict(preprocessing_fn=image_module(
-                        transform_module, config.base_dir, 'modules.transform') + '.preprocessing_fn'),
-                    trainer=dict(run_fn=image_module(
-                        trainer_module, config.base_dir, 'modules.trainer') + '.run_fn'))
-    else:
-        code = dict(transform=dict(module_file=transform_module),
-                    trainer=dict(module_file=trainer_module))
-    transform = tfx.components.Transform(
+    # By import path: in the image (Kubeflow), and for the built-in modules, which are part
+    # of this installed package (pip install -e .; --setup_file ships it to Beam workers).
+    # A module file instead makes TFX build a wheel of its directory and pip-install it in
+    # each component that uses it (~4 s per install). Custom modules stay module files.
+    package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
+    code = {}
+    for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
+                                      'preprocessing_fn'),
+                                     ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
+        code[part] = ({fn: image_module(module, package_root, f'modules.{part}') + '.' + fn}
+                      if image_root or not custom else dict(module_file=module))
+    # TFX's cache keys on the function's path, not its code: the code's digest goes into
+    # custom_config, so that editing components/ reruns Transform and the Trainer.
+    code_digest = source_digest(COMPONENTS_DIR)
+    transform = Transform(
         # Every span trained on: one transformed artifact each, analyzed together.
         examples=(train_examples[0] if len(train_examples) == 1
                   else channel_utils.union(train_examples)),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
-        custom_config={'features': custom_config['features']},
+        custom_config={'features': custom_config['features'], 'code': code_digest},
         # Its pre-/post-transform statistics would repeat StatisticsGen's work; nothing reads them.
         disable_statistics=True,
+        # Nothing feeds an analyzer cache back into a later Transform, so writing one (a
+        # Beam sink per analyzer) is pure cost.
+        disable_analyzer_cache=True,
         **code['transform'])
     transform.add_upstream_node(anomaly_gate)
 
     # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
     # it. A resolver of its own: BaselineModelResolver depends on the trainer's output.
-    warm_start = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    warm_start = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('WarmStartModelResolver') if config.training.warm_start else None
 
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        train_args=(tfx.proto.TrainArgs(num_steps=config.training.train_steps)
+        train_args=(trainer_pb2.TrainArgs(num_steps=config.training.train_steps)
                     if train_args is None else train_args),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=custom_config,
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=dict(custom_config, code=code_digest),
         base_model=warm_start.outputs['model'] if warm_start else None,
         **code['trainer'])
 
-    previous = dict(model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-                    model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing))
+    previous = dict(model=Channel(type=standard_artifacts.Model),
+                    model_blessing=Channel(type=standard_artifacts.ModelBlessing))
     if image_root:
-        baseline = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **previous)
+        baseline = Resolver(
+            strategy_class=LatestBlessedModelStrategy, **previous)
     else:
-        baseline = tfx.dsl.Resolver(strategy_class=BaselineModelStrategy,
+        baseline = Resolver(strategy_class=BaselineModelStrategy,
                                     candidate=trainer.outputs['model'], **previous)
     baseline = baseline.with_id('BaselineModelResolver')
 
     # The newest span's eval split: the data nearest to what the model will serve, never
     # trained on, and the same rows for the candidate and the baseline.
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs['examples'],
         example_splits=['eval'],
         model=trainer.outputs['model'],
         baseline_model=baseline.outputs['model'],
         eval_config=build_eval_config(config, plan))
 
-    pusher_component = tfx.components.Pusher(
+    pusher_component = Pusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=config.paths.serving_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
 
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=config.name,
         pipeline_root=config.paths.pipeline_root,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
@@ -241,5 +274,5 @@ def create_pipeline(config: PipelineConfig, *,
                     evaluator, pusher_component],
         enable_cache=True,
         metadata_connection_config=(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(config.paths.metadata)),
-        beam_pipeline_args=beam_args(config))
+            metadata.sqlite_metadata_connection_config(config.paths.metadata)),
+        beam_pipeline_args=beam_args(config, image_root))

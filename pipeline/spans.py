@@ -71,16 +71,15 @@ def input_glob(root: str) -> str:
 
 
 def example_gen_input(root: str, span: Optional[int] = None) -> Tuple[object, object]:
-    """(tfx.proto.Input, RangeConfig or None) for a CsvExampleGen reading ``input_files``."""
-    from tfx import v1 as tfx
-    from tfx.proto import range_config_pb2
+    """(example_gen_pb2.Input, RangeConfig or None) for a CsvExampleGen reading ``input_files``."""
+    from tfx.proto import example_gen_pb2, range_config_pb2
 
     if span is None:
         span = latest_span(root)
     if span is None:
-        return tfx.proto.Input(splits=[tfx.proto.Input.Split(name='single_split',
+        return example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name='single_split',
                                                              pattern=FLAT_PATTERN)]), None
-    return (tfx.proto.Input(splits=[tfx.proto.Input.Split(name='single_split',
+    return (example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name='single_split',
                                                           pattern=SPAN_PATTERN)]),
             range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
                 start_span_number=span, end_span_number=span)))
