@@ -64,9 +64,9 @@ def transformed(tmp_path_factory):
 def test_numeric_columns_are_mean_filled_and_z_scored(transformed):
     rows, _ = transformed
     fares = [10, 20, 30, 40, 10, 20, 30]
-    # Mean and stddev of the present values (one analysis pass), the missing one at the mean.
-    mean, std = np.mean(fares), np.std(fares)
+    mean = np.mean(fares)
     filled = [10, 20, 30, mean, 40, 10, 20, 30]
+    std = np.std(filled)  # of the filled column, as tft.scale_to_z_score would give
     got = [r['fare_xf'] for r in rows]
     np.testing.assert_allclose(got, [(x - mean) / std for x in filled], rtol=1e-5)
     assert got[3] == pytest.approx(0.0, abs=1e-6)  # the missing fare became the mean
@@ -164,3 +164,10 @@ def test_signatures_take_raw_examples_and_raw_json_features_alike(transformed, t
     with_label.features.feature['label'].int64_list.value.append(1)
     out = loaded.signatures['transform_features'](examples=tf.constant([with_label.SerializeToString()]))
     assert out['label_xf'].numpy().tolist() == [1]
+
+
+def test_a_numeric_column_with_no_values_at_all_becomes_zeros_not_nan(tmp_path):
+    # An empty column is an anomaly; with --allow-anomalies the model must still get numbers.
+    rows = [dict(r, fare=[]) for r in ROWS]
+    out, _ = run_tft(make_plan(), rows, str(tmp_path))
+    assert [r['fare_xf'] for r in out] == [0.0] * len(rows)
