@@ -134,7 +134,7 @@ def create_pipeline(config: PipelineConfig, *,
         input_config=input_config, range_config=range_config, output_config=output_config,
     ).with_id('CsvExampleGen')
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'],
-                                                  stats_options=statistics_options(config))
+                                   stats_options=statistics_options(config))
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
     inferred_schema = SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
@@ -153,8 +153,9 @@ def create_pipeline(config: PipelineConfig, *,
     window = spans.window(root, config.data.spans)[:-1]
     drift_span = spans.previous_span(root) if drift_enabled(config) else None
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
-    span_nodes, train_examples, anomalies, span_stats = [], [example_gen.outputs['examples']], \
-        [example_validator.outputs['anomalies']], {}
+    span_nodes, span_stats = [], {}
+    train_examples = [example_gen.outputs['examples']]
+    anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         span_input, span_range = spans.example_gen_input(root, span)
         gen = FastCsvExampleGen(
