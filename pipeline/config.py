@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
 
+from pipeline import spans
+
 TASKS = ('binary', 'multiclass', 'regression')
 RUNNERS = ('local', 'beam', 'kubeflow')
 TRAINERS = ('keras', 'estimator')
@@ -321,8 +323,7 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
 
 def csv_files(data_root: str) -> List[str]:
     """The CSV files ExampleGen will read (the data root, or the latest span in it)."""
-    from pipeline.spans import input_files
-    return input_files(data_root)
+    return spans.input_files(data_root)
 
 
 def read_header(path: str) -> List[str]:
@@ -383,8 +384,8 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
                      f'(gs://..., s3://...), got {getattr(config.paths, key)}')
     if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
-    from pipeline.spans import spans as span_numbers
-    if config.data.spans > 1 and os.path.isdir(config.data.root) and not span_numbers(config.data.root):
+    root = config.data.root
+    if config.data.spans > 1 and os.path.isdir(root) and not spans.spans(root):
         fail('data.spans', f'{config.data.spans} spans asked for, but {config.data.root} has no '
              'span-<N>/ directories; expected span-1/, span-2/, ... of CSV files (or data.spans: 1)')
     files = csv_files(config.data.root)

@@ -17,9 +17,8 @@ from tfx.orchestration import metadata
 from tfx.orchestration.data_types import RuntimeParameter
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
-from tfx.types import standard_artifacts
+from tfx.types import channel_utils, standard_artifacts
 from tfx.types.channel import Channel
-from tfx.types import channel_utils
 
 import components
 from components.anomaly_gate import AnomalyGate
@@ -92,6 +91,12 @@ def feature_plan(config: PipelineConfig) -> FeaturePlan:
     return plan_from_schema(ensure_schema(config), config)
 
 
+def union_of(channels: List[Channel]):
+    """One channel as it is (the graph of a one-span run stays unchanged), several as their
+    union."""
+    return channels[0] if len(channels) == 1 else channel_utils.union(channels)
+
+
 def image_module(path: str, repo_dir: str, key: str) -> str:
     """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
     relative = os.path.relpath(path, repo_dir)
@@ -125,16 +130,24 @@ def create_pipeline(config: PipelineConfig, *,
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
-    # The newest span (or the flat root): pipeline/spans.py. CsvExampleGen's artifact, read
-    # with pyarrow instead of Beam (components/fast_csv_example_gen); the node keeps
-    # CsvExampleGen's id.
-    input_config, range_config = spans.example_gen_input(config.data.root)
-    example_gen = FastCsvExampleGen(
-        input_base=config.data.root if data_root is None else data_root,
-        input_config=input_config, range_config=range_config, output_config=output_config,
-    ).with_id('CsvExampleGen')
-    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'],
-                                   stats_options=statistics_options(config))
+    root = config.data.root
+    stats_options = statistics_options(config)
+
+    def read_span(span: Optional[int], example_gen_id: str, statistics_id: str,
+                  input_base: Union[str, RuntimeParameter] = root):
+        """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the newest, or
+        the flat root). CsvExampleGen's artifact, read with pyarrow instead of Beam
+        (components/fast_csv_example_gen)."""
+        input_config, range_config = spans.example_gen_input(root, span)
+        gen = FastCsvExampleGen(
+            input_base=input_base, input_config=input_config, range_config=range_config,
+            output_config=output_config).with_id(example_gen_id)
+        return gen, StatisticsGen(examples=gen.outputs['examples'],
+                                  stats_options=stats_options).with_id(statistics_id)
+
+    # The newest span; the nodes keep CsvExampleGen's and StatisticsGen's ids.
+    example_gen, statistics_gen = read_span(None, 'CsvExampleGen', 'StatisticsGen',
+                                            root if data_root is None else data_root)
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
     inferred_schema = SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
@@ -149,7 +162,6 @@ def create_pipeline(config: PipelineConfig, *,
     # checked. Each has its own ExampleGen and StatisticsGen, and, if trained on, its own
     # ExampleValidator through the gate. Their ids carry the span number, so a span read in
     # one run is served from the cache in the next, whichever position it has now.
-    root = config.data.root
     window = spans.window(root, config.data.spans)[:-1]
     drift_span = spans.previous_span(root) if drift_enabled(config) else None
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
@@ -157,13 +169,7 @@ def create_pipeline(config: PipelineConfig, *,
     train_examples = [example_gen.outputs['examples']]
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
-        span_input, span_range = spans.example_gen_input(root, span)
-        gen = FastCsvExampleGen(
-            input_base=root, input_config=span_input, range_config=span_range,
-            output_config=output_config).with_id(f'ExampleGen_span{span}')
-        stats = StatisticsGen(
-            examples=gen.outputs['examples'],
-            stats_options=statistics_options(config)).with_id(f'StatisticsGen_span{span}')
+        gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
         if span in window:
@@ -183,7 +189,7 @@ def create_pipeline(config: PipelineConfig, *,
             thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True))
         span_nodes.append(drift_check)
     anomaly_gate = AnomalyGate(
-        anomalies=(anomalies[0] if len(anomalies) == 1 else channel_utils.union(anomalies)),
+        anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
         input_files=fingerprint(files_to_read(config)))
@@ -206,8 +212,7 @@ def create_pipeline(config: PipelineConfig, *,
     code_digest = source_digest(COMPONENTS_DIR)
     transform = Transform(
         # Every span trained on: one transformed artifact each, analyzed together.
-        examples=(train_examples[0] if len(train_examples) == 1
-                  else channel_utils.union(train_examples)),
+        examples=union_of(train_examples),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
@@ -242,11 +247,10 @@ def create_pipeline(config: PipelineConfig, *,
     previous = dict(model=Channel(type=standard_artifacts.Model),
                     model_blessing=Channel(type=standard_artifacts.ModelBlessing))
     if image_root:
-        baseline = Resolver(
-            strategy_class=LatestBlessedModelStrategy, **previous)
+        baseline = Resolver(strategy_class=LatestBlessedModelStrategy, **previous)
     else:
         baseline = Resolver(strategy_class=BaselineModelStrategy,
-                                    candidate=trainer.outputs['model'], **previous)
+                            candidate=trainer.outputs['model'], **previous)
     baseline = baseline.with_id('BaselineModelResolver')
 
     # The newest span's eval split: the data nearest to what the model will serve, never

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline import spans
+
 STATES = {metadata_store_pb2.Execution.COMPLETE: 'ran', metadata_store_pb2.Execution.CACHED: 'cached',
           metadata_store_pb2.Execution.FAILED: 'failed', metadata_store_pb2.Execution.RUNNING: 'running',
           metadata_store_pb2.Execution.CANCELED: 'canceled', metadata_store_pb2.Execution.NEW: 'new'}
@@ -109,7 +111,8 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         'status': 'failed' if error else 'succeeded', 'error': error,
         'components': components or [], 'total_seconds': round(total_seconds, 1),
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
-        'spans': spans_trained_on(config), 'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
+        'spans': spans.window(config.data.root, config.data.spans),  # [] for a flat root
+        'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
     }
@@ -132,7 +135,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     validators = sorted((n for n in nodes if n.startswith('ExampleValidator')),
                         key=lambda n: (n != 'ExampleValidator', n))
     for node, key in [(n, 'anomalies') for n in validators] + [('DriftCheck', 'drift')]:
-        artifact = nodes[node].get('outputs', {}).get('anomalies') if node in nodes else None
+        artifact = nodes.get(node, {}).get('outputs', {}).get('anomalies')
         if not artifact:
             continue
         from components.anomaly_gate.executor import read_anomalies  # imports TFX: only here
@@ -165,12 +168,6 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     if trainer.get('model_run'):
         summary['tensorboard_logdir'] = trainer['model_run'][0].uri
     return summary
-
-
-def spans_trained_on(config) -> List[int]:
-    """The span numbers a run of ``config`` trains on (empty for a flat or remote root)."""
-    from pipeline.spans import window
-    return window(config.data.root, config.data.spans)
 
 
 def dataclass_dict(obj) -> Dict[str, Any]:
