@@ -5,6 +5,7 @@
 """
 import math
 import os
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -16,13 +17,30 @@ from components.signatures import export_serving_model
 from pipeline.config import TrainingConfig
 
 
-def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int):
-    """Transformed examples as (features, label) batches, repeated forever."""
-    return fn_args.data_accessor.tf_dataset_factory(
-        files,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=plan.label_xf,
-                                       shuffle_seed=seed),
-        tft_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
+def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
+                 raw: bool = False, num_epochs: Optional[int] = None):
+    """(transformed features, label) batches: shuffled and repeated forever, or, with
+    ``num_epochs``, that many passes in file order.
+
+    ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
+    the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
+    hold Transform's transformed examples.
+    """
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=batch_size, shuffle_seed=seed, num_epochs=num_epochs,
+        shuffle=num_epochs is None, label_key=None if raw else plan.label_xf)
+    if not raw:
+        return fn_args.data_accessor.tf_dataset_factory(
+            files, options, tft_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
+    tft_layer = tft_output.transform_features_layer()
+
+    def transform(raw_features):
+        features = tft_layer(raw_features)
+        return features, features.pop(plan.label_xf)
+
+    dataset = fn_args.data_accessor.tf_dataset_factory(files, options,
+                                                       tft_output.raw_metadata.schema)
+    return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def train_keras(model, train_ds, eval_ds, train_steps, eval_steps, training, log_dir):
@@ -46,10 +64,12 @@ def run_fn(fn_args):
     plan, training = parse_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    # Raw examples when Transform did not materialize (pipeline.materialize_transform).
+    raw = not fn_args.custom_config['materialized']
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
-                            training.batch_size, training.seed)
+                            training.batch_size, training.seed, raw=raw)
     eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output,
-                           training.batch_size, training.seed)
+                           training.batch_size, training.seed, raw=raw)
     model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))

@@ -87,6 +87,23 @@ def statistics_options(config: PipelineConfig):
     return tfdv.StatsOptions(sample_rate=round(STATS_SAMPLE_ROWS / rows, 4))
 
 
+def materialize_transform(config: PipelineConfig, rows: int) -> bool:
+    """Whether Transform writes the transformed examples the Trainer reads.
+
+    The built-in Keras trainer can instead read the raw examples and apply the TFT graph in
+    its tf.data input (``components/trainer.py``). That costs per row *read*, about
+    ``train_steps * batch_size`` rows; the transformed copy costs per row *of data*, about
+    four times as much per row (a Beam pass that encodes and writes every row, measured in
+    benchmarks/RESULTS.md). So the copy is written only while the data is smaller than what
+    the Trainer reads, i.e. when it would read each row more than once. The estimator
+    trainer and custom trainer modules always get transformed examples, as TFX's Trainer
+    usually does.
+    """
+    if config.training.trainer != 'keras' or config.modules.trainer:
+        return True
+    return rows <= config.training.train_steps * config.training.batch_size
+
+
 def feature_plan(config: PipelineConfig) -> FeaturePlan:
     return plan_from_schema(ensure_schema(config), config)
 
@@ -210,6 +227,7 @@ def create_pipeline(config: PipelineConfig, *,
     # TFX's cache keys on the function's path, not its code: the code's digest goes into
     # custom_config, so that editing components/ reruns Transform and the Trainer.
     code_digest = source_digest(COMPONENTS_DIR)
+    materialize = materialize_transform(config, estimated_rows(root) * (len(window) + 1))
     transform = Transform(
         # Every span trained on: one transformed artifact each, analyzed together.
         examples=union_of(train_examples),
@@ -222,6 +240,7 @@ def create_pipeline(config: PipelineConfig, *,
         # Nothing feeds an analyzer cache back into a later Transform, so writing one (a
         # Beam sink per analyzer) is pure cost.
         disable_analyzer_cache=True,
+        materialize=materialize,
         **code['transform'])
     transform.add_upstream_node(anomaly_gate)
 
@@ -234,13 +253,14 @@ def create_pipeline(config: PipelineConfig, *,
     ).with_id('WarmStartModelResolver') if config.training.warm_start else None
 
     trainer = Trainer(
-        examples=transform.outputs['transformed_examples'],
+        examples=(transform.outputs['transformed_examples'] if materialize
+                  else union_of(train_examples)),
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         train_args=(trainer_pb2.TrainArgs(num_steps=config.training.train_steps)
                     if train_args is None else train_args),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=dict(custom_config, code=code_digest),
+        custom_config=dict(custom_config, code=code_digest, materialized=materialize),
         base_model=warm_start.outputs['model'] if warm_start else None,
         **code['trainer'])
 
