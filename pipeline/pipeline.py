@@ -87,21 +87,18 @@ def statistics_options(config: PipelineConfig):
     return tfdv.StatsOptions(sample_rate=round(STATS_SAMPLE_ROWS / rows, 4))
 
 
-def materialize_transform(config: PipelineConfig, rows: int) -> bool:
-    """Whether Transform writes the transformed examples the Trainer reads.
+def materialize_transform(config: PipelineConfig) -> bool:
+    """Whether Transform writes the transformed examples for the Trainer.
 
-    The built-in Keras trainer can instead read the raw examples and apply the TFT graph in
-    its tf.data input (``components/trainer.py``). That costs per row *read*, about
-    ``train_steps * batch_size`` rows; the transformed copy costs per row *of data*, about
-    four times as much per row (a Beam pass that encodes and writes every row, measured in
-    benchmarks/RESULTS.md). So the copy is written only while the data is smaller than what
-    the Trainer reads, i.e. when it would read each row more than once. The estimator
-    trainer and custom trainer modules always get transformed examples, as TFX's Trainer
-    usually does.
+    The built-in Keras trainer reads the raw examples and applies the TFT graph in its
+    tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
+    is a Beam pass that encodes and writes every row, ~60% of Transform's time at 1M rows,
+    while applying the graph in the Trainer costs about as much as reading the copy back
+    (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
+    transformed examples, as TFX's Trainer usually does; so switching between the Keras and
+    the estimator trainer runs Transform again.
     """
-    if config.training.trainer != 'keras' or config.modules.trainer:
-        return True
-    return rows <= config.training.train_steps * config.training.batch_size
+    return config.training.trainer != 'keras' or bool(config.modules.trainer)
 
 
 def feature_plan(config: PipelineConfig) -> FeaturePlan:
@@ -227,7 +224,7 @@ def create_pipeline(config: PipelineConfig, *,
     # TFX's cache keys on the function's path, not its code: the code's digest goes into
     # custom_config, so that editing components/ reruns Transform and the Trainer.
     code_digest = source_digest(COMPONENTS_DIR)
-    materialize = materialize_transform(config, estimated_rows(root) * (len(window) + 1))
+    materialize = materialize_transform(config)
     transform = Transform(
         # Every span trained on: one transformed artifact each, analyzed together.
         examples=union_of(train_examples),

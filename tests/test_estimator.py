@@ -1,7 +1,8 @@
 """The Estimator trainer (``--trainer estimator``): real pipeline runs on a few hundred rows.
 
 One pipeline root, shared by every test through the ``runs`` fixture, run in this order
-(ExampleGen, statistics and Transform run once; later runs reuse them from the cache):
+(ExampleGen and statistics run once, Transform once per kind of trainer; later runs reuse
+them from the cache):
 
 ``keras``      Keras trainer: the first model, blessed and pushed (no baseline yet).
 ``estimator``  ``--trainer estimator``, lenient change threshold: the Evaluator compares it
@@ -149,8 +150,11 @@ def test_estimator_model_is_blessed_against_the_keras_baseline_and_pushed(runs):
     keras, est = runs['keras'], runs['estimator']
     assert keras['trainer'] == 'keras' and keras['blessed'] and keras['push']['pushed']
     assert est['trainer'] == 'estimator'
-    # Switching the trainer trains again; the data and Transform come from the cache.
-    assert {n for n, s in states(est).items() if s == 'ran'} == {'Trainer', 'Evaluator', 'Pusher'}
+    # Switching the trainer trains again and runs Transform again, now writing the transformed
+    # examples the estimator reads (the Keras trainer transforms raw examples itself); the
+    # data and its validation come from the cache.
+    assert {n for n, s in states(est).items() if s == 'ran'} == {
+        'Transform', 'Trainer', 'Evaluator', 'Pusher'}
     assert baseline_of(est) == trainer_of(keras)['model']
     assert 0 <= est['evaluation']['baseline_metrics']['auc'] <= 1
     assert est['blessed'] is True
@@ -292,3 +296,44 @@ def test_warm_start_with_the_keras_trainer_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match='training.warm_start: only the estimator trainer'):
         load_config(os.path.join(REPO, 'configs', 'taxi.yaml'),
                     ['training.warm_start=true', 'training.trainer=keras'], check_data=False)
+
+
+def test_the_keras_trainer_input_matches_the_transformed_examples(runs):
+    """The Keras trainer applies the TFT graph to raw examples (Transform writes no copy for
+    it); the estimator reads Transform's transformed examples. Row for row, the same data."""
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+    from tfx.components.util import tfxio_utils
+    from components.trainer import make_dataset
+    from pipeline import report
+
+    def nodes(summary):
+        store = report.open_store(summary['metadata'])
+        [run] = [c for c in store.get_contexts_by_type('pipeline_run') if c.name == summary['run_id']]
+        return report.run_outputs(store, run)
+
+    keras, est = nodes(runs['keras']), nodes(runs['estimator'])
+    trained = trainer_of(runs['estimator'])
+    tft_output = tft.TFTransformOutput(est['Transform']['outputs']['transform_graph'][0].uri)
+
+    def rows(artifacts, raw):
+        accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+            artifacts, []), record_batch_factory=None, data_view_decode_fn=None)
+        fn_args = type('FnArgs', (), {'data_accessor': accessor})
+        out, names = [], None
+        for features, labels in make_dataset(
+                fn_args, [os.path.join(artifacts[0].uri, 'Split-eval', '*')], trained['plan'],
+                tft_output, 64, 0, raw=raw, num_epochs=1):
+            names = sorted(features)
+            columns = [np.reshape(features[k], (len(labels), -1)) for k in names]
+            out += [tuple(np.concatenate([c[i] for c in columns] + [np.reshape(labels[i], -1)]))
+                    for i in range(len(labels))]
+        return sorted(out), names
+
+    # What each trainer read: ExampleGen's raw examples (Keras), the transformed copy (estimator).
+    raw_input, copy_input = keras['Trainer']['inputs']['examples'], est['Trainer']['inputs']['examples']
+    assert '/CsvExampleGen/' in raw_input[0].uri and '/Transform/' in copy_input[0].uri
+    from_raw, raw_names = rows(raw_input, raw=True)
+    from_copy, copy_names = rows(copy_input, raw=False)
+    assert raw_names == copy_names and len(from_raw) == len(from_copy) > 50
+    np.testing.assert_allclose(np.array(from_raw), np.array(from_copy), rtol=1e-6, atol=1e-6)

@@ -137,36 +137,3 @@ def test_the_summary_tells_the_user_what_happened(taxi_e2e):
     assert 'Data validation: no anomalies' in text
     assert f'Pushed: {taxi_e2e["first"]["push"]["path"]}' in text
 
-
-def test_the_trainer_reads_raw_examples_exactly_as_transformed_ones(taxi_e2e):
-    """Past a size (pipeline.materialize_transform) Transform writes no transformed copy and
-    the Trainer applies the TFT graph itself: its batches must hold what the copy holds."""
-    import tensorflow_transform as tft
-    from tfx.components.trainer.fn_args_utils import DataAccessor
-    from tfx.components.util import tfxio_utils
-    from components.trainer import make_dataset
-    from pipeline.pipeline import feature_plan
-
-    config = taxi_e2e['config']
-    store = open_store(config.paths.metadata)
-    nodes = run_outputs(store, min(store.get_contexts_by_type('pipeline_run'), key=lambda r: r.id))
-    tft_output = tft.TFTransformOutput(nodes['Transform']['outputs']['transform_graph'][0].uri)
-    plan = feature_plan(config)
-
-    def rows(key, raw):
-        artifacts = nodes['CsvExampleGen' if raw else 'Transform']['outputs'][key]
-        accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-            artifacts, []), record_batch_factory=None, data_view_decode_fn=None)
-        files = [os.path.join(artifacts[0].uri, 'Split-eval', '*')]
-        out = []
-        for features, labels in make_dataset(type('FnArgs', (), {'data_accessor': accessor}),
-                                             files, plan, tft_output, 64, 0, raw=raw, num_epochs=1):
-            columns = [np.asarray(features[k]).reshape(len(labels), -1) for k in sorted(features)]
-            out += [tuple(np.concatenate([c[i] for c in columns] + [np.reshape(labels[i], -1)]).tolist())
-                    for i in range(len(labels))]
-        return sorted(out), sorted(features)
-
-    raw, raw_names = rows('examples', raw=True)
-    written, written_names = rows('transformed_examples', raw=False)
-    assert raw_names == written_names and len(raw) == len(written) > 50
-    np.testing.assert_allclose(np.array(raw), np.array(written), rtol=1e-6, atol=1e-6)

@@ -43,10 +43,7 @@ def runs():
     bad[3][bad[0].index('payment_type')] = 'Bitcoin'
     for i, rows in enumerate([bad, span_rows(1), span_rows(2)]):
         lib.write_csv(os.path.join(data, f'span-{i + 1}', 'trips.csv'), rows)
-    # Batches of 8: the Trainer reads fewer rows (60 x 8) than the spans hold, so it reads
-    # the raw spans and transforms them itself (pipeline.materialize_transform).
-    args = lib.paths_args(root, data) + lib.FAST + ['--set', 'data.spans=3',
-                                                    '--set', 'training.batch_size=8']
+    args = lib.paths_args(root, data) + lib.FAST + ['--set', 'data.spans=3']
     result = {'root': root, 'metadata': os.path.join(root, 'metadata.sqlite'),
               'serving': os.path.join(root, 'serving')}
     result['bad_old_span'] = lib.run_cli(args)
@@ -92,7 +89,7 @@ def test_a_new_span_moves_the_window_and_reuses_what_was_read(runs):
     assert ran['ExampleGen_span2'] == ran['StatisticsGen_span2'] == ran['ExampleValidator_span2'] == 'cached'
     assert ran['ExampleGen_span3'] == 'ran' and ran['CsvExampleGen'] == 'ran'
     assert not [n for n in ran if n.endswith('_span1')]
-    # The Trainer read the three spans' raw examples (no transformed copy was written).
+    # The Trainer read the three spans' raw examples (Transform wrote no transformed copy).
     trained_on = runs['next_trainer']
     assert [span for span, _ in trained_on] == [2, 3, 4]
     assert ['/ExampleGen_span2/', '/ExampleGen_span3/', '/CsvExampleGen/'] == [
