@@ -70,7 +70,7 @@ def run_fn(fn_args):
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     # Raw examples when Transform did not materialize (pipeline.materialize_transform).
-    raw = not fn_args.custom_config['materialized']
+    raw = not fn_args.custom_config.get('materialized', True)
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             training.batch_size, training.seed, raw=raw)
     eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output,
