@@ -28,24 +28,22 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
     hold Transform's transformed examples.
     """
-    if not raw:
-        return fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, shuffle_seed=seed, num_epochs=num_epochs,
-            shuffle=num_epochs is None, label_key=plan.label_xf),
-            tft_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
-    tft_layer = tft_output.transform_features_layer()
+    schema = (tft_output.raw_metadata if raw else tft_output.transformed_metadata).schema
+    # Raw: the TFT graph has a fixed cost per call, so it runs on RAW_BATCH rows at a time and
+    # the result is cut into training batches (rebatch keeps every row, in order).
+    dataset = fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
+        batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
+        num_epochs=num_epochs, shuffle=num_epochs is None,
+        label_key=None if raw else plan.label_xf), schema)
+    if raw:
+        tft_layer = tft_output.transform_features_layer()
 
-    def transform(raw_features):
-        features = tft_layer(raw_features)
-        return features, features.pop(plan.label_xf)
+        def transform(raw_features):
+            features = tft_layer(raw_features)
+            return features, features.pop(plan.label_xf)
 
-    # The TFT graph has a fixed cost per call: it runs on RAW_BATCH rows at a time, and the
-    # result is cut into training batches (rebatch keeps every row, in order).
-    return fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
-        batch_size=max(batch_size, RAW_BATCH), shuffle_seed=seed, num_epochs=num_epochs,
-        shuffle=num_epochs is None), tft_output.raw_metadata.schema,
-    ).map(transform, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size).prefetch(
-        tf.data.AUTOTUNE)
+        dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def train_keras(model, train_ds, eval_ds, train_steps, eval_steps, training, log_dir):

@@ -226,7 +226,8 @@ def create_pipeline(config: PipelineConfig, *,
     code_digest = source_digest(COMPONENTS_DIR)
     materialize = materialize_transform(config)
     transform = Transform(
-        # Every span trained on: one transformed artifact each, analyzed together.
+        # Every span trained on, analyzed together (and, when materialized, one transformed
+        # artifact each).
         examples=union_of(train_examples),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make

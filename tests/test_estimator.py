@@ -90,12 +90,19 @@ def states(summary) -> Dict[str, str]:
     return {c['id']: c['state'] for c in summary['components'] if 'Resolver' not in c['id']}
 
 
+def run_of(summary):
+    """The ML Metadata store a run wrote to, and the run's context."""
+    from pipeline import report
+    store = report.open_store(summary['metadata'])
+    [run] = [c for c in store.get_contexts_by_type('pipeline_run') if c.name == summary['run_id']]
+    return store, run
+
+
 def trainer_of(summary) -> Dict[str, Any]:
     """What a run's Trainer used and made, read back from ML Metadata."""
     from components.trainer import parse_custom_config
     from pipeline import report
-    store = report.open_store(summary['metadata'])
-    run = [c for c in store.get_contexts_by_type('pipeline_run') if c.name == summary['run_id']][0]
+    store, run = run_of(summary)
     [execution] = [e for e in store.get_executions_by_context(run.id)
                    if e.type.endswith('.Trainer')]
     plan, training = parse_custom_config(
@@ -110,9 +117,7 @@ def trainer_of(summary) -> Dict[str, Any]:
 def baseline_of(summary) -> str:
     """The baseline model the run's Evaluator read (its ``baseline_model`` input), or ''."""
     from ml_metadata.proto import metadata_store_pb2
-    from pipeline import report
-    store = report.open_store(summary['metadata'])
-    run = [c for c in store.get_contexts_by_type('pipeline_run') if c.name == summary['run_id']][0]
+    store, run = run_of(summary)
     [execution] = [e for e in store.get_executions_by_context(run.id)
                    if e.type.endswith('.Evaluator')]
     ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
@@ -308,9 +313,7 @@ def test_the_keras_trainer_input_matches_the_transformed_examples(runs):
     from pipeline import report
 
     def nodes(summary):
-        store = report.open_store(summary['metadata'])
-        [run] = [c for c in store.get_contexts_by_type('pipeline_run') if c.name == summary['run_id']]
-        return report.run_outputs(store, run)
+        return report.run_outputs(*run_of(summary))
 
     keras, est = nodes(runs['keras']), nodes(runs['estimator'])
     trained = trainer_of(runs['estimator'])

@@ -136,4 +136,3 @@ def test_the_summary_tells_the_user_what_happened(taxi_e2e):
     text = render(taxi_e2e['first'])
     assert 'Data validation: no anomalies' in text
     assert f'Pushed: {taxi_e2e["first"]["push"]["path"]}' in text
-
