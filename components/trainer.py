@@ -21,8 +21,8 @@ RAW_BATCH = 1024
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
                  raw: bool = False, num_epochs: Optional[int] = None):
-    """(transformed features, label) batches: shuffled and repeated forever, or, with
-    ``num_epochs``, that many passes in file order.
+    """Shuffled (transformed features, label) batches: repeated forever, or, with
+    ``num_epochs``, that many passes.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
@@ -33,7 +33,7 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     # the result is cut into training batches (rebatch keeps every row, in order).
     dataset = fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
         batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
-        num_epochs=num_epochs, shuffle=num_epochs is None,
+        num_epochs=num_epochs, shuffle=True,
         label_key=None if raw else plan.label_xf), schema)
     if raw:
         tft_layer = tft_output.transform_features_layer()
@@ -46,7 +46,8 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def train_keras(model, train_ds, eval_ds, train_steps, eval_steps, training, log_dir):
+def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
+    """``eval_ds`` is finite: each validation is one pass over it."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch')]
     if training.early_stopping_patience:
@@ -55,7 +56,7 @@ def train_keras(model, train_ds, eval_ds, train_steps, eval_steps, training, log
             restore_best_weights=True))
     return model.fit(train_ds, epochs=math.ceil(train_steps / steps_per_epoch),
                      steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
-                     validation_steps=eval_steps, callbacks=callbacks, verbose=2)
+                     callbacks=callbacks, verbose=2)
 
 
 def parse_custom_config(custom_config):
@@ -71,9 +72,13 @@ def run_fn(fn_args):
     raw = not fn_args.custom_config.get('materialized', True)
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             training.batch_size, training.seed, raw=raw)
-    eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output,
-                           training.batch_size, training.seed, raw=raw)
+    # Validation (early stopping's signal): the same rows at every epoch, read and transformed
+    # once, then served from memory: up to eval_steps batches, a shuffled sample of the eval
+    # split when it is larger than that, all of it otherwise.
+    eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output, training.batch_size,
+                           training.seed, raw=raw, num_epochs=1
+                           ).take(fn_args.eval_steps).cache()
     model = build_keras_model(plan, tft_output, training)
-    train_keras(model, train_ds, eval_ds, fn_args.train_steps, fn_args.eval_steps, training,
+    train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir)

@@ -66,6 +66,10 @@ def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalCon
     slices += [tfma.SlicingSpec(feature_keys=list(keys)) for keys in ev.slices]
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
+            # TFMA calls the model through its signatures, as TF Serving does. Naming the type
+            # saves TFMA loading each model (candidate and baseline) once more as Keras just to
+            # detect it (tfma.utils.get_model_type): a few seconds per model per run.
+            model_type=tfma.TF_GENERIC,
             signature_name=SERVING_DEFAULT,
             preprocessing_function_names=[TRANSFORM_FEATURES],
             label_key=plan.label_xf,
