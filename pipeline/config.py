@@ -71,7 +71,7 @@ class FeaturesConfig:
 class TrainingConfig:
     trainer: Literal['keras', 'estimator'] = 'keras'
     train_steps: int = 2000
-    eval_steps: int = 100
+    eval_steps: int = 100           # validation: one pass over at most this many eval batches
     batch_size: int = 128
     learning_rate: float = 0.001
     hidden_units: int = 64          # width of the first deep layer; each next is half
