@@ -46,6 +46,14 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bool):
+    """Early stopping's signal: the same rows at every epoch, read and transformed once, then
+    served from memory. Up to ``eval_steps`` batches: a seeded shuffled sample of the eval
+    split when it is larger than that, all of it, once, otherwise."""
+    return make_dataset(fn_args, fn_args.eval_files, plan, tft_output, training.batch_size,
+                        training.seed, raw=raw, num_epochs=1).take(fn_args.eval_steps).cache()
+
+
 def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
     """``eval_ds`` is finite: each validation is one pass over it."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
@@ -72,12 +80,7 @@ def run_fn(fn_args):
     raw = not fn_args.custom_config.get('materialized', True)
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             training.batch_size, training.seed, raw=raw)
-    # Validation (early stopping's signal): the same rows at every epoch, read and transformed
-    # once, then served from memory: up to eval_steps batches, a shuffled sample of the eval
-    # split when it is larger than that, all of it otherwise.
-    eval_ds = make_dataset(fn_args, fn_args.eval_files, plan, tft_output, training.batch_size,
-                           training.seed, raw=raw, num_epochs=1
-                           ).take(fn_args.eval_steps).cache()
+    eval_ds = validation_dataset(fn_args, plan, tft_output, training, raw)
     model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))

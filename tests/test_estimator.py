@@ -340,3 +340,39 @@ def test_the_keras_trainer_input_matches_the_transformed_examples(runs):
     from_copy, copy_names = rows(copy_input, raw=False)
     assert raw_names == copy_names and len(from_raw) == len(from_copy) > 50
     np.testing.assert_allclose(np.array(from_raw), np.array(from_copy), rtol=1e-6, atol=1e-6)
+
+
+def test_keras_validation_is_the_same_rows_every_epoch_at_most_eval_steps_batches(runs):
+    """Early stopping's validation data: the whole eval split once when it fits in
+    ``eval_steps`` batches, else ``eval_steps`` batches; identical at every pass (epoch)."""
+    import dataclasses
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+    from tfx.components.util import tfxio_utils
+    from components.trainer import validation_dataset
+    from pipeline import report
+
+    nodes = report.run_outputs(*run_of(runs['keras']))
+    trained = trainer_of(runs['keras'])
+    examples = nodes['Trainer']['inputs']['examples']
+    eval_files = [os.path.join(examples[0].uri, 'Split-eval', '*')]
+    split_rows = sum(1 for _ in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(eval_files[0]), compression_type='GZIP'))
+    accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+        examples, []), record_batch_factory=None, data_view_decode_fn=None)
+    tft_output = tft.TFTransformOutput(nodes['Transform']['outputs']['transform_graph'][0].uri)
+    training = dataclasses.replace(trained['training'], batch_size=16)
+
+    def passes(eval_steps):
+        fn_args = type('FnArgs', (), {'data_accessor': accessor, 'eval_files': eval_files,
+                                      'eval_steps': eval_steps})
+        dataset = validation_dataset(fn_args, trained['plan'], tft_output, training, raw=True)
+        return [[labels.numpy().tolist() + features['fare_xf'].numpy().tolist()
+                 for features, labels in dataset] for _ in range(2)]
+
+    few = passes(3)
+    assert len(few[0]) == 3 and all(len(batch) == 2 * 16 for batch in few[0])
+    assert few[0] == few[1]
+    whole = passes(10 ** 6)
+    assert sum(len(batch) // 2 for batch in whole[0]) == split_rows > 50
+    assert whole[0] == whole[1]
