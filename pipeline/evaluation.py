@@ -9,6 +9,7 @@ from typing import Dict, List
 
 import tensorflow_model_analysis as tfma
 
+from components import metrics
 from components.features import FeaturePlan
 from components.signatures import SERVING_DEFAULT, TRANSFORM_FEATURES
 from pipeline.config import ConfigError, PipelineConfig
@@ -35,11 +36,21 @@ def overall_only(metric: tfma.MetricConfig) -> tfma.MetricThreshold:
     return metric.per_slice_thresholds[0].threshold
 
 
+def metric_config(class_name: str, task: str) -> tfma.MetricConfig:
+    """TFMA's metric class, or, for a binary task, its counterpart in ``components.metrics``
+    that reads the value off the calibration histogram AUC computes anyway (one combiner per
+    example instead of three; the same names and values)."""
+    if task == 'binary' and class_name in metrics.HISTOGRAM_METRICS:
+        return tfma.MetricConfig(class_name=metrics.HISTOGRAM_METRICS[class_name],
+                                 module=metrics.__name__)
+    return tfma.MetricConfig(class_name=class_name)
+
+
 def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalConfig:
     ev = config.evaluation
     classes = list(ev.metrics or DEFAULT_METRICS[plan.task])
     by_name: Dict[str, tfma.MetricConfig] = {
-        metric_name(c): tfma.MetricConfig(class_name=c) for c in classes}
+        metric_name(c): metric_config(c, plan.task) for c in classes}
 
     for i, th in enumerate(ev.thresholds):
         if th.metric not in by_name:
