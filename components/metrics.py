@@ -10,7 +10,8 @@ edges, so the confusion matrix at 0.5 is exact (only a prediction of exactly 0.5
 positive here and as negative in TFMA's combiner), and calibration is the ratio of its
 weighted sums. On 50k rows TFMA took 30% less time (docs/performance.md).
 ``pipeline/evaluation.py`` uses them for binary tasks.
-"""from tensorflow_model_analysis.metrics import calibration_histogram, metric_types, metric_util
+"""
+from tensorflow_model_analysis.metrics import calibration_histogram, metric_types, metric_util
 
 THRESHOLD = 0.5
 # The first bucket whose predictions are >= THRESHOLD (bucket 0 holds predictions below 0).
