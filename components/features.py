@@ -8,7 +8,11 @@ the same names. Nothing here is specific to one dataset.
 Kinds:
   numeric      float or integer column: missing values filled with the mean, z-score scaled.
   categorical  string column, or integer column the schema marks categorical (hour, day,
-               month...): a vocabulary with out-of-vocabulary buckets.
+               month...): ids from a vocabulary, plus out-of-vocabulary buckets. When the
+               schema closes the column's domain (an ``int_domain`` with min and max, or a
+               string domain) with at most ``vocab_size`` values, the vocabulary is that
+               domain, in the schema's order (``Feature.vocabulary``); otherwise Transform
+               computes it from the data, most frequent first.
   bucketized   numeric column cut into quantile buckets (coordinates, for instance).
 """
 from __future__ import annotations
@@ -36,6 +40,12 @@ class Feature:
     kind: str
     dtype: str
     buckets: int = 0
+    # Categorical only: the fixed vocabulary, from the schema's closed domain (see above).
+    # Empty: Transform computes it from the data. A vocabulary from the data costs a Beam
+    # analysis of its own (~2 s of Transform's fixed cost each, most of it at small data);
+    # the domain is also the contract validation enforces, so values outside it are
+    # anomalies, and at serving they fall into the out-of-vocabulary buckets.
+    vocabulary: Tuple[str, ...] = ()
 
     @property
     def xf(self) -> str:
@@ -73,7 +83,8 @@ class FeaturePlan:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> 'FeaturePlan':
         d = dict(d)
-        d['features'] = tuple(Feature(**f) for f in d['features'])
+        d['features'] = tuple(Feature(**dict(f, vocabulary=tuple(f.get('vocabulary', ()))))
+                              for f in d['features'])
         d['excluded'] = tuple(d.get('excluded', ()))
         return cls(**d)
 
@@ -81,6 +92,24 @@ class FeaturePlan:
 def _dtype(feature) -> str:
     from tensorflow_metadata.proto.v0 import schema_pb2
     return {schema_pb2.FLOAT: FLOAT, schema_pb2.INT: INT, schema_pb2.BYTES: STRING}[feature.type]
+
+
+def closed_domain(schema, feature, limit: int) -> Tuple[str, ...]:
+    """The values the schema allows a column, as strings, when it lists at most ``limit``
+    of them: an ``int_domain``'s min..max, or a string domain (inline or named). Empty when
+    the domain is open or larger."""
+    if feature.HasField('int_domain'):
+        d = feature.int_domain
+        if d.HasField('min') and d.HasField('max') and 0 < d.max - d.min + 1 <= limit:
+            return tuple(str(v) for v in range(d.min, d.max + 1))
+        return ()
+    if feature.HasField('string_domain'):
+        values = feature.string_domain.value
+    elif feature.HasField('domain'):
+        values = next((d.value for d in schema.string_domain if d.name == feature.domain), [])
+    else:
+        return ()
+    return tuple(values) if 0 < len(values) <= limit else ()
 
 
 def plan_from_schema(schema, config) -> FeaturePlan:
@@ -100,13 +129,15 @@ def plan_from_schema(schema, config) -> FeaturePlan:
                 raise ValueError(f'features.bucketize.{f.name}: column is a string, expected numeric')
             features.append(Feature(f.name, BUCKETIZED, dtype, fc.bucketize[f.name]))
         elif f.name in fc.categorical:
-            features.append(Feature(f.name, CATEGORICAL, dtype))
+            features.append(Feature(f.name, CATEGORICAL, dtype,
+                                    vocabulary=closed_domain(schema, f, fc.vocab_size)))
         elif f.name in fc.numeric:
             if dtype == STRING:
                 raise ValueError(f'features.numeric: column {f.name!r} is a string, expected numeric')
             features.append(Feature(f.name, NUMERIC, dtype))
         elif dtype == STRING or (f.HasField('int_domain') and f.int_domain.is_categorical):
-            features.append(Feature(f.name, CATEGORICAL, dtype))
+            features.append(Feature(f.name, CATEGORICAL, dtype,
+                                    vocabulary=closed_domain(schema, f, fc.vocab_size)))
         else:
             features.append(Feature(f.name, NUMERIC, dtype))
     label_dtype = _dtype(by_name[config.data.label])

@@ -14,6 +14,8 @@ def category_count(plan: FeaturePlan, tft_output, feature) -> int:
     """How many distinct ids a transformed categorical / bucketized feature can take."""
     if feature.kind == BUCKETIZED:
         return feature.buckets
+    if feature.vocabulary:
+        return len(feature.vocabulary) + plan.oov_buckets
     return tft_output.vocabulary_size_by_name(feature.name) + plan.oov_buckets
 
 

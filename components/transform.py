@@ -98,12 +98,26 @@ def transform_label(plan: FeaturePlan, label):
     return tft.compute_and_apply_vocabulary(as_string(label), vocab_filename=LABEL_VOCAB)
 
 
+def apply_fixed_vocabulary(x, vocabulary, oov_buckets: int):
+    """Ids of the strings ``x`` in ``vocabulary``; others hashed into ``oov_buckets`` ids
+    after it (or -1 without any), as ``tft.apply_vocabulary`` does with a computed one."""
+    init = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(vocabulary), tf.range(len(vocabulary), dtype=tf.int64))
+    if oov_buckets:
+        return tf.lookup.StaticVocabularyTable(init, oov_buckets).lookup(x)
+    return tf.lookup.StaticHashTable(init, default_value=-1).lookup(x)
+
+
 def transform_features(plan: FeaturePlan, inputs):
     outputs = numeric_columns(plan, inputs)
     for f in plan.of_kind(CATEGORICAL):
-        outputs[f.xf] = tft.compute_and_apply_vocabulary(
-            as_string(inputs[f.name]), top_k=plan.vocab_size,
-            num_oov_buckets=plan.oov_buckets, vocab_filename=f.name)
+        x = as_string(inputs[f.name])
+        if f.vocabulary:  # the schema's closed domain: no analysis pass
+            outputs[f.xf] = apply_fixed_vocabulary(x, f.vocabulary, plan.oov_buckets)
+        else:
+            outputs[f.xf] = tft.compute_and_apply_vocabulary(
+                x, top_k=plan.vocab_size, num_oov_buckets=plan.oov_buckets,
+                vocab_filename=f.name)
     if plan.label in inputs:
         outputs[plan.label_xf] = transform_label(plan, inputs[plan.label])
     return outputs

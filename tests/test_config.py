@@ -116,6 +116,12 @@ def test_feature_plan_follows_schema_and_config():
     assert kinds['fare'] == 'numeric'
     assert kinds['trip_seconds'] == 'numeric'
     assert plan.label_xf == 'big_tipper_xf'
+    # The schema's closed domains are the vocabularies; open or large ones are computed.
+    vocabulary = {f.name: f.vocabulary for f in plan.features}
+    assert vocabulary['trip_start_hour'] == tuple(str(h) for h in range(24))  # int_domain 0..23
+    assert vocabulary['payment_type'][:2] == ('Cash', 'Credit Card')        # string_domain
+    assert vocabulary['company'] == ()                                       # no domain
+    assert vocabulary['dropoff_census_tract'] == ()  # a million values > features.vocab_size
 
 
 def test_a_new_csv_without_a_schema_gets_a_drafted_one(tmp_path):

@@ -34,9 +34,11 @@ RAW_SPEC = {'fare': tf.io.VarLenFeature(tf.float32), 'hour': tf.io.VarLenFeature
             'label': tf.io.VarLenFeature(tf.int64)}
 
 
-def make_plan(task='binary', oov=2, one_hot_max=64):
+def make_plan(task='binary', oov=2, one_hot_max=64, hours=()):
+    """``hours``: the hour column's fixed vocabulary (the schema's closed domain)."""
     return FeaturePlan(
-        features=(Feature('fare', 'numeric', 'float'), Feature('hour', 'categorical', 'int'),
+        features=(Feature('fare', 'numeric', 'float'),
+                  Feature('hour', 'categorical', 'int', vocabulary=tuple(hours)),
                   Feature('company', 'categorical', 'string'), Feature('lat', 'bucketized', 'float', 4)),
         label='label', label_dtype='int', task=task, oov_buckets=oov, one_hot_max=one_hot_max)
 
@@ -93,6 +95,32 @@ def test_unseen_categories_go_to_out_of_vocabulary_buckets(transformed):
     assert vocab <= out['company_xf'][0].numpy() < vocab + 2  # one of the 2 OOV buckets
     assert out['company_xf'][1].numpy() == 0
     assert out['hour_xf'][0].numpy() >= len(tft_output.vocabulary_by_name('hour'))
+
+
+def test_a_closed_domain_is_the_vocabulary_without_an_analysis_and_survives_export(tmp_path):
+    plan = make_plan(hours=('1', '2', '3', '4'))
+    rows = ROWS[:-1] + [dict(ROWS[-1], hour=[])]  # the last hour missing
+    out, tft_output = run_tft(plan, rows, str(tmp_path))
+    # Ids in the domain's order (4 never occurs), not by frequency; nothing was analyzed.
+    assert [r['hour_xf'] for r in out][:7] == [h['hour'][0] - 1 for h in rows[:7]]
+    assert 4 <= out[-1]['hour_xf'] < 6  # missing: an out-of-vocabulary bucket
+    with pytest.raises(Exception):
+        tft_output.vocabulary_by_name('hour')
+    assert tft_output.vocabulary_by_name('company')[:2] == [b'a', b'b']  # still computed
+
+    model = build_keras_model(plan, tft_output, TrainingConfig(hidden_units=8, hidden_layers=1))
+    [hour_one_hot] = [l for l in model.layers if isinstance(l, tf.keras.layers.CategoryEncoding)
+                      and l.input.name.startswith('hour_xf')]
+    assert hour_one_hot.num_tokens == 4 + 2  # the domain and the OOV buckets
+    export_serving_model(model, tft_output, plan, str(tmp_path / 'export'))
+    loaded = tf.saved_model.load(str(tmp_path / 'export'))
+    unseen = dict(ROWS[0], hour=[99])
+    probabilities = loaded.signatures['serving_default'](
+        examples=tf.constant([serialized(r) for r in ROWS + [unseen]]))['probability'].numpy()
+    assert probabilities.shape == (len(ROWS) + 1,) and np.all(np.isfinite(probabilities))
+    transformed = loaded.signatures['transform_features'](
+        examples=tf.constant([serialized(ROWS[2]), serialized(unseen)]))
+    assert transformed['hour_xf'].numpy()[0] == 1 and 4 <= transformed['hour_xf'].numpy()[1] < 6
 
 
 def test_bucketized_coordinates_and_label(transformed):
