@@ -261,9 +261,14 @@ def test_warm_start_begins_from_the_last_blessed_model(runs):
     first = tf.train.load_checkpoint(os.path.join(warm['tensorboard_logdir'], 'keras',
                                                   'keras_model.ckpt'))
     trained = tf.train.load_checkpoint(tf.train.latest_checkpoint(warm['tensorboard_logdir']))
-    for i in (1, 2, 3):  # dense layers (layer 0 is an embedding)
-        kernel = f'layer_with_weights-{i}/kernel/.ATTRIBUTES/VARIABLE_VALUE'
-        np.testing.assert_array_equal(first.get_tensor(kernel), base.get_tensor(kernel))
+    # Every layer's weights (the dense kernels and the embeddings).
+    weights = sorted(k for k in base.get_variable_to_shape_map()
+                     if k.startswith('layer_with_weights-') and '/OPTIMIZER_SLOT/' not in k
+                     and k.endswith('/.ATTRIBUTES/VARIABLE_VALUE'))
+    assert sum('/kernel/' in k for k in weights) >= 4  # hidden layers, deep and wide logits
+    for key in weights:
+        np.testing.assert_array_equal(first.get_tensor(key), base.get_tensor(key))
+    kernel = [k for k in weights if '/kernel/' in k][-1]
     assert not np.array_equal(trained.get_tensor(kernel), base.get_tensor(kernel))
     assert estimator_trainer.TRAINER_NAME == 'estimator'
 
