@@ -61,7 +61,9 @@ class FeaturesConfig:
     numeric: Tuple[str, ...] = ()
     # Numeric columns to bucketize into quantile buckets: {column: number of buckets}.
     bucketize: Mapping[str, int] = field(default_factory=dict)
-    vocab_size: int = 1000          # top-k tokens kept per categorical column
+    # Top-k tokens kept per categorical column; a schema domain of at most this many values
+    # is used as the column's vocabulary as it is (components/features.py).
+    vocab_size: int = 1000
     oov_buckets: int = 10           # out-of-vocabulary buckets per categorical column
     one_hot_max: int = 64           # categorical columns up to this size are one-hot in the deep part
     embedding_dim: int = 8          # otherwise they are embedded with this width
