@@ -128,17 +128,13 @@ def plan_from_schema(schema, config) -> FeaturePlan:
             if dtype == STRING:
                 raise ValueError(f'features.bucketize.{f.name}: column is a string, expected numeric')
             features.append(Feature(f.name, BUCKETIZED, dtype, fc.bucketize[f.name]))
-        elif f.name in fc.categorical:
-            features.append(Feature(f.name, CATEGORICAL, dtype,
-                                    vocabulary=closed_domain(schema, f, fc.vocab_size)))
-        elif f.name in fc.numeric:
-            if dtype == STRING:
-                raise ValueError(f'features.numeric: column {f.name!r} is a string, expected numeric')
-            features.append(Feature(f.name, NUMERIC, dtype))
-        elif dtype == STRING or (f.HasField('int_domain') and f.int_domain.is_categorical):
+        elif f.name in fc.categorical or f.name not in fc.numeric and (
+                dtype == STRING or (f.HasField('int_domain') and f.int_domain.is_categorical)):
             features.append(Feature(f.name, CATEGORICAL, dtype,
                                     vocabulary=closed_domain(schema, f, fc.vocab_size)))
         else:
+            if f.name in fc.numeric and dtype == STRING:
+                raise ValueError(f'features.numeric: column {f.name!r} is a string, expected numeric')
             features.append(Feature(f.name, NUMERIC, dtype))
     label_dtype = _dtype(by_name[config.data.label])
     task = config.data.task

@@ -135,3 +135,15 @@ def test_a_new_csv_without_a_schema_gets_a_drafted_one(tmp_path):
     text = (tmp_path / 'schema' / 's.pbtxt').read_text()
     assert 'not_in_environment: "SERVING"' in text
     assert {f.name for f in plan.features} >= {'fare', 'company', 'trip_miles'}
+
+
+def test_config_forces_a_column_kind_and_refuses_a_numeric_string():
+    from pipeline.pipeline import feature_plan
+    plan = feature_plan(load_config(TAXI_YAML, ['features.categorical=[fare, trip_miles]',
+                                                'features.numeric=[trip_start_hour, trip_miles]']))
+    kinds = {f.name: (f.kind, f.vocabulary) for f in plan.features}
+    assert kinds['fare'] == ('categorical', ())       # float_domain: no closed domain
+    assert kinds['trip_start_hour'] == ('numeric', ())
+    assert kinds['trip_miles'][0] == 'categorical'     # named in both: categorical wins
+    with pytest.raises(ValueError, match=r"features\.numeric: column 'payment_type' is a string"):
+        feature_plan(load_config(TAXI_YAML, ['features.numeric=[payment_type]']))
