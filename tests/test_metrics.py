@@ -1,5 +1,5 @@
-"""components/metrics.py: the binary metrics read off the calibration histogram give TFMA's
-values, through TFMA itself, on examples that carry their own predictions (no model)."""
+"""components/metrics.py: the binary metrics (AUC, accuracy, precision, recall, calibration)
+read off the calibration histogram give TFMA's values, through TFMA itself, on examples that carry their own predictions (no model)."""
 import os
 
 import numpy as np
@@ -45,6 +45,8 @@ def test_histogram_metrics_equal_tfma_own_and_replace_its_combiners(tmp_path):
     # Predictions right next to the 0.5 threshold (and the histogram's bucket edges) too.
     predictions = np.clip(0.6 * labels + 0.4 * rng.random(n), 0, 1)
     predictions[:40] = 0.5 + rng.choice([-1, 1], 40) * rng.random(40) * 1e-4
+    # On the histogram's bucket edges (0 and 1 included), where AUC's thresholds cut.
+    predictions[40:80] = rng.integers(0, 10_001, 40) / 10_000
     hours = rng.integers(0, 3, n)
     hours[:5] = 7  # a slice with only negatives: precision has nothing to divide by
     labels[:5] = 0.0
@@ -62,8 +64,8 @@ def test_histogram_metrics_equal_tfma_own_and_replace_its_combiners(tmp_path):
     mine = evaluate(data, str(tmp_path / 'ours'), ours)
     assert set(mine) == set(theirs) and len(theirs) == 5  # overall + four hours
     for key in theirs:
-        assert set(mine[key]) == set(theirs[key]) == {'binary_accuracy', 'precision', 'recall',
-                                                      'calibration'}
+        assert set(mine[key]) == set(theirs[key]) == {
+            'auc', 'binary_accuracy', 'precision', 'recall', 'calibration'}
         for name, value in theirs[key].items():
             if np.isnan(value):
                 assert np.isnan(mine[key][name]), (key, name)
