@@ -69,17 +69,22 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
         classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
         return {plan.output_key: scores, CLASSES_OUTPUT: classes}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    # autograph=False: these are straight-line graphs (Python branches on settings only);
+    # converting them and the TFT layer's code they call was ~1 s of every export.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
+                 autograph=False)
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, serving_spec))
 
     @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name)
-                                   for name, spec in sorted(serving_spec.items())}])
+                                   for name, spec in sorted(serving_spec.items())}],
+                 autograph=False)
     def serve_json(features):
         return predict({name: _from_dense(features[name], serving_spec[name])
                         for name in serving_spec})
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
+                 autograph=False)
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 

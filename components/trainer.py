@@ -38,6 +38,7 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     if raw:
         tft_layer = tft_output.transform_features_layer()
 
+        @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
         def transform(raw_features):
             features = tft_layer(raw_features)
             return features, features.pop(plan.label_xf)

@@ -96,7 +96,7 @@ def test_threshold_applies_to_the_whole_eval_split_not_each_slice():
     from pipeline.pipeline import feature_plan
     config = load_config(TAXI_YAML)
     eval_config = build_eval_config(config, feature_plan(config))
-    [auc] = [m for m in eval_config.metrics_specs[0].metrics if m.class_name == 'AUC']
+    [auc] = [m for m in eval_config.metrics_specs[0].metrics if m.class_name == 'HistogramAUC']
     [per_slice] = auc.per_slice_thresholds
     assert list(per_slice.slicing_specs[0].feature_keys) == []
     assert per_slice.threshold.value_threshold.lower_bound.value == 0.7
