@@ -239,6 +239,10 @@ def create_pipeline(config: PipelineConfig, *,
         # Beam sink per analyzer) is pure cost.
         disable_analyzer_cache=True,
         materialize=materialize,
+        # The built-in module traces as a TF1 graph: TFT traces preprocessing_fn 5 times
+        # instead of 9, each faster, for the same transform graph (docs/performance.md).
+        # A custom module keeps TFX's default, TF2 tracing, which it may rely on.
+        force_tf_compat_v1=not config.modules.transform,
         **code['transform'])
     transform.add_upstream_node(anomaly_gate)
 
