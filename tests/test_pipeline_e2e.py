@@ -84,7 +84,10 @@ def test_the_pushed_model_scores_raw_examples_like_the_trained_model_on_transfor
     trained = tf.keras.models.load_model(model_dir)
     spec = {k: v for k, v in tft_output.raw_feature_spec().items()
             if k not in (config.data.label, *config.data.exclude)}
-    transformed = tft_output.transform_raw_features(tf.io.parse_example(tf.constant(examples), spec))
+    # The built-in Transform writes a TF1 graph (pipeline.py): applied eagerly, through the
+    # layer (tft_output.transform_raw_features needs a graph context for it).
+    transformed = tft_output.transform_features_layer()(
+        tf.io.parse_example(tf.constant(examples), spec))
     direct = trained({name: transformed[name] for name in trained.input_names}).numpy().reshape(-1)
     np.testing.assert_allclose(served, direct, rtol=1e-5, atol=1e-6)
 

@@ -99,8 +99,9 @@ def run_cli(args: List[str]) -> Dict[str, Any]:
     return {'code': code, 'summary': summary}
 
 
-def run_and_kill_in_transform(args: List[str], after_seconds: float = 8.0) -> Dict[str, Any]:
-    """Runs pipeline_runner.py as a subprocess and SIGKILLs it ``after_seconds`` into Transform."""
+def run_and_kill_in_transform(args: List[str], after_seconds: float = 3.0) -> Dict[str, Any]:
+    """Runs pipeline_runner.py as a subprocess and SIGKILLs it ``after_seconds`` into Transform
+    (its executor has started by then, and takes ~6 s or more even on a few rows)."""
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'pipeline_runner.py')] + args,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=REPO, start_new_session=True,
