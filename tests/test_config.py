@@ -15,7 +15,7 @@ def test_bundled_config_loads_typed_and_resolved():
     assert config.data.label == 'big_tipper' and config.data.task == 'binary'
     assert config.data.exclude == ('tips',)
     assert config.data.split == (4, 1)
-    assert config.training.train_steps == 1000 and isinstance(config.training.learning_rate, float)
+    assert config.training.train_steps == 2000 and isinstance(config.training.learning_rate, float)
     assert config.evaluation.slices == (('trip_start_hour',),)
     assert config.evaluation.thresholds[0].metric == 'auc'
     # Relative paths are resolved against the repository, whatever the working directory.
