@@ -1,5 +1,6 @@
 """components/metrics.py: the binary metrics (AUC, accuracy, precision, recall, calibration)
-read off the calibration histogram give TFMA's values, through TFMA itself, on examples that carry their own predictions (no model)."""
+read off the calibration histogram give TFMA's values, through TFMA itself, on examples that
+carry their own predictions (no model)."""
 import os
 
 import numpy as np
