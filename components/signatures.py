@@ -52,9 +52,34 @@ def _from_dense(value, spec):
                            tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
 
 
-def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
-    """The three signatures for ``model.save``; the model keeps the TFT layer as an attribute."""
+def transform_function(tft_output):
+    """``tft_output``'s TFT layer as one ``tf.function``, for everything in a process that
+    applies it (the training and validation inputs, the three signatures).
+
+    Each call of the layer in a new graph traces it again, and prunes the TF1 transform
+    graph (``force_tf_compat_v1``) again, ~0.3 s each; through this function it is traced
+    once per set of raw features: once with the label (training, validation,
+    ``transform_features``) and once without (serving). The SavedModel then holds that
+    graph twice, not once per signature.
+    """
+    layer = tft_output.transform_features_layer()
+
+    # reduce_retracing: a JSON client's sparse features ([batch, 1]) reuse the trace made
+    # for parsed tf.Examples' ([batch, None]).
+    @tf.function(autograph=False, reduce_retracing=True)
+    def transform(raw_features):
+        return layer(raw_features)
+
+    return transform
+
+
+def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transform=None):
+    """The three signatures for ``model.save``; the model keeps the TFT layer as an attribute.
+
+    ``transform``: the ``transform_function`` the trainer already applied, if any.
+    """
     model.tft_layer = tft_output.transform_features_layer()
+    transform = transform or transform_function(tft_output)
     serving_spec = serving_feature_spec(plan, tft_output)
     raw_spec = tft_output.raw_feature_spec()
     class_names = None
@@ -62,7 +87,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
         class_names = tf.constant(tft_output.vocabulary_by_name(LABEL_VOCAB))
 
     def predict(raw):
-        transformed = model.tft_layer(raw)
+        transformed = transform(raw)
         scores = model({name: transformed[name] for name in model.input_names})
         if plan.task != 'multiclass':
             return {plan.output_key: tf.reshape(scores, [-1])}
@@ -86,7 +111,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
                  autograph=False)
     def transform_features(examples):
-        return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+        return transform(tf.io.parse_example(examples, raw_spec))
 
     return {
         SERVING_DEFAULT: serve_examples.get_concrete_function(),
@@ -99,8 +124,8 @@ TRAINER_ASSET = 'trainer.txt'
 
 
 def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str,
-                         trainer: str = 'keras') -> None:
-    signatures = make_signatures(model, tft_output, plan)
+                         trainer: str = 'keras', transform=None) -> None:
+    signatures = make_signatures(model, tft_output, plan, transform)
     with tempfile.TemporaryDirectory() as tmp:
         asset = os.path.join(tmp, TRAINER_ASSET)
         with open(asset, 'w', encoding='utf-8') as f:

@@ -13,20 +13,21 @@ from tfx_bsl.public import tfxio
 
 from components.features import FeaturePlan
 from components.model import build_keras_model
-from components.signatures import export_serving_model
+from components.signatures import export_serving_model, transform_function
 from pipeline.config import TrainingConfig
 
 RAW_BATCH = 1024
 
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
-                 raw: bool = False, num_epochs: Optional[int] = None):
+                 raw: bool = False, num_epochs: Optional[int] = None, transform=None):
     """Shuffled (transformed features, label) batches: repeated forever, or, with
     ``num_epochs``, that many passes.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
-    hold Transform's transformed examples.
+    hold Transform's transformed examples. ``transform`` applies the TFT graph (default: the
+    TFT layer); the Keras trainer passes the ``transform_function`` its export reuses.
     """
     schema = (tft_output.raw_metadata if raw else tft_output.transformed_metadata).schema
     # Raw: the TFT graph has a fixed cost per call, so it runs on RAW_BATCH rows at a time and
@@ -36,23 +37,25 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
         num_epochs=num_epochs, shuffle=True,
         label_key=None if raw else plan.label_xf), schema)
     if raw:
-        tft_layer = tft_output.transform_features_layer()
+        apply = transform or tft_output.transform_features_layer()
 
         @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
-        def transform(raw_features):
-            features = tft_layer(raw_features)
+        def transformed(raw_features):
+            features = dict(apply(raw_features))
             return features, features.pop(plan.label_xf)
 
-        dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size)
+        dataset = dataset.map(transformed, num_parallel_calls=tf.data.AUTOTUNE).rebatch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bool):
+def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bool,
+                       transform=None):
     """Early stopping's signal: the same rows at every epoch, read and transformed once, then
     served from memory. Up to ``eval_steps`` batches: a seeded shuffled sample of the eval
     split when it is larger than that, all of it, once, otherwise."""
     return make_dataset(fn_args, fn_args.eval_files, plan, tft_output, training.batch_size,
-                        training.seed, raw=raw, num_epochs=1).take(fn_args.eval_steps).cache()
+                        training.seed, raw=raw, num_epochs=1,
+                        transform=transform).take(fn_args.eval_steps).cache()
 
 
 def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
@@ -79,10 +82,15 @@ def run_fn(fn_args):
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     # Raw examples when Transform did not materialize (pipeline.materialize_transform).
     raw = not fn_args.custom_config.get('materialized', True)
+    # The TFT graph, traced once for both inputs and the export (signatures.transform_function).
+    # The validation input first: its batches' size is unknown, so the training input's
+    # (fixed-size, as it repeats forever) reuse its trace.
+    transform = transform_function(tft_output)
+    eval_ds = validation_dataset(fn_args, plan, tft_output, training, raw, transform)
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
-                            training.batch_size, training.seed, raw=raw)
-    eval_ds = validation_dataset(fn_args, plan, tft_output, training, raw)
+                            training.batch_size, training.seed, raw=raw, transform=transform)
     model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))
-    export_serving_model(model, tft_output, plan, fn_args.serving_model_dir)
+    export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
+                         transform=transform)
