@@ -199,3 +199,36 @@ def test_a_numeric_column_with_no_values_at_all_becomes_zeros_not_nan(tmp_path):
     rows = [dict(r, fare=[]) for r in ROWS]
     out, _ = run_tft(make_plan(), rows, str(tmp_path))
     assert [r['fare_xf'] for r in out] == [0.0] * len(rows)
+
+
+@pytest.mark.parametrize('compat_v1', [True, False])
+def test_the_one_pass_vocabularies_are_tft_vocabularys_files(tmp_path, compat_v1):
+    # Transform computes every column's vocabulary in one analyzer (components.transform.
+    # ColumnVocabularies); its files must be the ones tft.vocabulary writes: most frequent
+    # first, ties in reverse lexicographic order, top_k, no empty value or line break, and
+    # TFT's placeholder for a column with no values. The pipeline traces in TF1 mode.
+    from components.transform import as_string, vocabularies
+    tokens = [b'b', b'a', b'c', b'a', b'c', b'x\ny', None, b'd', b'c', b'a']
+    rows = [{'s': [t] if t else [], 'e': []} for t in tokens]
+    spec = {'s': tf.io.VarLenFeature(tf.string), 'e': tf.io.VarLenFeature(tf.string)}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+
+    def fn(inputs):
+        s, e = as_string(inputs['s']), as_string(inputs['e'])
+        ours = vocabularies({'top2': s, 'all': s, 'empty': e}, {'top2': 2, 'all': None,
+                                                                 'empty': 5})
+        theirs = {'top2': tft.vocabulary(s, top_k=2, vocab_filename='tft_top2'),
+                  'all': tft.vocabulary(s, vocab_filename='tft_all'),
+                  'empty': tft.vocabulary(e, top_k=5, vocab_filename='tft_empty')}
+        return {f'{who}_{name}': tft.apply_vocabulary(s, files[name], num_oov_buckets=1)
+                for who, files in (('ours', ours), ('tft', theirs)) for name in files}
+
+    with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'), force_tf_compat_v1=compat_v1):
+        (out, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / 'transform'))
+    tft_output = tft.TFTransformOutput(str(tmp_path / 'transform'))
+    assert tft_output.vocabulary_by_name('top2') == [b'c', b'a']
+    assert tft_output.vocabulary_by_name('all') == [b'c', b'a', b'd', b'b']
+    for name in ('top2', 'all', 'empty'):
+        assert tft_output.vocabulary_by_name(name) == tft_output.vocabulary_by_name(f'tft_{name}')
+        assert [r[f'ours_{name}'] for r in out] == [r[f'tft_{name}'] for r in out]
