@@ -6,8 +6,8 @@ from typing import List, Optional, Union
 
 # TFX's modules, not ``tfx.v1``: importing that loads its Google Cloud extensions
 # (google.cloud.aiplatform), ~12 s of every run's start-up on this machine.
-from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, StatisticsGen,
-                            Trainer, Transform)
+from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, Trainer,
+                            Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
@@ -25,6 +25,7 @@ from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
+from components.fast_statistics_gen import FastStatisticsGen
 from components.input_files import fingerprint
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
@@ -66,9 +67,9 @@ def beam_args(config: PipelineConfig, image_root: str = '') -> List[str]:
 
 
 # Above this many rows (estimated from the CSV files' size), StatisticsGen computes its
-# statistics on a uniform sample of about this many rows (TFDV's StatsOptions.sample_rate).
-# Validation then sees every column and its distribution, but can miss a value that occurs in
-# fewer than ~1 in STATS_SAMPLE_ROWS rows.
+# statistics on a uniform sample of about this many rows (TFDV's StatsOptions.sample_rate),
+# with Beam. Validation then sees every column and its distribution, but can miss a value
+# that occurs in fewer than ~1 in STATS_SAMPLE_ROWS rows. Up to it, every row, in memory.
 STATS_SAMPLE_ROWS = 200_000
 
 
@@ -155,13 +156,14 @@ def create_pipeline(config: PipelineConfig, *,
                   input_base: Union[str, RuntimeParameter] = root):
         """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the newest, or
         the flat root). CsvExampleGen's artifact, read with pyarrow instead of Beam
-        (components/fast_csv_example_gen)."""
+        (components/fast_csv_example_gen), and StatisticsGen's, computed in memory up to
+        STATS_SAMPLE_ROWS rows (components/fast_statistics_gen)."""
         input_config, range_config = spans.example_gen_input(root, span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
             output_config=output_config).with_id(example_gen_id)
-        return gen, StatisticsGen(examples=gen.outputs['examples'],
-                                  stats_options=stats_options).with_id(statistics_id)
+        return gen, FastStatisticsGen(examples=gen.outputs['examples'],
+                                      stats_options=stats_options).with_id(statistics_id)
 
     # The newest span; the nodes keep CsvExampleGen's and StatisticsGen's ids.
     example_gen, statistics_gen = read_span(None, 'CsvExampleGen', 'StatisticsGen',

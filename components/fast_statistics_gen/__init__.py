@@ -1,0 +1,1 @@
+from components.fast_statistics_gen.component import FastStatisticsGen  # noqa: F401
