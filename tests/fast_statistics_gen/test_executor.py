@@ -4,6 +4,7 @@ import os
 
 import pytest
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 from google.protobuf import json_format
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx.components.statistics_gen import executor as tfx_executor
@@ -41,11 +42,10 @@ def make_examples(root, rows_by_split):
     return examples
 
 
-def statistics(executor_class, examples, out, **exec_properties):
+def statistics(executor_class, examples, out):
     artifact = standard_artifacts.ExampleStatistics()
     artifact.uri = str(out)
-    executor_class().Do({specs.EXAMPLES_KEY: [examples]}, {specs.STATISTICS_KEY: [artifact]},
-                        exec_properties)
+    executor_class().Do({specs.EXAMPLES_KEY: [examples]}, {specs.STATISTICS_KEY: [artifact]}, {})
     by_split = {}
     for split in artifact_utils.decode_split_names(artifact.split_names):
         proto = statistics_pb2.DatasetFeatureStatisticsList()
@@ -98,7 +98,6 @@ def test_the_same_statistics_as_statistics_gen(both):
 
 
 def test_sampling_and_empty_splits_go_to_statistics_gen_unchanged(tmp_path):
-    import tensorflow_data_validation as tfdv
     sampled = {specs.STATS_OPTIONS_JSON_KEY: tfdv.StatsOptions(sample_rate=0.5).to_json()}
     examples = make_examples(tmp_path / 'examples', {'train': range(50), 'eval': []})
     assert fast_executor.in_memory({specs.EXAMPLES_KEY: [examples]}, {})
