@@ -18,6 +18,7 @@ import re
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from components.model_versions import version_number
 from serving.errors import ServingError, invalid
 from serving.service import InferenceService
 from serving.tensors import array_to_json, columns_to_arrays, float32_to_json, json_to_examples, rows_to_arrays
@@ -67,9 +68,9 @@ class RestApi:
         name, verb = match["name"], match["verb"]
         version = None
         if match["version"] is not None:
-            if not match["version"].isdigit():
+            version = version_number(match["version"])
+            if version is None:
                 raise invalid(f"version must be an integer, got '{match['version']}'")
-            version = int(match["version"])
         want = "POST" if verb else "GET"
         if method != want:
             raise ServingError("NOT_FOUND", f"{method} is not allowed here; use {want} {path}", http_status=405)

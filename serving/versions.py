@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Callable
 
+from components.model_versions import version_number
 from serving.errors import not_found
 from serving.model import LoadedVersion
 
@@ -45,8 +46,9 @@ def version_dirs(base_path: str) -> dict[int, str]:
         return {}
     found = {}
     for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
-            found.setdefault(int(entry.name), entry.path)
+        version = version_number(entry.name)
+        if version is not None and entry.is_dir():
+            found.setdefault(version, entry.path)
     return found
 
 

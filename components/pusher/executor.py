@@ -19,9 +19,12 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components.model_versions import version_number
+
 
 def next_version(base_dir: str) -> int:
-    existing = [int(n) for n in os.listdir(base_dir) if n.isdigit()] if os.path.isdir(base_dir) else []
+    names = os.listdir(base_dir) if os.path.isdir(base_dir) else []
+    existing = [v for v in map(version_number, names) if v is not None]
     return max([int(time.time())] + [v + 1 for v in existing])
 
 
