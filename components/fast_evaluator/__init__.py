@@ -1,0 +1,1 @@
+from components.fast_evaluator.component import FastEvaluator  # noqa: F401
