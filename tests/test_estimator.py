@@ -119,7 +119,7 @@ def baseline_of(summary) -> str:
     from ml_metadata.proto import metadata_store_pb2
     store, run = run_of(summary)
     [execution] = [e for e in store.get_executions_by_context(run.id)
-                   if e.type.endswith('.Evaluator')]
+                   if e.type.endswith(('.Evaluator', '.FastEvaluator'))]
     ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
            if e.type == metadata_store_pb2.Event.INPUT and e.path.steps
            and e.path.steps[0].key == 'baseline_model']

@@ -285,7 +285,8 @@ class Evaluation:
                         {k: example[k] for k in STANDARD_KEYS if k in example})
                     for key in set(keys):
                         accumulator = self.accumulator(key)
-                        accumulator[0] = batched.add_input(accumulator[0], inputs)
+                        accumulator[0] = [c.add_input(a, inputs) for c, a in zip(
+                            batched._combiners, accumulator[0])]  # pylint: disable=protected-access
         # The others, as TFMA's evaluator runs them: per row and slice.
         if self.combines[1]._combiners:  # pylint: disable=protected-access
             for example, keys in zip(examples, slice_keys):
