@@ -241,7 +241,7 @@ def test_the_same_evaluation_as_tfx_evaluator(artifacts, case):
     # It takes the in-memory path here (nothing it hands over to Beam).
     assert fast_executor.not_in_memory({specs.EXAMPLES_KEY: [examples],
                                         specs.MODEL_KEY: [candidate]},
-                                       {specs.EVAL_CONFIG_KEY: '{}'}) is None
+                                       {specs.EVAL_CONFIG_KEY: '{}'}, BEAM_ARGS) is None
     theirs, their_blessing = evaluate(tfx_executor.Executor, examples, candidate, baseline,
                                       config, tmp / case / 'tfx')
     ours, our_blessing = evaluate(fast_executor.Executor, examples, candidate, baseline,
@@ -286,18 +286,24 @@ def test_the_same_evaluation_as_tfx_evaluator(artifacts, case):
     assert sorted(os.listdir(ours)) == sorted(os.listdir(theirs))
 
 
-def test_what_it_hands_over_to_beam(artifacts, monkeypatch):
-    """More rows than MAX_ROWS, or an option only TFMA's Beam path implements: Beam."""
+def test_what_it_hands_over_to_beam(artifacts, tmp_path, monkeypatch):
+    """More than MAX_ROWS rows with a runner that is not Beam's local one, no rows, or an
+    option only TFMA's Beam path implements: Beam."""
     _, examples, models = artifacts
     candidate = models['binary'][0]
     inputs = {specs.EXAMPLES_KEY: [examples], specs.MODEL_KEY: [candidate]}
     config = eval_config('binary', 'probability', [tfma.MetricConfig(class_name='ExampleCount')])
     props = {specs.EVAL_CONFIG_KEY: json_format.MessageToJson(config)}
-    assert fast_executor.not_in_memory(inputs, props) is None
+    flink = ['--runner=FlinkRunner', '--flink_master=localhost:8081']
     monkeypatch.setattr(fast_executor, 'MAX_ROWS', ROWS - 1)
-    assert fast_executor.not_in_memory(inputs, props) == f'more than {ROWS - 1} rows'
+    assert fast_executor.not_in_memory(inputs, props, BEAM_ARGS) is None
+    assert fast_executor.not_in_memory(inputs, props, BEAM_ARGS + ['--runner=DirectRunner']) is None
+    assert (fast_executor.not_in_memory(inputs, props, flink)
+            == f'more than {ROWS - 1} rows, with the FlinkRunner')
     monkeypatch.setattr(fast_executor, 'MAX_ROWS', ROWS)
-    assert fast_executor.not_in_memory(inputs, props) is None
+    assert fast_executor.not_in_memory(inputs, props, ['--runner', 'FlinkRunner']) is None
+    empty = make_examples(tmp_path / 'empty', 0)
+    assert fast_executor.not_in_memory(dict(inputs, examples=[empty]), props) == 'no rows'
     assert fast_executor.not_in_memory(inputs, {specs.FEATURE_SLICING_SPEC_KEY: '{}'})
     assert fast_executor.not_in_memory(dict(inputs, schema=[standard_artifacts.Schema()]), props)
     assert fast_executor.not_in_memory(inputs, dict(props, module_file='m.py'))
