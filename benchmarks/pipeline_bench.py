@@ -10,13 +10,18 @@ What it does, in one invocation:
   2. Runs. Each pipeline runs in its own subprocess, in a fresh pipeline root: TFX's example
      (``taxi_pipeline_native_keras._create_pipeline`` with our paths) as shipped
      (multi-process Beam) and tuned (in-memory Beam, one worker), then ours
-     (``pipeline_runner.py``). Then each is run again unchanged (the rerun).
+     (``pipeline_runner.py``). Then each is run again unchanged (the rerun). With
+     ``--with-baseline``, each then runs once more in the same store on the next day's data
+     (as many rows, other jitter): every component runs, and the Evaluator compares the new
+     model with the blessed one (the run every scheduled day after the first has). With
+     ``--repeat N`` all of that N times, alternating the pipelines; tables use the medians.
   3. Figures. Wall time of the subprocess; each component's time from its MLMD execution
      (create -> last update); peak RSS of the whole process tree (sampled every 0.2 s) overall
      and inside each component's window; AUC and accuracy of the pushed model on the
      held-out rows (both labels mean tip > 20% of fare: TFX's example computes it from
      tips/fare in its preprocessing_fn, ours reads ``big_tipper``).
-It prints Markdown tables and writes everything to ``<work>/results.json``.
+It prints Markdown tables, the ratios ours / theirs, and the issue's targets this invocation
+measured (met or not), and writes everything to ``<work>/results.json``.
 """
 import argparse
 import csv
@@ -48,27 +53,39 @@ OURS_REPOS = {'ours': REPO, 'main': '/work/main'}
 # Data
 
 
-def prepare_data(work: str, holdout: int, rows: int, seed: int = 0) -> Dict[str, str]:
-    """Writes ``<work>/data/train/data.csv`` and ``<work>/data/holdout.csv``; idempotent."""
+def prepare_data(work: str, holdout: int, rows: int, seed: int = 0,
+                 next_data: bool = False) -> Dict[str, str]:
+    """Writes ``<work>/data/train/data.csv`` and ``<work>/data/holdout.csv``; idempotent.
+
+    With ``next_data``, also ``<work>/data/next/data.csv``: as many rows again, drawn from
+    the same rows with other jitter (seed + 1), the next day's data for the with-baseline
+    run."""
     import numpy as np
     import pandas as pd
 
     data_dir = os.path.join(work, 'data')
     train_csv = os.path.join(data_dir, 'train', 'data.csv')
+    next_csv = os.path.join(data_dir, 'next', 'data.csv')
     holdout_csv = os.path.join(data_dir, 'holdout.csv')
-    if os.path.exists(train_csv) and os.path.exists(holdout_csv):
-        return {'train_dir': os.path.dirname(train_csv), 'holdout': holdout_csv}
+    paths = {'train_dir': os.path.dirname(train_csv), 'holdout': holdout_csv}
+    if next_data:
+        paths['next_dir'] = os.path.dirname(next_csv)
+    if all(os.path.exists(p) for p in (train_csv, holdout_csv) + ((next_csv,) if next_data else ())):
+        return paths
     df = pd.read_csv(BUNDLED, dtype=str, keep_default_na=False)
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    held, train = df.iloc[:holdout], df.iloc[holdout:].reset_index(drop=True)
-    if rows:
-        train = jittered_sample(train, rows, np.random.default_rng(seed))
-    os.makedirs(os.path.dirname(train_csv), exist_ok=True)
-    held.to_csv(holdout_csv, index=False)
-    tmp = train_csv + '.tmp'
-    train.to_csv(tmp, index=False)
-    os.replace(tmp, train_csv)
-    return {'train_dir': os.path.dirname(train_csv), 'holdout': holdout_csv}
+    held, kept = df.iloc[:holdout], df.iloc[holdout:].reset_index(drop=True)
+    train = jittered_sample(kept, rows, np.random.default_rng(seed)) if rows else kept
+    outputs = [(holdout_csv, held), (train_csv, train)]
+    if next_data:
+        outputs.append((next_csv, jittered_sample(kept, rows or len(kept),
+                                                  np.random.default_rng(seed + 1))))
+    for path, frame in outputs:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + '.tmp'
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    return paths
 
 
 def jittered_sample(df, rows: int, rng):
@@ -301,20 +318,92 @@ def ratio(a, b):
     return f'{a / b:.3f}' if a and b else '-'
 
 
+PHASES = ('cold', 'rerun', 'baseline')
+PHASE_TITLES = {'cold': 'cold (first run)', 'rerun': 'rerun (unchanged)',
+                'baseline': 'with a baseline (new data, a blessed model in the store)'}
+
+
+def median_run(runs: List[Dict]) -> Dict:
+    """The run of median wall time (of an odd count; the slower middle one of an even)."""
+    ordered = sorted(runs, key=lambda r: r['seconds'])
+    return ordered[len(ordered) // 2]
+
+
+def medians(results: Dict) -> Dict:
+    """{(phase, pipeline): the median run} over the repetitions."""
+    grouped: Dict = {}
+    for phase, runs in results['runs'].items():
+        for r in runs:
+            grouped.setdefault((phase, r['pipeline']), []).append(r)
+    return {k: median_run(v) for k, v in grouped.items()}
+
+
+# The issue's targets (issue 23): (label, phase of ours, phase of theirs, theirs, rows, bound).
+TARGETS = (
+    ('12k cold / shipped', 'cold', 'cold', 'shipped', 'bundled', 0.15),
+    ('12k cold / tuned', 'cold', 'cold', 'tuned', 'bundled', 0.22),
+    ('1M cold / tuned', 'cold', 'cold', 'tuned', 1_000_000, 0.25),
+    ('1M with a baseline / tuned with a baseline', 'baseline', 'baseline', 'tuned', 1_000_000, 0.3),
+)
+
+
+def targets(results: Dict, by: Dict) -> List[List]:
+    """One row per target this invocation measured: the figure, the bound, met or not."""
+    rows = []
+    size = results.get('rows')
+    scale = 'bundled' if size in (0, 'bundled minus holdout') else size
+    for label, ours_phase, their_phase, theirs, target_rows, bound in TARGETS:
+        o, t = by.get((ours_phase, 'ours')), by.get((their_phase, theirs))
+        if scale == target_rows and o and t:
+            value = o['seconds'] / t['seconds']
+            rows.append([label, f'{value:.3f}', f'<= {bound}', 'met' if value <= bound else 'NOT met'])
+    o = by.get(('rerun', 'ours'))
+    if o and scale == 'bundled':
+        rows.append(['12k unchanged rerun', f'{o["seconds"]} s', '<= 1 s',
+                     'met' if o['seconds'] <= 1 else 'NOT met'])
+    o = by.get(('cold', 'ours'))
+    if o and scale == 1_000_000:
+        rows.append(['1M cold peak memory', f'{o["peak_rss_mb"]} MB', '<= 2048 MB',
+                     'met' if o['peak_rss_mb'] <= 2048 else 'NOT met'])
+    if o and results.get('scale_from'):
+        base = results['scale_from']
+        value = o['seconds'] / base['seconds']
+        rows.append([f'{scale} rows / {base["rows"]} rows (ours, cold)', f'{value:.2f}x',
+                     '<= 3.0x (3M / 1M)', 'met' if value <= 3.0 else 'NOT met'])
+        rows.append([f'peak memory, {scale} rows / {base["rows"]} rows', f'{o["peak_rss_mb"]} / '
+                     f'{base["peak_rss_mb"]} MB', 'flat', '-'])
+    scores = results.get('scores', {})
+    for other in ('shipped', 'tuned'):
+        so, st = scores.get('ours', {}), scores.get(other, {})
+        if so.get('auc') and st.get('auc'):
+            rows.append([f'held-out AUC, ours - {other}', f'{so["auc"] - st["auc"]:+.4f}', '>= 0',
+                         'met' if so['auc'] >= st['auc'] else 'NOT met'])
+    return rows
+
+
 def report(results: Dict) -> str:
     out = []
     runs = results['runs']
-    for phase in ('cold', 'rerun'):
+    by = medians(results)
+    repeated = any(len([r for r in runs.get(p, []) if r['pipeline'] == n]) > 1
+                   for p in PHASES for n in {r['pipeline'] for r in runs.get(p, [])})
+    for phase in PHASES:
+        if phase not in runs:
+            continue
         rows = [[r['pipeline'], r['exit_code'], r['seconds'], r.get('cpu_seconds', '-'),
                  '/'.join(map(str, r.get('load', []))), r['peak_rss_mb'],
                  sum(c['state'] == 'COMPLETE' for c in r['components']),
                  sum(c['state'] == 'CACHED' for c in r['components'])]
                 for r in runs.get(phase, [])]
-        out.append(f'### {phase}: whole run (subprocess wall time, peak RSS of the process tree)\n')
+        out.append(f'### {PHASE_TITLES[phase]}: whole run (subprocess wall time, peak RSS of '
+                   f'the process tree), in the order run\n')
         out.append(table(['pipeline', 'exit', 'wall s', 'CPU s', 'load before/after', 'peak MB',
                           'ran', 'cached'], rows))
-        for r in runs.get(phase, []):
-            out.append(f'\n{phase}, {r["pipeline"]}: per component (MLMD execution times)\n')
+        for name in dict.fromkeys(r['pipeline'] for r in runs[phase]):
+            r = by[(phase, name)]
+            which = 'the median run' if repeated else 'the run'
+            out.append(f'\n{phase}, {name} ({which}, {r["seconds"]} s): per component '
+                       f'(MLMD execution times)\n')
             out.append(table(['component', 'state', 'start s', 'seconds', 'peak MB'],
                              [[c['node'], c['state'], c['start'], c['seconds'], c['peak_rss_mb']]
                               for c in r['components']]))
@@ -325,25 +414,32 @@ def report(results: Dict) -> str:
         out.append(table(['pipeline', 'AUC', 'accuracy', 'rows'],
                          [[k, v.get('auc'), v.get('accuracy'), v.get('rows')]
                           for k, v in scores.items()]))
-    by = {(p, r['pipeline']): r for p in runs for r in runs[p]}
-    if ('cold', 'ours') in by:
-        out.append('\n### ratios ours / theirs\n')
+    if any(k[1] == 'ours' for k in by):
+        out.append('\n### ratios ours / theirs' + (' (medians)' if repeated else '') + '\n')
         rows = []
         for other in ('shipped', 'tuned', 'main'):
-            if ('cold', other) not in by:
+            if not any(k[1] == other for k in by):
                 continue
-            o, t = by[('cold', 'ours')], by[('cold', other)]
-            row = [other, ratio(o['seconds'], t['seconds']),
-                   ratio(o['peak_rss_mb'], t['peak_rss_mb'])]
-            if ('rerun', 'ours') in by:
-                row.append(ratio(by[('rerun', 'ours')]['seconds'], t['seconds']))
-            else:
-                row.append('-')
+            row = [other]
+            for phase in ('cold', 'baseline'):
+                o, t = by.get((phase, 'ours')), by.get((phase, other))
+                row.append(ratio(o['seconds'], t['seconds']) if o and t else '-')
+                row.append(ratio(o.get('cpu_seconds'), t.get('cpu_seconds')) if o and t else '-')
+            o, t = by.get(('cold', 'ours')), by.get(('cold', other))
+            row.append(ratio(o['peak_rss_mb'], t['peak_rss_mb']) if o and t else '-')
+            r = by.get(('rerun', 'ours'))
+            row.append(ratio(r['seconds'], t['seconds']) if r and t else '-')
             so, st = scores.get('ours', {}), scores.get(other, {})
-            row.append(f'{so.get("auc", 0) - st.get("auc", 0):+.4f}' if so.get('auc') and st.get('auc') else '-')
+            row.append(f'{so.get("auc", 0) - st.get("auc", 0):+.4f}'
+                       if so.get('auc') and st.get('auc') else '-')
             rows.append(row)
-        out.append(table(['vs', 'cold time', 'cold peak memory', 'our rerun / their cold',
+        out.append(table(['vs', 'cold time', 'cold CPU', 'with-baseline time',
+                          'with-baseline CPU', 'cold peak memory', 'our rerun / their cold',
                           'AUC ours - theirs'], rows))
+    rows = targets(results, by)
+    if rows:
+        out.append("\n### the issue's targets\n")
+        out.append(table(['target', 'measured', 'bound', 'verdict'], rows))
     return '\n'.join(out)
 
 
@@ -361,7 +457,17 @@ def main(argv=None) -> int:
                    help='resample the training CSV to this many rows (default: the 12,000 kept rows)')
     p.add_argument('--holdout', type=int, default=3002, help='rows put aside for scoring')
     p.add_argument('--pipelines', default=','.join(PIPELINES), help='subset of ' + ','.join(PIPELINES))
+    p.add_argument('--repeat', type=int, default=1,
+                   help='run the phases this many times, alternating the pipelines; the '
+                        'tables and ratios use each figure\'s median (default 1)')
     p.add_argument('--reruns', type=int, default=1, help='unchanged reruns of each (default 1)')
+    p.add_argument('--with-baseline', action='store_true',
+                   help='after the cold run (and reruns), run each pipeline again on new data '
+                        '(as many rows, other jitter) in the same store: the run of every '
+                        'day after the first, whose Evaluator compares two models')
+    p.add_argument('--scale-from', default='',
+                   help="results.json of a smaller invocation: prints ours' cold time and "
+                        'peak memory against it (the 3M / 1M target)')
     p.add_argument('--ours-arg', action='append', default=[],
                    help='extra argument for pipeline_runner.py (repeatable), e.g. --ours-arg=--verbose')
     p.add_argument('--score-only', action='store_true',
@@ -374,27 +480,36 @@ def main(argv=None) -> int:
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
     t = time.time()
-    data = prepare_data(work, args.holdout, args.rows)
+    data = prepare_data(work, args.holdout, args.rows, next_data=args.with_baseline)
     print(f'data: {data["train_dir"]} (ready in {time.time() - t:.0f}s), '
           f'held out: {data["holdout"]}', flush=True)
     results = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                'machine': f'{os.cpu_count()} cores, '
                           f'{os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30:.0f} GB',
                'rows': args.rows or 'bundled minus holdout', 'argv': argv, 'runs': {}}
-    phases = [('cold', names)] + [('rerun', names)] * args.reruns
+    if args.scale_from:
+        with open(args.scale_from) as f:
+            smaller = json.load(f)
+        cold = median_run([r for r in smaller['runs']['cold'] if r['pipeline'] == 'ours'])
+        results['scale_from'] = {'rows': smaller['rows'], 'seconds': cold['seconds'],
+                                 'peak_rss_mb': cold['peak_rss_mb']}
+    phases = [('cold', names, data['train_dir'])] + [('rerun', names, data['train_dir'])] * args.reruns
+    if args.with_baseline:
+        phases.append(('baseline', names, data['next_dir']))
+    phases *= args.repeat
     if args.score_only:  # score the models of an earlier invocation, keep its timings
         with open(os.path.join(work, 'results.json')) as f:
             results = json.load(f)
         phases = []
-    for phase, batch in phases:
+    for phase, batch, data_root in phases:
         print(f'{phase}:', flush=True)
         for name in batch:
             results['runs'].setdefault(phase, []).append(
-                run_one(name, data['train_dir'], work, args.ours_arg, fresh=phase == 'cold'))
+                run_one(name, data_root, work, args.ours_arg, fresh=phase == 'cold'))
         with open(os.path.join(work, 'results.json'), 'w') as f:
             json.dump(results, f, indent=1)
     results['scores'] = {}
-    for n in names:
+    for n in dict.fromkeys(names):
         serialized, labels = holdout_examples(data['holdout'], pipeline_schema(n, work))
         results['scores'][n] = score(pipeline_paths(work, n)['serving_dir'], serialized, labels)
     with open(os.path.join(work, 'results.json'), 'w') as f:
