@@ -15,7 +15,8 @@ no consumer relies on.
 
 Why it is faster: CsvExampleGen parses every cell and builds every proto in Python inside a
 Beam pipeline. Here pyarrow parses the CSV in C++, types are inferred on each column's
-distinct values, and tfx_bsl's C++ encoder builds the serialized tf.Examples.
+distinct values, and tfx_bsl's C++ encoder and numpy build the serialized tf.Examples in
+their deterministic form, the one the split hashes (``serialize.py``).
 """
 import bisect
 import hashlib
@@ -36,7 +37,9 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
-from tfx_bsl.coders import csv_decoder, example_coder
+from tfx_bsl.coders import csv_decoder
+
+from components.fast_csv_example_gen import serialize
 
 ColumnType = csv_decoder.ColumnType
 # Output shards hold at most this many records, so multi-worker readers downstream can share
@@ -170,16 +173,11 @@ def convert(files: List[str], writers: List[ShardedWriter], buckets: List[int]) 
     if len(set(names)) != len(names):
         raise ValueError(f'{files[0]}: the header names a column twice: {names}')
     types_by_name = {name: infer_type(table.column(name)) for name in names}
-    encoder = example_coder.RecordBatchToExamplesEncoder()
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-        for record in encoder.encode(to_record_batch(batch, types_by_name)):
-            if len(writers) > 1:
-                # CsvExampleGen hashes the deterministic serialization, which is not byte
-                # for byte what the C++ encoder writes.
-                key = tf.train.Example.FromString(record).SerializeToString(deterministic=True)
-                writers[partition(key, buckets)].write(record)
-            else:
-                writers[0].write(record)
+        # The deterministic serialization, which CsvExampleGen hashes for the split.
+        records = serialize.deterministic_examples(to_record_batch(batch, types_by_name))
+        for record in records.to_pylist():
+            writers[partition(record, buckets) if len(writers) > 1 else 0].write(record)
 
 
 class Executor(BaseExampleGenExecutor):
