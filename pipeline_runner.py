@@ -4,9 +4,12 @@
     python pipeline_runner.py serve [--config configs/taxi.yaml] [server flags]
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
 
-Exit status: 0 when the run succeeded (blessed and pushed, or not blessed and nothing
-pushed), 1 when the run failed or the preflight refused the data (nothing ran), 2 when the
-command line or the config was refused.
+Exit status (one refusal policy, README "What a run shows"): 0 when the run succeeded
+(blessed and pushed, or not blessed and nothing pushed); 1 when the data was refused or the
+run failed (the reason is printed, with the log's path); 2 when the command line or the
+config was refused, naming the key: every such refusal comes before TensorFlow is imported
+(config.validate, then pipeline.inputs.resolve), and nothing has run. No mistake of the
+user's ends in a traceback; ``--verbose`` shows one for an unexpected failure.
 """
 import argparse
 import dataclasses
@@ -14,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 from pipeline.config import ConfigError, load_config
 
@@ -76,31 +79,53 @@ def load(args: argparse.Namespace):
     return config
 
 
+def refused(e: Exception) -> int:
+    print(f'Config refused: {e}', file=sys.stderr, flush=True)
+    return 2
+
+
 def cmd_run(argv: List[str]) -> int:
     args = run_parser().parse_args(argv)
+    from pipeline.inputs import resolve
     try:
         config = load(args)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
+    try:
+        # Everything the config check could not see without the data and the schema, still
+        # before TensorFlow loads (unless a schema is drafted).
+        inputs = resolve(config, log=lambda line: print(line, flush=True))
+    except ConfigError as e:
+        return refused(f'{args.config}: {e}')
     if config.run.runner == 'kubeflow':
         from pipeline.orchestrators.kubeflow import compile_pipeline
         try:
             print(f'Wrote the Kubeflow pipeline spec {compile_pipeline(config)} '
                   f'(image {config.run.image})')
         except ConfigError as e:
-            print(f'Config refused: {e}', file=sys.stderr)
-            return 2
+            return refused(e)
         return 0
+    from pipeline.preflight import DataError
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
           f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
-    from pipeline.preflight import DataError
     try:
-        summary = run_pipeline(config)
+        summary = run_pipeline(config, inputs=inputs)
+    except ConfigError as e:  # resolved again after waiting for another run
+        return refused(f'{args.config}: {e}')
     except DataError as e:
         print(f'Data refused: {e}', file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print('Interrupted: nothing was pushed by this run.', file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a failure is reported, not a traceback
+        logging.getLogger(__name__).debug('run failed', exc_info=True)
+        if config.run.verbose:
+            raise
+        print(f'Run failed: {type(e).__name__}: {e}\n(run with --verbose for the traceback)',
+              file=sys.stderr, flush=True)
         return 1
     from pipeline.report import render  # imported by the run already, behind the log
     print(render(summary), flush=True)
@@ -120,8 +145,7 @@ def cmd_serve(argv: List[str]) -> int:
     try:
         config = load_config(known.config, check_data=False)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
     from serving.server import main as serve_main
     defaults = ['--serving-dir', config.paths.serving_dir, '--model-name', config.name]
     return serve_main(defaults + rest) or 0
@@ -132,32 +156,43 @@ def cmd_draft_schema(argv: List[str]) -> int:
                                 description='Infer a schema from the data (TFDV), with the '
                                             'TRAINING/SERVING environments set, for review.')
     p.add_argument('--config', default=DEFAULT_CONFIG)
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='override a config key, e.g. --set data.root=DIR (repeatable)')
     p.add_argument('--out', help='where to write it (default: print it)')
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.set)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
     from google.protobuf import text_format
 
-    from pipeline.schema import draft_schema, write_schema
+    from pipeline.inputs import default_schema_path
+    from pipeline.schema import describe_schema, draft_schema, write_schema
     from pipeline.spans import input_glob
-    schema = draft_schema(input_glob(config.data.root), config.data.label,
-                          config.data.exclude)
+    pattern = input_glob(config.data.root)
+    schema = draft_schema(pattern, config.data.label, config.data.exclude)
     if args.out:
         write_schema(schema, args.out)
-        print(f'Wrote {args.out}; compare: diff {config.data.schema} {args.out}')
+        print(f'Drafted a schema from {pattern} (TFDV inference):', file=sys.stderr)
+        for line in describe_schema(schema):
+            print(f'  {line}', file=sys.stderr)
+        curated = config.data.schema if config.data.schema not in ('', 'draft') \
+            else default_schema_path(config)
+        print(f'Wrote {args.out}; compare: diff {curated} {args.out}')
     else:
         print(text_format.MessageToString(schema))
     return 0
 
 
+# The subcommands: name -> function of the remaining arguments, returning the exit status.
+COMMANDS: Dict[str, Callable[[List[str]], int]] = {
+    'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
-    if argv and argv[0] in commands:
-        return commands[argv[0]](argv[1:])
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     return cmd_run(argv)
 
 

@@ -43,8 +43,9 @@ class DataConfig:
     exclude: Tuple[str, ...] = ()
     # Deterministic hash split of ExampleGen: buckets for train and eval.
     split: Tuple[int, int] = (4, 1)
-    # Curated schema. When the file does not exist yet, it is inferred from the data once
-    # and written there for review (see README, "Schemas").
+    # The curated schema file; it must exist. Not set: schemas/<name>/schema.pbtxt, which
+    # a new dataset's first run drafts from the data (TFDV) for review. 'draft': drafted
+    # from the data, again whenever the data changes (pipeline/inputs.py, README "Schemas").
     schema: str = ''
     # For binary tasks with a string label: the value that counts as the positive class.
     positive_class: str = ''
@@ -311,9 +312,9 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
             return p
         return os.path.abspath(os.path.join(root, os.path.expanduser(p)))
 
+    schema = config.data.schema
     data = dataclasses.replace(config.data, root=absolute(config.data.root),
-                               schema=absolute(config.data.schema or
-                                               os.path.join('schemas', config.name, 'schema.pbtxt')))
+                               schema=schema if schema == 'draft' else absolute(schema))
     paths = PathsConfig(*(absolute(getattr(config.paths, f.name))
                           for f in dataclasses.fields(PathsConfig)))
     modules = ModulesConfig(transform=absolute(config.modules.transform),
@@ -377,6 +378,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if config.data.positive_class and config.data.task != 'binary':
         fail('data.positive_class', 'only applies to binary tasks')
     if config.run.runner == 'kubeflow':
+        for key in ('transform', 'trainer'):
+            path = getattr(config.modules, key)
+            if path and os.path.relpath(path, config.base_dir).startswith('..'):
+                fail(f'modules.{key}', f'{path} is not in the image, which holds the repository '
+                     f'{config.base_dir}; put the module there to run it on Kubeflow')
         if not config.run.image:
             fail('run.image', 'the kubeflow runner needs the container image the components '
                  'run in (build it with the Dockerfile), e.g. --image gcr.io/PROJECT/taxi:TAG')

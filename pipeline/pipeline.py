@@ -1,4 +1,10 @@
-"""``create_pipeline(config)``: the component graph, written once for every orchestrator."""
+"""``create_pipeline(config, inputs)``: the component graph, written once for every orchestrator.
+
+It reads nothing and writes nothing: what it needs from disk (the spans, the files, the
+schema, the feature plan, the code's digests) was resolved before, once, into ``inputs``
+(``pipeline/inputs.py``). The same config and inputs give the same graph, wherever and
+however often it is built.
+"""
 import dataclasses
 import json
 import os
@@ -9,7 +15,7 @@ from typing import List, Optional, Union
 from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, Trainer,
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_node, executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -26,15 +32,12 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
-from components.input_files import fingerprint
-from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
-from pipeline import spans
-from pipeline.config import ConfigError, PipelineConfig, csv_files
+from pipeline import code_digest, spans
+from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
-from pipeline.fast_rerun import source_digest
-from pipeline.preflight import drift_enabled, files_to_read
-from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
+from pipeline.inputs import RunInputs
+from pipeline.schema import staged_path
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
@@ -73,23 +76,37 @@ def beam_args(config: PipelineConfig, image_root: str = '') -> List[str]:
 STATS_SAMPLE_ROWS = 200_000
 
 
-def estimated_rows(data_root: str) -> int:
-    """Rows in the CSV files under ``data_root``: total bytes / mean bytes of the first lines."""
-    files = csv_files(data_root)  # the newest span's files
-    total = sum(os.path.getsize(f) for f in files)
-    if not files or not total:
-        return 0
-    with open(files[0], 'rb') as f:
-        head = f.readlines(1 << 16)
-    return int(total / max(1.0, sum(map(len, head)) / max(1, len(head))))
-
-
-def statistics_options(config: PipelineConfig):
-    rows = estimated_rows(config.data.root)
+def statistics_options(rows: int):
     if rows <= STATS_SAMPLE_ROWS:
         return None
     import tensorflow_data_validation as tfdv
     return tfdv.StatsOptions(sample_rate=round(STATS_SAMPLE_ROWS / rows, 4))
+
+
+# The exec property that carries the digest of the code a component's executor runs. TFX's
+# caches key on every exec property: the portable launcher (local and Beam runners) hashes
+# them all into the cache context (tfx/orchestration/portable/cache_utils.py), the legacy
+# launcher matches them (tfx/orchestration/metadata.py, get_cached_outputs), and Kubeflow
+# keys a task on its input parameters. TFX's own key names the executor by class path, and
+# Transform's and the Trainer's functions by import path, never by their code.
+CODE_DIGEST = 'code_digest'
+
+
+def keyed_on_code(node: base_node.BaseNode, inputs: RunInputs, *modules: str):
+    """``node`` with the digest of the project code it runs in its exec properties.
+
+    That code is its executor's module, when it is one of the project's, and ``modules``
+    (the module a Transform or Trainer function lives in, a custom module file, the
+    Evaluator's metric modules), each with the project modules it imports
+    (``pipeline/code_digest.py``). A node that runs only library code is left as it is.
+    """
+    executor = getattr(node.executor_spec, 'class_path', '').rpartition('.')[0]
+    keys = sorted({executor} & set(inputs.code) | set(modules))
+    if keys:
+        node.exec_properties[CODE_DIGEST] = (
+            inputs.code[keys[0]] if len(keys) == 1
+            else code_digest.combined(inputs.code[k] for k in keys))
+    return node
 
 
 def materialize_transform(config: PipelineConfig) -> bool:
@@ -106,34 +123,28 @@ def materialize_transform(config: PipelineConfig) -> bool:
     return config.training.trainer != 'keras' or bool(config.modules.trainer)
 
 
-def feature_plan(config: PipelineConfig) -> FeaturePlan:
-    return plan_from_schema(ensure_schema(config), config)
-
-
 def union_of(channels: List[Channel]):
     """One channel as it is (the graph of a one-span run stays unchanged), several as their
     union."""
     return channels[0] if len(channels) == 1 else channel_utils.union(channels)
 
 
-def image_module(path: str, repo_dir: str, key: str) -> str:
-    """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
-    relative = os.path.relpath(path, repo_dir)
-    if relative.startswith('..') or not relative.endswith('.py'):
-        raise ConfigError(f'{key}: {path} is not in the image, which holds the repository '
-                          f'{repo_dir}; put the module there to run it on Kubeflow')
-    return relative[:-3].replace(os.sep, '.')
+def image_module(path: str, repo_dir: str) -> str:
+    """The dotted module name of a ``.py`` file in the repository (importable in the image;
+    the config check refuses one outside it)."""
+    return os.path.relpath(path, repo_dir)[:-3].replace(os.sep, '.')
 
 
-def create_pipeline(config: PipelineConfig, *,
+def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
                     data_root: Optional[Union[str, RuntimeParameter]] = None,
                     train_args: Optional[Union[trainer_pb2.TrainArgs,
                                                RuntimeParameter]] = None,
                     image_root: str = '') -> Pipeline:
-    """The graph. The keyword arguments are for orchestrators that run it elsewhere.
+    """The graph of ``config`` on ``inputs`` (``pipeline.inputs.resolve(config)``).
 
-    ``data_root`` and ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g.
-    with ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
+    The keyword arguments are for orchestrators that run it elsewhere. ``data_root`` and
+    ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g. with
+    ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
     the components run in the image the Dockerfile builds, whose repository copy is at
     ``image_root``: the code is named by module path (no wheel is built and uploaded when
     compiling), the schema is the copy staged in the image, and the baseline is TFX's
@@ -141,7 +152,7 @@ def create_pipeline(config: PipelineConfig, *,
     strategies; there each run resolves it before training, so it never is the candidate).
     Without them the graph is the local one, unchanged.
     """
-    plan = feature_plan(config)
+    plan = inputs.plan
     custom_config = {'features': plan.to_dict(),
                      'training': dataclasses.asdict(config.training)}
     train_buckets, eval_buckets = config.data.split
@@ -150,31 +161,32 @@ def create_pipeline(config: PipelineConfig, *,
         example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
     root = config.data.root
-    stats_options = statistics_options(config)
+    stats_options = statistics_options(inputs.rows)
 
     def read_span(span: Optional[int], example_gen_id: str, statistics_id: str,
                   input_base: Union[str, RuntimeParameter] = root):
-        """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the newest, or
-        the flat root). CsvExampleGen's artifact, read with pyarrow instead of Beam
+        """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the flat root).
+        CsvExampleGen's artifact, read with pyarrow instead of Beam
         (components/fast_csv_example_gen), and StatisticsGen's, computed in memory up to
         STATS_SAMPLE_ROWS rows (components/fast_statistics_gen)."""
-        input_config, range_config = spans.example_gen_input(root, span)
+        input_config, range_config = spans.example_gen_config(span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
             output_config=output_config).with_id(example_gen_id)
-        return gen, FastStatisticsGen(examples=gen.outputs['examples'],
-                                      stats_options=stats_options).with_id(statistics_id)
+        return (keyed_on_code(gen, inputs),
+                keyed_on_code(FastStatisticsGen(examples=gen.outputs['examples'],
+                                                stats_options=stats_options
+                                                ).with_id(statistics_id), inputs))
 
     # The newest span; the nodes keep CsvExampleGen's and StatisticsGen's ids.
-    example_gen, statistics_gen = read_span(None, 'CsvExampleGen', 'StatisticsGen',
+    example_gen, statistics_gen = read_span(inputs.newest_span, 'CsvExampleGen', 'StatisticsGen',
                                             root if data_root is None else data_root)
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
     inferred_schema = SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
     ).with_id('InferredSchemaGen')
     schema_gen = ImportSchemaGen(schema_file=(
-        staged_schema_path(config.data.schema, image_root) if image_root
-        else stage_schema(config.data.schema, config.paths.pipeline_root)))
+        staged_path(inputs.schema.digest, image_root) if image_root else inputs.schema.staged))
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
 
@@ -182,8 +194,8 @@ def create_pipeline(config: PipelineConfig, *,
     # checked. Each has its own ExampleGen and StatisticsGen, and, if trained on, its own
     # ExampleValidator through the gate. Their ids carry the span number, so a span read in
     # one run is served from the cache in the next, whichever position it has now.
-    window = spans.window(root, config.data.spans)[:-1]
-    drift_span = spans.previous_span(root) if drift_enabled(config) else None
+    window = list(inputs.spans[:-1])
+    drift_span = inputs.drift_span
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
     span_nodes, span_stats = [], {}
     train_examples = [example_gen.outputs['examples']]
@@ -202,17 +214,18 @@ def create_pipeline(config: PipelineConfig, *,
     drift_check = None
     if drift_span is not None:
         # The newest span against the previous one (components/drift).
-        drift_check = DriftCheck(
+        drift_check = keyed_on_code(DriftCheck(
             statistics=statistics_gen.outputs['statistics'],
             previous_statistics=span_stats[drift_span].outputs['statistics'],
             schema=schema_gen.outputs['schema'],
-            thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True))
+            thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True)),
+            inputs)
         span_nodes.append(drift_check)
-    anomaly_gate = AnomalyGate(
+    anomaly_gate = keyed_on_code(AnomalyGate(
         anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
-        input_files=fingerprint(files_to_read(config)))
+        input_files=inputs.fingerprints), inputs)
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
@@ -220,25 +233,25 @@ def create_pipeline(config: PipelineConfig, *,
     # of this installed package (pip install -e .; --setup_file ships it to Beam workers).
     # A module file instead makes TFX build a wheel of its directory and pip-install it in
     # each component that uses it (~4 s per install). Custom modules stay module files.
+    # Either way the cache key holds the digest of the module's code (and of what it
+    # imports): TFX's own keys on the function's path, or on the module file alone.
     package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
-    code = {}
+    code, code_key = {}, {}
     for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
                                       'preprocessing_fn'),
                                      ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
-        code[part] = ({fn: image_module(module, package_root, f'modules.{part}') + '.' + fn}
+        code[part] = ({fn: image_module(module, package_root) + '.' + fn}
                       if image_root or not custom else dict(module_file=module))
-    # TFX's cache keys on the function's path, not its code: the code's digest goes into
-    # custom_config, so that editing components/ reruns Transform and the Trainer.
-    code_digest = source_digest(COMPONENTS_DIR)
+        code_key[part] = module if custom else image_module(module, os.path.dirname(COMPONENTS_DIR))
     materialize = materialize_transform(config)
-    transform = Transform(
+    transform = keyed_on_code(Transform(
         # Every span trained on, analyzed together (and, when materialized, one transformed
         # artifact each).
         examples=union_of(train_examples),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
-        custom_config={'features': custom_config['features'], 'code': code_digest},
+        custom_config={'features': custom_config['features']},
         # Its pre-/post-transform statistics would repeat StatisticsGen's work; nothing reads them.
         disable_statistics=True,
         # Nothing feeds an analyzer cache back into a later Transform, so writing one (a
@@ -249,7 +262,7 @@ def create_pipeline(config: PipelineConfig, *,
         # instead of 9, each faster, for the same transform graph (docs/performance.md).
         # A custom module keeps TFX's default, TF2 tracing, which it may rely on.
         force_tf_compat_v1=not config.modules.transform,
-        **code['transform'])
+        **code['transform']), inputs, code_key['transform'])
     transform.add_upstream_node(anomaly_gate)
 
     # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
@@ -268,9 +281,10 @@ def create_pipeline(config: PipelineConfig, *,
         train_args=(trainer_pb2.TrainArgs(num_steps=config.training.train_steps)
                     if train_args is None else train_args),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=dict(custom_config, code=code_digest, materialized=materialize),
+        custom_config=dict(custom_config, materialized=materialize),
         base_model=warm_start.outputs['model'] if warm_start else None,
         **code['trainer'])
+    keyed_on_code(trainer, inputs, code_key['trainer'])
 
     previous = dict(model=Channel(type=standard_artifacts.Model),
                     model_blessing=Channel(type=standard_artifacts.ModelBlessing))
@@ -283,12 +297,16 @@ def create_pipeline(config: PipelineConfig, *,
 
     # The newest span's eval split: the data nearest to what the model will serve, never
     # trained on, and the same rows for the candidate and the baseline.
+    eval_config = build_eval_config(config, plan)
     evaluator = Evaluator(
         examples=example_gen.outputs['examples'],
         example_splits=['eval'],
         model=trainer.outputs['model'],
         baseline_model=baseline.outputs['model'],
-        eval_config=build_eval_config(config, plan))
+        eval_config=eval_config)
+    # TFMA imports the modules of our metric classes (components/metrics.py) by name.
+    keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
+                                       for m in spec.metrics if m.module})
 
     pusher_component = Pusher(
         model=trainer.outputs['model'],
@@ -297,6 +315,7 @@ def create_pipeline(config: PipelineConfig, *,
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=config.paths.serving_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
+    keyed_on_code(pusher_component, inputs)
 
     return Pipeline(
         pipeline_name=config.name,

@@ -19,7 +19,8 @@ CRLF line endings are accepted: Beam's text reader and the csv module both read 
 
 It streams each file with the csv module, checking rows a chunk at a time (see
 ``_fast_rows``; a million taxi rows take seconds), goes row by row only to name a problem
-it found, and fingerprints the files so the run can tell when one changed.
+it found, and compares the files with the fingerprints taken when the run's inputs were
+resolved, so a file that changes meanwhile is refused.
 """
 import codecs
 import collections
@@ -29,7 +30,7 @@ import operator
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from components.input_files import changed_files, fingerprint
+from components.input_files import changed_files
 from pipeline import spans
 
 # Schema types whose CSV cells must parse as numbers, and how the check reads them.
@@ -165,51 +166,31 @@ def _fast_rows(path: str, width: int, numeric: List[Tuple[int, type]]) -> Option
     return rows
 
 
-def files_to_read(config) -> List[str]:
-    """The files of the spans trained on (or the flat root's), and of the span before the
-    newest when drift is checked."""
-    root = config.data.root
-    read = spans.window(root, config.data.spans)
-    previous = spans.previous_span(root)
-    if previous is not None and drift_enabled(config) and previous not in read:
-        read.insert(0, previous)
-    if not read:
-        return spans.input_files(root)
-    return [f for span in read for f in spans.input_files(root, span)]
-
-
-def drift_enabled(config) -> bool:
-    drift = config.validation.drift
-    return (drift.default_linf is not None or drift.default_js is not None
-            or any(v is not None for v in drift.per_feature.values()))
-
-
-def preflight(config, schema=None) -> Dict[str, List[int]]:
-    """Checks every file the run will read; returns their fingerprints (see ``spans``).
+def preflight(config, inputs) -> None:
+    """Checks every file the run will read (``inputs.files``, ``pipeline/inputs.py``) with
+    the schema it resolved, and that none changed since it was resolved.
 
     Raises DataError for the first problem found. A remote data root (``gs://...``) is not
     read here; ExampleValidator and the gate still guard it.
     """
     root = config.data.root
     if '://' in root:
-        return {}
+        return
     if not os.path.isdir(root):
         raise DataError(f'{root}: the data directory does not exist; expected a directory of '
                         'CSV files, or of span-<N>/ directories of CSV files')
-    for span in spans.window(root, config.data.spans) or [None]:
+    for span in inputs.spans or [None]:
         if not spans.input_files(root, span):
             where = root if span is None else spans.span_dir(root, span)
             raise DataError(f'{where}: no CSV files; expected at least one *.csv file')
-    files = files_to_read(config)
-    before = fingerprint(files)
-    types = _types(schema) if schema is not None else {}
-    for path in files:
-        check_file(path, types, config.data.label, config.data.schema)
-    changed = changed_files(before)
+    from pipeline.schema import parse_schema
+    types = _types(parse_schema(inputs.schema.text, inputs.schema.path))
+    for path, _, _ in inputs.files:
+        check_file(path, types, config.data.label, inputs.schema.path)
+    changed = changed_files(inputs.fingerprints)
     if changed:
         raise DataError('data files changed while they were being checked; expected them to stay '
                         'put during a run:\n  ' + '\n  '.join(changed))
-    return before
 
 
 def main(argv: Sequence[str]) -> int:

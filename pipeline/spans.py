@@ -72,10 +72,14 @@ def input_glob(root: str) -> str:
 
 def example_gen_input(root: str, span: Optional[int] = None) -> Tuple[object, object]:
     """(example_gen_pb2.Input, RangeConfig or None) for a CsvExampleGen reading ``input_files``."""
+    return example_gen_config(latest_span(root) if span is None else span)
+
+
+def example_gen_config(span: Optional[int]) -> Tuple[object, object]:
+    """(example_gen_pb2.Input, RangeConfig or None) of an ExampleGen reading one span (None:
+    the flat root), without looking at the data root."""
     from tfx.proto import example_gen_pb2, range_config_pb2
 
-    if span is None:
-        span = latest_span(root)
     if span is None:
         return example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name='single_split',
                                                              pattern=FLAT_PATTERN)]), None

@@ -52,10 +52,11 @@ def runtime_parameters(config: PipelineConfig):
 
 def build(config: PipelineConfig, parameters=None):
     """The TFX pipeline as it runs on Kubeflow: ``create_pipeline`` with runtime parameters."""
+    from pipeline.inputs import resolve
     from pipeline.pipeline import create_pipeline
 
     parameters = parameters or runtime_parameters(config)
-    return create_pipeline(config, data_root=parameters[DATA_ROOT],
+    return create_pipeline(config, resolve(config), data_root=parameters[DATA_ROOT],
                            train_args=parameters[TRAIN_ARGS], image_root=IMAGE_REPO_DIR)
 
 
