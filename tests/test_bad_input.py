@@ -120,8 +120,9 @@ def test_schema_column_missing(base, capsys, tmp_path):
     rows = good_rows()
     i = rows[0].index('fare')
     path = write(tmp_path, rows=[r[:i] + r[i + 1:] for r in rows])
-    err = refuse(base, capsys, path.parent)
-    assert f"{path}, line 1: column 'fare' missing from the header; expected every column of the schema" in err
+    # The schema and the data disagree: a config mistake, like a missing label (exit 2).
+    err = refuse(base, capsys, path.parent, code=2)
+    assert f"data.schema: {path}, line 1: column 'fare' missing from the header; expected every column of the schema" in err
 
 
 def test_text_in_numeric_column(base, capsys, tmp_path):

@@ -34,7 +34,7 @@ data:
   root: {root}/data
   label: species
   task: multiclass
-  schema: {root}/schema/schema.pbtxt   # does not exist yet: drafted from the data
+  # No schema: schemas/penguins/schema.pbtxt does not exist yet, so the first run drafts it.
 training: {training}
 evaluation:
   slices: [[island]]
@@ -60,7 +60,7 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     assert summary['status'] == 'succeeded', summary.get('error')
     assert summary['runner'] == 'beam'
     assert {c['state'] for c in summary['components']} == {'ran'}
-    assert (tmp_path / 'schema' / 'schema.pbtxt').exists()
+    assert (tmp_path / 'schemas' / 'penguins' / 'schema.pbtxt').exists()
     assert summary['anomalies']['found'] == []
     assert summary['evaluation']['metrics']['sparse_categorical_accuracy'] >= 0.6
     assert summary['blessed'] is True and summary['push']['pushed'] is True
