@@ -84,9 +84,15 @@ def refused(e: Exception) -> int:
     return 2
 
 
+def data_refused(e: Exception) -> int:
+    print(f'Data refused: {e}', file=sys.stderr, flush=True)
+    return 1
+
+
 def cmd_run(argv: List[str]) -> int:
     args = run_parser().parse_args(argv)
     from pipeline.inputs import resolve
+    from pipeline.preflight import DataError
     try:
         config = load(args)
     except ConfigError as e:
@@ -97,6 +103,8 @@ def cmd_run(argv: List[str]) -> int:
         inputs = resolve(config, log=lambda line: print(line, flush=True))
     except ConfigError as e:
         return refused(f'{args.config}: {e}')
+    except DataError as e:
+        return data_refused(e)
     if config.run.runner == 'kubeflow':
         from pipeline.orchestrators.kubeflow import compile_pipeline
         try:
@@ -105,7 +113,6 @@ def cmd_run(argv: List[str]) -> int:
         except ConfigError as e:
             return refused(e)
         return 0
-    from pipeline.preflight import DataError
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
@@ -115,8 +122,7 @@ def cmd_run(argv: List[str]) -> int:
     except ConfigError as e:  # resolved again after waiting for another run
         return refused(f'{args.config}: {e}')
     except DataError as e:
-        print(f'Data refused: {e}', file=sys.stderr, flush=True)
-        return 1
+        return data_refused(e)
     except KeyboardInterrupt:
         print('Interrupted: nothing was pushed by this run.', file=sys.stderr, flush=True)
         return 130

@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from components.features import FeaturePlan, plan_from_schema
 from pipeline import code_digest, spans
 from pipeline.config import ConfigError, PipelineConfig, read_header
+from pipeline.evaluation import check_evaluation
+from pipeline.preflight import DataError, check_file
 from pipeline.schema import describe_schema, draft_schema, parse_schema, staged_path, write_schema
 
 # ``data.schema: draft``: draft the schema from the data (again whenever the data changes).
@@ -112,7 +114,10 @@ def files_to_read(config: PipelineConfig, window, drift_span) -> List[str]:
 def fingerprint(paths: List[str]) -> Tuple[Tuple[str, int, int], ...]:
     result = []
     for path in paths:
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise DataError(f'{path}: {e.strerror}; expected a readable CSV file') from None
         result.append((path, st.st_size, st.st_mtime_ns))
     return tuple(result)
 
@@ -131,7 +136,12 @@ def default_schema_path(config: PipelineConfig) -> str:
     return os.path.join(config.base_dir, 'schemas', config.name, 'schema.pbtxt')
 
 
-def _draft(config: PipelineConfig, path: str, log: Callable[[str], None], why: str) -> None:
+def _draft(config: PipelineConfig, files, path: str, log: Callable[[str], None],
+           why: str) -> None:
+    # The files must be readable as tables before TFDV infers anything from them (the
+    # preflight's checks that need no schema); the run checks them again with the draft.
+    for file, _, _ in files:
+        check_file(file, {}, config.data.label)
     pattern = spans.input_glob(config.data.root)
     schema = draft_schema(  # TFDV's inference: the one step of resolving that loads TensorFlow
         pattern, config.data.label, config.data.exclude)
@@ -163,7 +173,7 @@ def choose_schema(config: PipelineConfig, files, log: Callable[[str], None]) -> 
                             'schema.pbtxt')
         if os.path.exists(path):
             return path, False
-        _draft(config, path, log, 'data.schema is "draft"')
+        _draft(config, files, path, log, 'data.schema is "draft"')
         return path, True
     if configured:
         if not os.path.isfile(configured):
@@ -177,7 +187,7 @@ def choose_schema(config: PipelineConfig, files, log: Callable[[str], None]) -> 
     path = default_schema_path(config)
     if os.path.isfile(path):
         return path, False
-    _draft(config, path, log, f'No schema at {path} yet (a new dataset)')
+    _draft(config, files, path, log, f'No schema at {path} yet (a new dataset)')
     log('  Review it, tighten it and commit it: later runs validate against it.')
     return path, True
 
@@ -211,20 +221,19 @@ def check_plan(config: PipelineConfig, schema, schema_path: str) -> FeaturePlan:
 def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunInputs:
     """The inputs of a run of ``config`` on the data as it is now (see the module docstring).
 
-    Raises ``ConfigError`` for what it refuses. ``log`` gets the lines that say a schema was
-    drafted.
+    Raises ``ConfigError`` for what it refuses, ``DataError`` for a data file it cannot read
+    (or, before drafting a schema, one that is not a table). ``log`` gets the lines that say
+    a schema was drafted.
     """
-    from pipeline.evaluation import check_evaluation
-
     window, drift_span = read_spans(config)
     paths = files_to_read(config, window, drift_span)
+    files = fingerprint(paths)
+    schema_path, drafted = choose_schema(config, files, log)
     try:
-        files = fingerprint(paths)
-        schema_path, drafted = choose_schema(config, files, log)
         with open(schema_path, 'rb') as f:
             content = f.read()
     except OSError as e:
-        raise ConfigError(f'data: cannot read {e.filename}: {e.strerror}') from None
+        raise ConfigError(f'data.schema: cannot read {schema_path}: {e.strerror}') from None
     try:
         text = content.decode('utf-8')
     except UnicodeDecodeError as e:

@@ -58,6 +58,7 @@ def pushed_versions(serving_dir):
 
 @pytest.fixture(scope='module')
 def kfp(tmp_path_factory):
+    from pipeline.inputs import resolve
     from pipeline.orchestrators.kubeflow import compile_pipeline
     from pipeline.pipeline import create_pipeline
 
@@ -69,7 +70,8 @@ def kfp(tmp_path_factory):
     assert compile_pipeline(config) == str(out)
     with open(out, encoding='utf-8') as f:
         job = json.load(f)
-    local = create_pipeline(load_config(CONFIG, [f'paths.pipeline_root={out.parent}/local']))
+    local_config = load_config(CONFIG, [f'paths.pipeline_root={out.parent}/local'])
+    local = create_pipeline(local_config, resolve(local_config))
     return config, job, local
 
 
@@ -373,6 +375,22 @@ def test_airflow_lists_the_dag_with_the_configs_schedule(airflow_env):
 
 
 @needs_airflow
+def test_airflow_parses_the_dag_reading_nothing_but_the_config(airflow_env, tmp_path):
+    """Parsing reads no data and imports neither TensorFlow nor TFX; the tasks do the rest."""
+    env = dict(airflow_env['env'], PIPELINE_SET=airflow_env['env']['PIPELINE_SET']
+               + f' data.root={tmp_path}/not-there-yet')
+    parse = subprocess.run([os.path.join(REPO, '.venv-airflow', 'bin', 'python'), '-X', 'importtime',
+                            '-c', 'import runpy; dag = runpy.run_path("dags/taxi_dag.py")["dag"]; '
+                                  'print(sorted(dag.task_ids))'],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert parse.returncode == 0, parse.stderr[-3000:]
+    assert parse.stdout.split('\n')[-2] == "['resolve_inputs', 'run']"
+    imported = {re.match(r'import time:\s+\d+ \|\s+\d+ \|\s+(\w+)', line).group(1)
+                for line in parse.stderr.splitlines() if re.match(r'import time:\s+\d', line)}
+    assert 'tensorflow' not in imported and 'tfx' not in imported
+
+
+@needs_airflow
 def test_airflow_dag_runs_the_pipeline_end_to_end(airflow_env):
     done = airflow(airflow_env['env'], 'dags', 'test', 'taxi', '2024-06-01')
     output = airflow_env['tmp'] / 'dags-test.log'
@@ -383,3 +401,9 @@ def test_airflow_dag_runs_the_pipeline_end_to_end(airflow_env):
     [push] = open_store(airflow_env['metadata']).get_artifacts_by_type('PushedModel')
     assert push.custom_properties['pushed'].int_value == 1
     assert push.custom_properties['pushed_version'].string_value == version
+    # Every component of the graph ran, InferredSchemaGen included, in one pipeline run,
+    # and the run task's log has their progress lines.
+    store = open_store(airflow_env['metadata'])
+    [run] = store.get_contexts_by_type('pipeline_run')
+    assert len(store.get_executions_by_context(run.id)) == 11
+    assert 'InferredSchemaGen done in' in done.stdout + done.stderr
