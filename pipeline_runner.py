@@ -172,18 +172,22 @@ def cmd_draft_schema(argv: List[str]) -> int:
         return refused(e)
     from google.protobuf import text_format
 
-    from pipeline.inputs import default_schema_path
-    from pipeline.schema import describe_schema, draft_schema, write_schema
-    from pipeline.spans import input_glob
-    pattern = input_glob(config.data.root)
-    schema = draft_schema(pattern, config.data.label, config.data.exclude)
+    from pipeline import inputs
+    from pipeline.preflight import DataError
+    from pipeline.schema import describe_schema, write_schema
+    try:
+        window, drift_span = inputs.read_spans(config)
+        pattern, schema = inputs.draft(config, inputs.fingerprint(
+            inputs.files_to_read(config, window[-1:], None)))  # the newest span's files
+    except DataError as e:
+        return data_refused(e)
     if args.out:
         write_schema(schema, args.out)
         print(f'Drafted a schema from {pattern} (TFDV inference):', file=sys.stderr)
         for line in describe_schema(schema):
             print(f'  {line}', file=sys.stderr)
-        curated = config.data.schema if config.data.schema not in ('', 'draft') \
-            else default_schema_path(config)
+        curated = config.data.schema if config.data.schema not in ('', inputs.DRAFT) \
+            else inputs.default_schema_path(config)
         print(f'Wrote {args.out}; compare: diff {curated} {args.out}')
     else:
         print(text_format.MessageToString(schema))

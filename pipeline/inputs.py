@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -136,15 +138,29 @@ def default_schema_path(config: PipelineConfig) -> str:
     return os.path.join(config.base_dir, 'schemas', config.name, 'schema.pbtxt')
 
 
-def _draft(config: PipelineConfig, files, path: str, log: Callable[[str], None],
-           why: str) -> None:
-    # The files must be readable as tables before TFDV infers anything from them (the
-    # preflight's checks that need no schema); the run checks them again with the draft.
+def draft(config: PipelineConfig, files) -> Tuple[str, Any]:
+    """(the glob read, TFDV's draft of the schema) of the data ``files`` (resolved ones).
+
+    The files must be readable as tables before TFDV infers anything from them (the
+    preflight's checks that need no schema: a ``DataError`` names the file and line); a run
+    checks them again against the draft.
+    """
+    from pipeline.run import quiet_output
+
     for file, _, _ in files:
         check_file(file, {}, config.data.label)
     pattern = spans.input_glob(config.data.root)
-    schema = draft_schema(  # TFDV's inference: the one step of resolving that loads TensorFlow
-        pattern, config.data.label, config.data.exclude)
+    logs = (os.path.join(config.paths.pipeline_root, '_logs')
+            if '://' not in config.paths.pipeline_root else tempfile.gettempdir())
+    # TFDV's inference: the one step of resolving that loads TensorFlow; what it prints
+    # goes to a log, as a run's libraries' output does.
+    with quiet_output(os.path.join(logs, f'draft-{time.strftime("%Y%m%d-%H%M%S")}.log')):
+        return pattern, draft_schema(pattern, config.data.label, config.data.exclude)
+
+
+def _draft(config: PipelineConfig, files, path: str, log: Callable[[str], None],
+           why: str) -> None:
+    pattern, schema = draft(config, files)
     write_schema(schema, path)
     log(f'{why}: drafted a schema from {pattern} (TFDV inference) and wrote it to {path}:')
     for line in describe_schema(schema):

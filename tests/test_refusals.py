@@ -122,3 +122,16 @@ def test_a_data_refusal_exits_1_with_its_reason_before_tensorflow_loads(data):
             in err)
     assert 'Traceback' not in err + out
     assert 'tensorflow' not in imported
+
+
+def test_draft_schema_refuses_a_file_that_is_not_a_table_before_inferring_anything(data):
+    ragged = data / 'ragged'
+    header, rows = taxi_rows(10)
+    rows[4] = rows[4][:-2]
+    write_csv(str(ragged / 'trips.csv'), header, rows)
+    code, out, err, imported = cli('draft-schema', '--set', f'data.root={ragged}',
+                                   '--out', str(data / 'draft.pbtxt'))
+    assert code == 1
+    assert f'Data refused: {ragged}/trips.csv, line 6: 17 fields; expected 19' in err
+    assert 'Traceback' not in err + out and 'tensorflow' not in imported
+    assert not (data / 'draft.pbtxt').exists()
