@@ -1,6 +1,7 @@
 """The real pipeline, end to end, on 500 taxi rows (shared runs: see conftest.taxi_e2e)."""
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -169,4 +170,4 @@ def test_progress_lines_come_from_ml_metadata_not_from_log_text(taxi_e2e):
     assert lines == progress_lines(store, rerun)
     assert sum('reused from cache in' in line for line in lines) == len(COMPONENTS) - 1
     assert [c['id'] for c in taxi_e2e['rerun']['components']] == [
-        line.split()[1] for line in lines if line.startswith('[')]
+        re.match(r'\[ *\d+/\d+\] (\S+) \.\.\.$', line).group(1) for line in lines[::2]]
