@@ -20,6 +20,7 @@ happens only when asked for (see ``choose_schema``).
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
@@ -214,8 +215,12 @@ def check_columns(schema, schema_path: str, paths: List[str]) -> None:
     names = [f.name for f in schema.feature]
     for path in paths:
         header = read_header(path)
+        with open(path, 'rb') as f:
+            bom = f.read(3) == codecs.BOM_UTF8
+        if not header or bom or len(set(header)) != len(header) or not all(map(str.strip, header)):
+            continue  # a malformed header: the preflight refuses it, saying how
         missing = [n for n in names if n not in header]
-        if missing and header:
+        if missing:
             raise ConfigError(
                 f'data.schema: {path}, line 1: column{"s" if len(missing) > 1 else ""} '
                 f'{", ".join(map(repr, missing))} missing from the header; expected every '
