@@ -12,6 +12,7 @@ AUC of each cold run (the change must not move it).
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,14 +29,19 @@ def run(repo: str, out: str, *extra: str) -> dict:
             '--metadata', os.path.join(out, 'metadata.sqlite'),
             '--serving-dir', os.path.join(out, 'serving'), '--summary-json', summary, *extra]
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
     seconds = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f'{repo}: exit {done.returncode}\n{done.stdout[-2000:]}{done.stderr[-2000:]}')
     with open(summary, encoding='utf-8') as f:
         result = json.load(f)
-    return {'seconds': seconds, 'auc': (result.get('evaluation') or {}).get('metrics', {}).get('auc')}
+    return {'seconds': seconds, 'cpu': cpu,
+            'auc': (result.get('evaluation') or {}).get('metrics', {}).get('auc'),
+            'components': {c['id']: c.get('seconds') for c in result['components']}}
 
 
 def resolve_seconds(repo: str, rounds: int = 5) -> float:
@@ -59,22 +65,26 @@ def main() -> None:
                              check=True).stdout
     subprocess.run(['tar', '-x', '-C', reference], input=archive, check=True)
     sides = {'this': REPO, 'reference': reference}
-    times = {(side, kind): [] for side in sides for kind in ('cold', 'rerun')}
+    times = {(side, kind): [] for side in sides for kind in ('cold', 'rerun', 'cold cpu', 'rerun cpu')}
     aucs = {side: [] for side in sides}
     try:
         for i in range(args.rounds):
-            for side, repo in sides.items():
+            # Alternating, and the order swapped each round: a machine whose load drifts
+            # favours neither side.
+            for side, repo in (list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]):
                 out = os.path.join(work, f'{side}-{i}')
                 cold = run(repo, out)
                 rerun = run(repo, out)
-                times[side, 'cold'].append(cold['seconds'])
-                times[side, 'rerun'].append(rerun['seconds'])
+                for kind, r in (('cold', cold), ('rerun', rerun)):
+                    times[side, kind].append(r['seconds'])
+                    times[side, f'{kind} cpu'].append(r['cpu'])
                 aucs[side].append(cold['auc'])
-                print(f'round {i + 1} {side:9s} cold {cold["seconds"]:6.1f} s (auc {cold["auc"]:.4f})'
-                      f'   unchanged rerun {rerun["seconds"]:5.2f} s', flush=True)
-        for kind in ('cold', 'rerun'):
+                print(f'round {i + 1} {side:9s} cold {cold["seconds"]:6.1f} s ({cold["cpu"]:.1f} s CPU, '
+                      f'auc {cold["auc"]:.4f})   unchanged rerun {rerun["seconds"]:5.2f} s '
+                      f'({rerun["cpu"]:.2f} s CPU)\n    {cold["components"]}', flush=True)
+        for kind in ('cold', 'cold cpu', 'rerun', 'rerun cpu'):
             this, ref = (statistics.median(times[s, kind]) for s in ('this', 'reference'))
-            print(f'{kind:6s} median: this {this:7.2f} s, reference {ref:7.2f} s, '
+            print(f'{kind:9s} median: this {this:7.2f} s, reference {ref:7.2f} s, '
                   f'ratio {this / ref:.3f}')
         print(f'held-out auc: this {aucs["this"]}, reference {aucs["reference"]}')
         print(f'resolving the inputs (this checkout): {resolve_seconds(REPO) * 1000:.0f} ms')
