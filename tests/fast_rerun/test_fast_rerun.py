@@ -94,3 +94,49 @@ def test_an_edited_schema_runs_tfx(setup, tmp_path):
     assert fast_rerun.lookup(config, key(config)) is not None
     schema.write_text(schema.read_text() + '\n# reviewed\n')
     assert fast_rerun.lookup(config, key(config)) is None
+
+
+HOLD_THEN_RECORD = '''
+import json, sys, time
+from pipeline import fast_rerun
+from pipeline.config import load_config
+from pipeline.inputs import resolve
+from pipeline.lock import run_lock
+config = load_config(sys.argv[1], json.loads(sys.argv[2]))
+with run_lock(config.paths.metadata):
+    print("held", flush=True)
+    time.sleep(1.5)
+    # This run ends: the store changed, and it records itself.
+    with open(config.paths.metadata, "ab") as f:
+        f.write(b" and the holder's run")
+    fast_rerun.record(config, fast_rerun.run_key(config, resolve(config)), json.loads(sys.argv[3]))
+'''
+
+
+def test_the_lookup_happens_under_the_lock_after_the_run_before_recorded(setup, tmp_path):
+    """A run that waits for another looks for an unchanged run once it holds the lock: the
+    record the other run wrote as it ended answers it."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.run import run_pipeline
+
+    config, tmp = setup
+    (tmp / 'm.sqlite').write_bytes(b'mlmd, changed since the record')  # no answer before the wait
+    assert fast_rerun.lookup(config, key(config)) is None
+    overrides = [f'data.root={config.data.root}', f'paths.pipeline_root={config.paths.pipeline_root}',
+                 f'paths.metadata={config.paths.metadata}', f'paths.serving_dir={config.paths.serving_dir}']
+    summary = {'status': 'succeeded', 'total_seconds': 60.0,
+               'components': [{'id': 'Pusher', 'state': 'ran', 'seconds': 1.0}], 'push': None}
+    holder = subprocess.Popen(
+        [sys.executable, '-c', HOLD_THEN_RECORD, os.path.join(REPO, 'configs', 'taxi.yaml'),
+         json.dumps(overrides), json.dumps(summary)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert holder.stdout.readline().strip() == 'held'
+    out = io.StringIO()
+    answer = run_pipeline(config, out=out)  # a TFX run here would fail on the fake store
+    holder.wait(timeout=60)
+    assert answer['fast_rerun'] is True and answer['total_seconds'] < 5
+    assert 'Another run holds' in out.getvalue() and 'this run starts now' in out.getvalue()
+    assert 'nothing changed since the run of' in out.getvalue()
