@@ -187,11 +187,13 @@ def create_pipeline(config: PipelineConfig, *,
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
     span_nodes, span_stats = [], {}
     train_examples = [example_gen.outputs['examples']]
+    read_examples = [example_gen.outputs['examples']]  # every ExampleGen's, for the gate
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
+        read_examples.append(gen.outputs['examples'])
         if span in window:
             validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
@@ -212,7 +214,11 @@ def create_pipeline(config: PipelineConfig, *,
         anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
-        input_files=fingerprint(files_to_read(config)))
+        # The files each ExampleGen read, as recorded on its examples, against the
+        # preflight's fingerprints of this machine's files: only where the components run on
+        # this machine (in the image, the gate checks ExampleGen's records alone).
+        examples=union_of(read_examples),
+        input_files=None if image_root else fingerprint(files_to_read(config)))
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
