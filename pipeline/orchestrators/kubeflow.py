@@ -26,7 +26,8 @@ DATA_ROOT = 'data_root'
 TRAIN_ARGS = 'train_args'
 
 
-def in_image(path: str, config: PipelineConfig, key: str) -> str:
+def in_image(path: str, config: PipelineConfig, key: str,
+             image_root: str = IMAGE_REPO_DIR) -> str:
     """A URI unchanged; a path inside the repository as the image sees it."""
     if '://' in path:
         return path
@@ -34,46 +35,48 @@ def in_image(path: str, config: PipelineConfig, key: str) -> str:
     if relative.startswith('..'):
         raise ConfigError(f'{key}: {path} is on this machine, not in the image; give a URI '
                           f'(gs://...) or a path inside the repository {config.base_dir}')
-    return os.path.join(IMAGE_REPO_DIR, relative)
+    return os.path.join(image_root, relative)
 
 
-def runtime_parameters(config: PipelineConfig):
+def runtime_parameters(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR):
     """{name: RuntimeParameter}, with the config's values as defaults."""
     from tfx import v1 as tfx
 
     return {
         DATA_ROOT: tfx.dsl.experimental.RuntimeParameter(
-            name=DATA_ROOT, ptype=str, default=in_image(config.data.root, config, 'data.root')),
+            name=DATA_ROOT, ptype=str,
+            default=in_image(config.data.root, config, 'data.root', image_root)),
         TRAIN_ARGS: tfx.dsl.experimental.RuntimeParameter(
             name=TRAIN_ARGS, ptype=str,
             default=json.dumps({'num_steps': config.training.train_steps})),
     }
 
 
-def build(config: PipelineConfig, parameters=None):
+def build(config: PipelineConfig, parameters=None, image_root: str = IMAGE_REPO_DIR):
     """The TFX pipeline as it runs on Kubeflow: ``create_pipeline`` with runtime parameters."""
     from pipeline.pipeline import create_pipeline
 
-    parameters = parameters or runtime_parameters(config)
+    parameters = parameters or runtime_parameters(config, image_root)
     return create_pipeline(config, data_root=parameters[DATA_ROOT],
-                           train_args=parameters[TRAIN_ARGS], image_root=IMAGE_REPO_DIR)
+                           train_args=parameters[TRAIN_ARGS], image_root=image_root)
 
 
-def compile_pipeline(config: PipelineConfig) -> str:
+def compile_pipeline(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR) -> str:
     """Writes the pipeline spec to ``config.run.kfp_output``; returns its path.
 
     ``.json``: the ``PipelineJob`` (Vertex AI's ``template_path``; the runtime parameters'
     defaults in ``runtimeConfig``). ``.yaml``: the bare ``PipelineSpec`` that the KFP 2 UI
     and ``kfp.Client().upload_pipeline`` take. Both carry the defaults in the root's
     ``inputDefinitions`` (``defaultValue``), so a submission may leave them out.
+    ``image_root``: where the image holds the repository (the Dockerfile's ``WORKDIR``).
     """
     import yaml
     from tfx import v1 as tfx
     from tfx.dsl.io import fileio
 
-    parameters = runtime_parameters(config)
+    parameters = runtime_parameters(config, image_root)
     defaults = {name: p.default for name, p in parameters.items()}
-    tfx_pipeline = build(config, parameters)
+    tfx_pipeline = build(config, parameters, image_root)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=config.run.image, use_pipeline_spec_2_1=True))
