@@ -185,15 +185,14 @@ def create_pipeline(config: PipelineConfig, *,
     window = spans.window(root, config.data.spans)[:-1]
     drift_span = spans.previous_span(root) if drift_enabled(config) else None
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
-    span_nodes, span_stats = [], {}
+    span_nodes, span_stats, span_examples = [], {}, {}
     train_examples = [example_gen.outputs['examples']]
-    read_examples = [example_gen.outputs['examples']]  # every ExampleGen's, for the gate
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
-        read_examples.append(gen.outputs['examples'])
+        span_examples[span] = gen.outputs['examples']
         if span in window:
             validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
@@ -217,7 +216,8 @@ def create_pipeline(config: PipelineConfig, *,
         # The files each ExampleGen read, as recorded on its examples, against the
         # preflight's fingerprints of this machine's files: only where the components run on
         # this machine (in the image, the gate checks ExampleGen's records alone).
-        examples=union_of(read_examples),
+        examples=union_of(train_examples),
+        drift_examples=None if drift_span in window else span_examples.get(drift_span),
         input_files=None if image_root else fingerprint(files_to_read(config)))
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
@@ -226,11 +226,12 @@ def create_pipeline(config: PipelineConfig, *,
     # of this installed package (pip install -e .; --setup_file ships it to Beam workers).
     # A module file instead makes TFX build a wheel of its directory and pip-install it in
     # each component that uses it (~4 s per install). Custom modules stay module files.
-    package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
+    # A built-in module is named in this package; a custom one in the config's repository.
     code = {}
     for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
                                       'preprocessing_fn'),
                                      ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
+        package_root = config.base_dir if custom else os.path.dirname(COMPONENTS_DIR)
         code[part] = ({fn: image_module(module, package_root, f'modules.{part}') + '.' + fn}
                       if image_root or not custom else dict(module_file=module))
     # TFX's cache keys on the function's path, not its code: the code's digest goes into

@@ -277,10 +277,10 @@ class Run:
             else:
                 raise NotImplementedError(f'{name}: executor {sorted(executor)} is not handled')
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
             self.tasks[name] = {
                 'executor_input': executor_input, 'outputs': outputs, 'cached': cached,
-                'seconds': round(time.time() - start, 1),
-                'cpu_seconds': round(used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime, 1)}
+                'seconds': round(time.time() - start, 1), 'cpu_seconds': round(cpu_seconds, 1)}
         with open(os.path.join(self.run_root, 'tasks.json'), 'w', encoding='utf-8') as f:
             json.dump({n: {k: t[k] for k in ('cached', 'seconds', 'cpu_seconds')}
                        for n, t in self.tasks.items()}, f, indent=1)

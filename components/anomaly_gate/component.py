@@ -22,8 +22,12 @@ class AnomalyGateSpec(types.ComponentSpec):
     INPUTS = {'anomalies': ChannelParameter(type=standard_artifacts.ExampleAnomalies),
               # DriftCheck's anomalies (newest span against the previous one), when there are spans.
               'drift': ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
-              # Every ExampleGen's examples: each records the files it read, as it read them.
-              'examples': ChannelParameter(type=standard_artifacts.Examples, optional=True)}
+              # The examples of every ExampleGen: each records the files it read, as it read
+              # them. Those trained on, and the previous span's that DriftCheck compared with
+              # (apart: Kubeflow compiles only single channels, no union).
+              'examples': ChannelParameter(type=standard_artifacts.Examples, optional=True),
+              'drift_examples': ChannelParameter(type=standard_artifacts.Examples,
+                                                 optional=True)}
     OUTPUTS = {}
 
 
@@ -41,9 +45,10 @@ class AnomalyGate(base_component.BaseComponent):
     def __init__(self, anomalies: types.BaseChannel, on_anomalies: str = 'fail',
                  drift: Optional[types.BaseChannel] = None,
                  examples: Optional[types.BaseChannel] = None,
+                 drift_examples: Optional[types.BaseChannel] = None,
                  input_files: Optional[Dict[str, List[int]]] = None):
         if on_anomalies not in ('fail', 'warn'):
             raise ValueError(f"on_anomalies: expected 'fail' or 'warn', got {on_anomalies!r}")
         super().__init__(spec=AnomalyGateSpec(
             anomalies=anomalies, on_anomalies=on_anomalies, drift=drift, examples=examples,
-            input_files=json.dumps(input_files, sort_keys=True) if input_files else None))
+            drift_examples=drift_examples, input_files=json.dumps(input_files, sort_keys=True) if input_files else None))

@@ -65,7 +65,8 @@ class Executor(base_executor.BaseExecutor):
                 if anomalies:
                     messages.append(format_anomalies(anomalies, artifact.uri))
         checked = exec_properties.get('input_files')
-        read = [r for r in map(input_files.recorded, input_dict.get('examples') or []) if r]
+        examples = (input_dict.get('examples') or []) + (input_dict.get('drift_examples') or [])
+        read = [r for r in map(input_files.recorded, examples) if r]
         changed = input_files.changes(read, json.loads(checked) if checked else None)
         if changed:
             raise InputChanged('\n'.join(

@@ -15,6 +15,10 @@ Runtime parameters, settable when a run is submitted:
                   the training steps travel as the Trainer's ``train_args``.
 Nothing is written at compile time except the spec: no schema staging, no module wheel
 (the code is in the image), so the pipeline root may be gs:// without credentials here.
+Nothing of the compiling machine's data goes into the spec either: the AnomalyGate checks
+the files ExampleGen read against ExampleGen's own record of them (components/input_files.py).
+``image_root`` (default ``IMAGE_REPO_DIR``, the Dockerfile's WORKDIR) is where the image
+holds the repository; tests/test_kubeflow_run.py compiles for a local copy and runs the spec.
 """
 import json
 import os
@@ -74,6 +78,14 @@ def compile_pipeline(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR) -
     from tfx import v1 as tfx
     from tfx.dsl.io import fileio
 
+    from pipeline import spans
+
+    if len(spans.window(config.data.root, config.data.spans)) > 1:
+        raise ConfigError(f'data.spans: {config.data.spans} spans cannot be trained on with the '
+                          'kubeflow runner: TFX 1.15 compiles a KFP v2 spec only for components '
+                          'that take one channel, not the union of several spans\' examples; '
+                          'expected data.spans: 1 (the newest span; drift against the previous '
+                          'one still works)')
     parameters = runtime_parameters(config, image_root)
     defaults = {name: p.default for name, p in parameters.items()}
     tfx_pipeline = build(config, parameters, image_root)
