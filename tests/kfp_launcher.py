@@ -236,13 +236,14 @@ class Run:
 
     def __init__(self, job_path: str, root: str, image_root: str, image_env: Dict[str, str],
                  parameter_values: Optional[Dict[str, Any]] = None, run_id: str = '',
-                 before_task: Optional[Callable[[str], None]] = None, timeout: float = 1800):
+                 timeout: float = 1800):
         with open(job_path, encoding='utf-8') as f:
             job = json.load(f)
         self.spec = job['pipelineSpec']
         self.pipeline = self.spec['pipelineInfo']['name']
         declared = self.spec['root'].get('inputDefinitions', {}).get('parameters', {})
-        self.parameters = {k: v['defaultValue'] for k, v in declared.items() if 'defaultValue' in v}
+        self.parameters = {k: v['defaultValue'] for k, v in declared.items()
+                           if 'defaultValue' in v}
         self.parameters.update(job.get('runtimeConfig', {}).get('parameterValues', {}))
         for name, value in (parameter_values or {}).items():
             if name not in declared:
@@ -252,7 +253,7 @@ class Run:
         self.run_id = run_id or time.strftime('run-%Y%m%d-%H%M%S')
         self.run_root = os.path.join(root, self.pipeline, self.run_id)
         self.store = Store(root)
-        self.before_task, self.timeout = before_task, timeout
+        self.timeout = timeout
         # Per task: the executor input it got, its outputs, whether from the cache, its
         # time (wall and the CPU of its processes); also written to <run root>/tasks.json.
         self.tasks: Dict[str, Dict[str, Any]] = {}
@@ -261,8 +262,6 @@ class Run:
         os.makedirs(self.run_root, exist_ok=True)
         tasks = self.spec['root']['dag']['tasks']
         for name in execution_order(tasks):
-            if self.before_task:
-                self.before_task(name)
             start, cpu = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
             component = self.spec['components'][tasks[name]['componentRef']['name']]
             executor = self.spec['deploymentSpec']['executors'][component['executorLabel']]

@@ -28,7 +28,8 @@ ROWS = 400
 # Few steps (the model still passes the config's AUC bound of 0.7; ~0.85 here). The second
 # model is allowed to score below the first: the test is about the comparison happening.
 SMALL = ['training.train_steps=60', 'training.eval_steps=5', 'training.steps_per_epoch=30',
-         'training.batch_size=64', 'evaluation.change_thresholds=[{metric: auc, max_decrease: 0.5}]']
+         'training.batch_size=64',
+         'evaluation.change_thresholds=[{metric: auc, max_decrease: 0.5}]']
 
 
 def delivery(directory) -> str:
@@ -72,7 +73,8 @@ def kubeflow(tmp_path_factory):
     with open(job, encoding='utf-8') as f:
         spec = json.load(f)['pipelineSpec']
     return dict(spec=spec, job=job, first=first, second=second, failed=failed.value,
-                data=data, data_fingerprint=data_fingerprint, serving=str(serving), image_root=image_root)
+                data=data, data_fingerprint=data_fingerprint, serving=str(serving),
+                image_root=image_root)
 
 
 def output(run, task, key='', index=0):
@@ -96,8 +98,9 @@ def test_every_task_of_the_spec_runs_from_the_image_and_the_model_is_pushed(kube
     assert blessing['metadata']['blessed'] == 1.0
     pushed = output(first, 'Pusher', 'pushed_model')['metadata']
     assert pushed['pushed'] == 1.0
-    assert pushed['pushed_destination'] == f'file://{kubeflow["serving"]}/{pushed["pushed_version"]}'
-    assert pushed_versions(kubeflow['serving'])[0] == pushed['pushed_version']
+    version = pushed['pushed_version']
+    assert pushed['pushed_destination'] == f'file://{kubeflow["serving"]}/{version}'
+    assert pushed_versions(kubeflow['serving'])[0] == version
     # Every task ran in the image's repository copy: the spec names nothing of this
     # repository, and its schema is the copy the Dockerfile staged in the image.
     with open(kubeflow['job'], encoding='utf-8') as f:

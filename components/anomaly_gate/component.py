@@ -51,4 +51,5 @@ class AnomalyGate(base_component.BaseComponent):
             raise ValueError(f"on_anomalies: expected 'fail' or 'warn', got {on_anomalies!r}")
         super().__init__(spec=AnomalyGateSpec(
             anomalies=anomalies, on_anomalies=on_anomalies, drift=drift, examples=examples,
-            drift_examples=drift_examples, input_files=json.dumps(input_files, sort_keys=True) if input_files else None))
+            drift_examples=drift_examples,
+            input_files=json.dumps(input_files, sort_keys=True) if input_files else None))
