@@ -79,14 +79,14 @@ def recorded(artifact) -> Optional[Fingerprints]:
     return json.loads(text) if text else None
 
 
-def _describe(fp: Optional[List[int]]) -> str:
-    return 'absent' if fp is None else f'{fp[0]} bytes (modified {fp[1]} ns)'
+def _describe(fp: List[int]) -> str:
+    return f'{fp[0]} bytes (modified {fp[1]} ns)'
 
 
-def changed_files(recorded_: Fingerprints) -> List[str]:
-    """Lines naming each recorded file that is now gone or different."""
+def changed_files(fingerprints: Fingerprints) -> List[str]:
+    """Lines naming each file of ``fingerprints`` that is now gone or different."""
     lines = []
-    for path, was in sorted(recorded_.items()):
+    for path, was in sorted(fingerprints.items()):
         now = stat(path)
         if now is None:
             lines.append(f'{path}: removed')

@@ -19,16 +19,15 @@ So this does, task by task in dependency order, what the backend and KFP v2's la
   directory with its environment; the driver of a ``lifecycle.preCacheCheck`` first, with
   the same executor input, its output file left for the executor (as TFX's
   ``kubeflow_v2_run_executor`` expects) and its parameters and artifact metadata merged in;
-* **artifacts**: output URIs ``<root>/<pipeline>/<run>/<task>/<output key>``, names as Vertex
-  ML Metadata names them (``projects/.../artifacts/<n>``); the executor output's artifacts
-  merged into them (``mergeRuntimeArtifacts``: the URI if given, the metadata key by key)
-  and recorded in a metadata store kept under ``<root>`` from run to run;
+* **artifacts**: output URIs ``<root>/<pipeline>/<run>/<task>/<output key>``, names shaped
+  as Vertex ML Metadata's (``projects/.../artifacts/<run>.<task>.<key>``); the executor
+  output's artifacts merged into them (``mergeRuntimeArtifacts``: the URI if given, the
+  metadata key by key) and recorded in a metadata store kept under ``<root>`` across runs;
 * **resolvers**: each ``outputArtifactQueries`` filter (``schema_title=``, ``state=``,
   ``name=``, ``uri=``, ``metadata.<key>.<kind>_value=``, joined by ``AND``) answered from
   that store, within the pipeline's context, newest first, ``limit`` (default 1) artifacts;
   placeholders of the task's input artifacts (``{{$.inputs.artifacts['input'].metadata[...]}}``)
-  filled in first; a query that cannot be filled in (no input) finds nothing.
-
+  filled in first; a query that cannot be filled in (no input) finds nothing;
 * **caching**: a task with ``cachingOptions.enableCache`` whose cache key (its input
   artifacts' names, its parameter values after the driver, its output definitions, image,
   command and args: KFP's ``CacheKey``) matches an earlier successful execution reuses that
@@ -302,9 +301,6 @@ class Run:
         return {'parameterValues': parameters, 'artifacts': artifacts}
 
     def _container(self, name, component, container, inputs, caching):
-        from google.protobuf import json_format
-        from kfp.pipeline_spec import pipeline_spec_pb2
-
         task_root = os.path.join(self.run_root, name)
         outputs = {'artifacts': {}, 'outputFile': os.path.join(task_root, 'executor_output.json')}
         for key, spec in component.get('outputDefinitions', {}).get('artifacts', {}).items():
@@ -324,8 +320,6 @@ class Run:
                 driven = json.load(f)
             inputs['parameterValues'].update(driven.get('parameterValues', {}))
             self._merge(outputs, driven)
-        # Validated against the proto, as the backend's protojson would.
-        json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
         key = cache_key(inputs, component, container)
         if caching and key in self.store.executions:
             return self.store.executions[key], executor_input, True
@@ -354,6 +348,11 @@ class Run:
 
     def _process(self, name: str, command: List[str], args: List[str],
                  executor_input: Dict[str, Any]) -> None:
+        from google.protobuf import json_format
+        from kfp.pipeline_spec import pipeline_spec_pb2
+
+        # Checked against the proto: the JSON the backend's protojson would write.
+        json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
         text = json.dumps(executor_input)
         argv = [part.replace('{{$}}', text) for part in command + args]
         for part in argv:

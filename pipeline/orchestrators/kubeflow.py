@@ -74,18 +74,19 @@ def compile_pipeline(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR) -
     ``inputDefinitions`` (``defaultValue``), so a submission may leave them out.
     ``image_root``: where the image holds the repository (the Dockerfile's ``WORKDIR``).
     """
-    import yaml
-    from tfx import v1 as tfx
-    from tfx.dsl.io import fileio
-
     from pipeline import spans
 
+    # Before TensorFlow loads: a refusal should take a moment.
     if len(spans.window(config.data.root, config.data.spans)) > 1:
         raise ConfigError(f'data.spans: {config.data.spans} spans cannot be trained on with the '
                           'kubeflow runner: TFX 1.15 compiles a KFP v2 spec only for components '
                           'that take one channel, not the union of several spans\' examples; '
                           'expected data.spans: 1 (the newest span; drift against the previous '
                           'one still works)')
+    import yaml
+    from tfx import v1 as tfx
+    from tfx.dsl.io import fileio
+
     parameters = runtime_parameters(config, image_root)
     defaults = {name: p.default for name, p in parameters.items()}
     tfx_pipeline = build(config, parameters, image_root)
