@@ -197,13 +197,14 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     window = list(inputs.spans[:-1])
     drift_span = inputs.drift_span
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
-    span_nodes, span_stats = [], {}
+    span_nodes, span_stats, span_examples = [], {}, {}
     train_examples = [example_gen.outputs['examples']]
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
+        span_examples[span] = gen.outputs['examples']
         if span in window:
             validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
@@ -225,7 +226,12 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
-        input_files=inputs.fingerprints), inputs)
+        # The files each ExampleGen read, as recorded on its examples, against the
+        # preflight's fingerprints of this machine's files: only where the components run on
+        # this machine (in the image, the gate checks ExampleGen's records alone).
+        examples=union_of(train_examples),
+        drift_examples=None if drift_span in window else span_examples.get(drift_span),
+        input_files=None if image_root else inputs.fingerprints), inputs)
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
@@ -235,11 +241,12 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     # each component that uses it (~4 s per install). Custom modules stay module files.
     # Either way the cache key holds the digest of the module's code (and of what it
     # imports): TFX's own keys on the function's path, or on the module file alone.
-    package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
+    # A built-in module is named in this package; a custom one in the config's repository.
     code, code_key = {}, {}
     for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
                                       'preprocessing_fn'),
                                      ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
+        package_root = config.base_dir if custom else os.path.dirname(COMPONENTS_DIR)
         code[part] = ({fn: image_module(module, package_root) + '.' + fn}
                       if image_root or not custom else dict(module_file=module))
         code_key[part] = module if custom else image_module(module, os.path.dirname(COMPONENTS_DIR))

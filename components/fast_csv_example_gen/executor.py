@@ -38,6 +38,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
 
+from components import input_files
+
 ColumnType = csv_decoder.ColumnType
 # Output shards hold at most this many records, so multi-worker readers downstream can share
 # the files (a .gz file is read by one worker).
@@ -182,6 +184,16 @@ def convert(files: List[str], writers: List[ShardedWriter], buckets: List[int]) 
                 writers[0].write(record)
 
 
+def record_input_files(artifacts: List[types.Artifact], input_base: str,
+                       input_config: example_gen_pb2.Input) -> None:
+    """Records on each artifact the files about to be read, with their size and mtime as
+    they are now, for the AnomalyGate to check again (components/input_files.py)."""
+    paths = [path for split in input_config.splits
+             for path in sorted(fileio.glob(os.path.join(input_base, split.pattern)))]
+    for artifact in artifacts:
+        input_files.record(artifact, input_files.fingerprint(paths))
+
+
 class Executor(BaseExampleGenExecutor):
     """Overrides ``Do``: no Beam pipeline, the same output artifact."""
 
@@ -201,6 +213,7 @@ class Executor(BaseExampleGenExecutor):
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         for artifact in artifacts:
             artifact.split_names = artifact_utils.encode_split_names(split_names)
+        record_input_files(artifacts, input_base, input_config)  # before reading them
 
         def files_of(pattern: str) -> List[str]:
             found = sorted(fileio.glob(os.path.join(input_base, pattern)))
