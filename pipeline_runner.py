@@ -141,10 +141,16 @@ def cmd_draft_schema(argv: List[str]) -> int:
         return 2
     from google.protobuf import text_format
 
-    from pipeline.schema import draft_schema, write_schema
+    from pipeline.config import read_format
+    from pipeline.schema import describe_schema, draft_schema, write_schema
     from pipeline.spans import input_glob
+    fmt = read_format(config)
     schema = draft_schema(input_glob(config.data.root), config.data.label,
-                          config.data.exclude)
+                          config.data.exclude, fmt, config.features.datetime)
+    # The schema text alone on stdout when it is printed, so that it can be redirected.
+    notes = sys.stdout if args.out else sys.stderr
+    print(f'Read {config.data.root}: {fmt.describe()}', file=notes)
+    print('\n'.join(describe_schema(schema)), file=notes)
     if args.out:
         write_schema(schema, args.out)
         print(f'Wrote {args.out}; compare: diff {config.data.schema} {args.out}')

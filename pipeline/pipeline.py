@@ -21,6 +21,7 @@ from tfx.types import channel_utils, standard_artifacts
 from tfx.types.channel import Channel
 
 import components
+from components import csv_format
 from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
@@ -30,7 +31,7 @@ from components.input_files import fingerprint
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
 from pipeline import spans
-from pipeline.config import ConfigError, PipelineConfig, csv_files
+from pipeline.config import ConfigError, PipelineConfig, csv_files, read_format
 from pipeline.evaluation import build_eval_config
 from pipeline.fast_rerun import source_digest
 from pipeline.preflight import drift_enabled, files_to_read
@@ -74,14 +75,9 @@ STATS_SAMPLE_ROWS = 200_000
 
 
 def estimated_rows(data_root: str) -> int:
-    """Rows in the CSV files under ``data_root``: total bytes / mean bytes of the first lines."""
-    files = csv_files(data_root)  # the newest span's files
-    total = sum(os.path.getsize(f) for f in files)
-    if not files or not total:
-        return 0
-    with open(files[0], 'rb') as f:
-        head = f.readlines(1 << 16)
-    return int(total / max(1.0, sum(map(len, head)) / max(1, len(head))))
+    """Rows in the CSV files under ``data_root`` (the newest span's), uncompressed bytes /
+    mean bytes of the first lines."""
+    return csv_format.estimated_rows(csv_files(data_root))
 
 
 def statistics_options(config: PipelineConfig):
@@ -151,6 +147,7 @@ def create_pipeline(config: PipelineConfig, *,
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
     root = config.data.root
     stats_options = statistics_options(config)
+    reading = read_format(config)  # delimiter, encoding, NA tokens (components/csv_format.py)
 
     def read_span(span: Optional[int], example_gen_id: str, statistics_id: str,
                   input_base: Union[str, RuntimeParameter] = root):
@@ -161,7 +158,7 @@ def create_pipeline(config: PipelineConfig, *,
         input_config, range_config = spans.example_gen_input(root, span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
-            output_config=output_config).with_id(example_gen_id)
+            output_config=output_config, csv_format=reading).with_id(example_gen_id)
         return gen, FastStatisticsGen(examples=gen.outputs['examples'],
                                       stats_options=stats_options).with_id(statistics_id)
 

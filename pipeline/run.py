@@ -120,7 +120,8 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout) -> Dict[str, 
 
     # First, before the heavy imports: a refusal should take a moment, not a TF start-up.
     checked = preflight(config, load_schema(config.data.schema)
-                        if os.path.exists(config.data.schema) else None)
+                        if os.path.exists(config.data.schema) else None,
+                        log=lambda line: print(line, file=out, flush=True))
     with run_lock(config.paths.metadata, log=lambda line: print(line, file=out, flush=True)):
         summary = _run_pipeline(config, out, checked)
         fast_rerun.record(config, summary)
