@@ -49,6 +49,11 @@ SAMPLE_RECORDS = 50
 _UTF8 = codecs.lookup('utf-8').name
 
 
+# A glob of every CSV file in a directory, for ExampleGen's split pattern (it also matches
+# ``*.csv.bak``: readers keep the files ``is_csv_name`` accepts).
+CSV_GLOB = '*.[cC][sS][vV]*'
+
+
 def is_csv_name(name: str) -> bool:
     """Whether a file name is a CSV file the product reads: ``*.csv`` or ``*.csv.gz``."""
     base = os.path.basename(name)

@@ -6,9 +6,9 @@ Two layouts are accepted:
 * spans: ``<root>/span-<N>/*.csv`` — one directory per delivery, ``N`` a whole number that
   grows with time (``span-1``, ``span-2``, ... or ``span-20260101``).
 
-A CSV file is ``*.csv`` or gzipped ``*.csv.gz`` (``components.csv_format.is_csv_name``).
-ExampleGen's glob is ``*.csv*`` and its executor keeps the files that rule names, so it
-reads exactly the files listed here.
+A CSV file is ``*.csv`` or gzipped ``*.csv.gz``, in any letter case
+(``components.csv_format.is_csv_name``). ExampleGen's glob is ``*.[cC][sS][vV]*`` and its
+executor keeps the files that rule names, so it reads exactly the files listed here.
 
 With spans, a run trains on the newest ``data.spans`` spans (default 1), each read by an
 ExampleGen of its own (``{SPAN}`` pattern with a static range pinned to the span the
@@ -20,10 +20,9 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from components.csv_format import is_csv_name
+from components.csv_format import CSV_GLOB, is_csv_name
 
 SPAN_DIR = re.compile(r'^span-(\d+)$')
-CSV_GLOB = '*.csv*'
 SPAN_PATTERN = 'span-{SPAN}/' + CSV_GLOB
 FLAT_PATTERN = CSV_GLOB
 
@@ -72,7 +71,7 @@ def input_files(root: str, span: Optional[int] = None) -> List[str]:
 
 def input_glob(root: str) -> str:
     """A glob of the newest span's CSV files (or the flat root's); it also matches other
-    names (``*.csv.bak``): keep those ``is_csv_name`` accepts, as ExampleGen does."""
+    names (``*.csv.bak``): keep those ``is_csv_name`` accepts, as ExampleGen and drafting do."""
     span = latest_span(root)
     return os.path.join(root if span is None else span_dir(root, span), CSV_GLOB)
 
