@@ -35,6 +35,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from typing import Any, Dict, FrozenSet, List, Sequence, Tuple
 
 # pandas.read_csv's default missing-value tokens (pandas._libs.parsers.STR_NA_VALUES, 2.x).
@@ -62,6 +63,15 @@ def is_csv_name(name: str) -> bool:
 
 def is_gzip(path: str) -> bool:
     return path.lower().endswith('.gz')
+
+
+# What reading a damaged or mislabelled ``.gz`` file raises (from the gzip module).
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def gzip_error(error: Exception) -> str:
+    return (f'not a readable gzip file ({error}); expected gzip-compressed CSV, as the .gz in '
+            'its name says')
 
 
 def delimiter_char(delimiter: str) -> str:
@@ -255,7 +265,10 @@ def read_table(path: str, fmt: CsvFormat):
     import pyarrow as pa
     from pyarrow import csv as pa_csv
 
-    names = read_header(path, fmt)
+    try:
+        names = read_header(path, fmt)
+    except GZIP_ERRORS as e:
+        raise ValueError(f'{path}: {gzip_error(e)}') from e
     source = path if fmt.utf8 else io.BufferedReader(_Utf8Stream(path, fmt.encoding), 1 << 20)
     try:
         return pa_csv.read_csv(
@@ -265,7 +278,7 @@ def read_table(path: str, fmt: CsvFormat):
             convert_options=pa_csv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, null_values=sorted(fmt.missing),
                 strings_can_be_null=True, quoted_strings_can_be_null=True))
-    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError, *GZIP_ERRORS) as e:
         raise ValueError(f'{path}: cannot read it as CSV with a header row '
                          f'(delimiter {describe_delimiter(fmt.delimiter)}, encoding '
                          f'{fmt.encoding}): {e}') from e

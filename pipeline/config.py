@@ -428,8 +428,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if not files:
         fail('data.root', f'no CSV files in {config.data.root}'
              + ('' if os.path.isdir(config.data.root) else ' (the directory does not exist)'))
-    fmt = read_format(config, files[0])
-    header = read_header(files[0], fmt)
+    try:
+        fmt = read_format(config, files[0])
+        header = read_header(files[0], fmt)
+    except csv_format.GZIP_ERRORS as e:
+        fail('data.root', f'{files[0]}: {csv_format.gzip_error(e)}')
     if not header:
         fail('data.root', f'{files[0]} is empty: expected a header row of column names')
     columns = set(header)

@@ -103,21 +103,24 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
     file (default: its detected delimiter, UTF-8, pandas' NA tokens).
     """
     types, dates = types or {}, dates or {}
-    fmt = fmt or csv_format.resolve(path)
-    missing = fmt.missing
 
     def fail(where: str, message: str) -> None:
         raise DataError(f'{path}{", " + where if where else ""}: {message}')
 
     if os.path.getsize(path) == 0:
         fail('', 'the file is empty; expected a header row of column names, then data rows')
-    with csv_format.open_binary(path) as f:
-        if f.read(2) in _UTF16_BOMS and fmt.utf8:
-            fail('line 1', 'the file starts with a UTF-16 byte-order mark (a "Unicode text" '
-                 'export); expected UTF-8 text: set data.encoding: utf-16')
+    try:
+        fmt = fmt or csv_format.resolve(path)
+    except csv_format.GZIP_ERRORS as e:
+        fail('', csv_format.gzip_error(e))
+    missing = fmt.missing
     delimiter = csv_format.describe_delimiter(fmt.delimiter)
     rows = line = 0
     try:
+        with csv_format.open_binary(path) as f:
+            if f.read(2) in _UTF16_BOMS and fmt.utf8:
+                fail('line 1', 'the file starts with a UTF-16 byte-order mark (a "Unicode text" '
+                     'export); expected UTF-8 text: set data.encoding: utf-16')
         with csv_format.open_text(path, fmt.encoding) as f:
             reader = csv.reader(f, delimiter=fmt.delimiter, strict=True)
             header = next(reader, [])
@@ -177,6 +180,8 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
                              f'format {form!r} (the schema\'s time_domain, or features.datetime); '
                              'expected such a date, an empty cell or a missing-value token '
                              f'(data.na_values){_na_hint(value, fmt)}')
+    except csv_format.GZIP_ERRORS as e:
+        fail('', csv_format.gzip_error(e))
     except UnicodeDecodeError:
         name = _encoding_name(fmt.encoding)
         hint = ('set data.encoding to the encoding the file is in (cp1252 for most Windows '
@@ -236,7 +241,7 @@ def _fast_rows(path: str, fmt: CsvFormat, width: int, numeric: List[Tuple[int, t
                     if len(known) > _KNOWN_DATES:
                         known.clear()
                     known |= new
-    except (csv.Error, UnicodeDecodeError, ValueError):
+    except (csv.Error, UnicodeDecodeError, ValueError, *csv_format.GZIP_ERRORS):
         return None
     return rows
 
@@ -281,7 +286,10 @@ def preflight(config, schema=None, log: Optional[Callable[[str], None]] = None
                             'file')
     files = files_to_read(config)
     before = fingerprint(files)
-    fmt = read_format(config)
+    try:
+        fmt = read_format(config)
+    except csv_format.GZIP_ERRORS as e:
+        raise DataError(f'{spans.input_files(root)[0]}: {csv_format.gzip_error(e)}') from e
     if log:
         log(f'Reading {len(files)} CSV file{"s" if len(files) != 1 else ""}: {fmt.describe()}')
     types = _types(schema) if schema is not None else {}

@@ -142,6 +142,18 @@ def test_gzipped_files_are_checked_like_plain_ones(tmp_path):
         check_file(bad, NUMBERS, fmt=csv_format.resolve(bad))
 
 
+def test_a_damaged_or_mislabelled_gzip_file_is_refused(tmp_path):
+    plain = tmp_path / 'plain.csv.gz'
+    plain.write_bytes(b'a,b\n1,2\n')
+    cut = tmp_path / 'cut.csv.gz'
+    whole = gzip.compress(b'a,b\n' + ''.join(f'{i},{i * i}\n' for i in range(5000)).encode())
+    cut.write_bytes(whole[:len(whole) // 2])   # a download cut short
+    for path in (plain, cut):
+        with pytest.raises(DataError, match=f'{path}: not a readable gzip file .*; expected '
+                                            'gzip-compressed CSV'):
+            check_file(str(path))
+
+
 def test_latin1_is_refused_by_default_and_read_with_data_encoding(tmp_path):
     path = write(tmp_path, 'name,length\nCrème,1\nCafé,2\n', encoding='latin-1')
     with pytest.raises(DataError) as e:
