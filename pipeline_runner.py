@@ -142,14 +142,18 @@ def cmd_draft_schema(argv: List[str]) -> int:
     from google.protobuf import text_format
 
     from pipeline.config import read_format
+    from pipeline.preflight import DataError, preflight
     from pipeline.schema import describe_schema, draft_schema, write_schema
     from pipeline.spans import input_glob
-    fmt = read_format(config)
-    schema = draft_schema(input_glob(config.data.root), config.data.label,
-                          config.data.exclude, fmt, config.features.datetime)
     # The schema text alone on stdout when it is printed, so that it can be redirected.
     notes = sys.stdout if args.out else sys.stderr
-    print(f'Read {config.data.root}: {fmt.describe()}', file=notes)
+    try:
+        preflight(config, log=lambda line: print(line, file=notes))  # readable, as a table
+        schema = draft_schema(input_glob(config.data.root), config.data.label,
+                              config.data.exclude, read_format(config), config.features.datetime)
+    except DataError as e:
+        print(f'Data refused: {e}', file=sys.stderr)
+        return 1
     print('\n'.join(describe_schema(schema)), file=notes)
     if args.out:
         write_schema(schema, args.out)

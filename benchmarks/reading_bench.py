@@ -8,8 +8,8 @@ each in a fresh subprocess; then this checkout on the file gzipped and semicolon
 The file is the bundled taxi data repeated to ``--rows`` rows, checked against the taxi
 schema (its numeric columns are parsed) and converted into train/eval splits with pandas'
 NA tokens configured (a reference that predates them ignores the setting). Prints the
-seconds of each run, and the median ratio this/reference, which is what to quote: the
-machine is shared, so absolute times drift.
+seconds of each run (wall, and CPU in brackets), and the median ratios this/reference,
+which is what to quote: the machine is shared, so absolute times drift (CPU time less).
 """
 import argparse
 import csv
@@ -31,9 +31,9 @@ path, out, kind = sys.argv[2], sys.argv[3], sys.argv[4]
 from pipeline import preflight
 from pipeline.schema import load_schema
 types = preflight._types(load_schema(os.path.join(sys.argv[1], 'schemas/taxi/schema.pbtxt')))
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 rows = preflight.check_file(path, types)
-check = time.perf_counter() - start
+check, check_cpu = time.perf_counter() - start, time.process_time() - cpu
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs as specs
 from tfx.utils import proto_utils
@@ -53,9 +53,11 @@ props = {specs.INPUT_BASE_KEY: os.path.dirname(path),
          specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
          'delimiter': ';' if kind == 'semicolon' else ',', 'encoding': 'utf-8',
          'na_values': json.dumps(NA)}
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 executor.Executor().Do({}, {specs.EXAMPLES_KEY: [examples]}, props)
-print(json.dumps({'rows': rows, 'preflight': check, 'example_gen': time.perf_counter() - start}))
+print(json.dumps({'rows': rows, 'preflight': check, 'preflight_cpu': check_cpu,
+                  'example_gen': time.perf_counter() - start,
+                  'example_gen_cpu': time.process_time() - cpu}))
 '''
 
 
@@ -88,6 +90,11 @@ def timed(code: str, path: str, kind: str, scratch: str):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def times(t) -> str:
+    return (f'preflight {t["preflight"]:.2f} s ({t["preflight_cpu"]:.2f}), '
+            f'ExampleGen {t["example_gen"]:.2f} s ({t["example_gen_cpu"]:.2f})')
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--reference', help='a checkout to compare with (e.g. the base commit)')
@@ -97,15 +104,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_data(tmp, args.rows)
         print(f'{args.rows:,} taxi rows; load {os.getloadavg()[0]:.1f}', flush=True)
-        ratios = {'preflight': [], 'example_gen': []}
+        keys = ('preflight', 'preflight_cpu', 'example_gen', 'example_gen_cpu')
+        ratios = {k: [] for k in keys}
         for i in range(args.repeat):
             ours = timed(REPO, paths['plain.csv'], 'plain', tmp)
-            line = (f'run {i + 1}: this   preflight {ours["preflight"]:.2f} s, '
-                    f'ExampleGen {ours["example_gen"]:.2f} s')
+            line = f'run {i + 1}: this {times(ours)}'
             if args.reference:
                 ref = timed(os.path.abspath(args.reference), paths['plain.csv'], 'plain', tmp)
-                line += (f' | reference preflight {ref["preflight"]:.2f} s, '
-                         f'ExampleGen {ref["example_gen"]:.2f} s')
+                line += f' | reference {times(ref)}'
                 for key in ratios:
                     ratios[key].append(ours[key] / ref[key])
             print(line, flush=True)
@@ -114,8 +120,7 @@ def main():
                 f'{k} {statistics.median(v):.2f}' for k, v in ratios.items()))
         for kind, name in (('gzipped', 'gzipped.csv.gz'), ('semicolon', 'semicolon.csv')):
             got = timed(REPO, paths[name], kind, tmp)
-            print(f'this, {kind}: preflight {got["preflight"]:.2f} s, ExampleGen '
-                  f'{got["example_gen"]:.2f} s ({got["rows"]:,} rows)', flush=True)
+            print(f'this, {kind}: {times(got)} ({got["rows"]:,} rows)', flush=True)
     print(f'load {os.getloadavg()[0]:.1f} at the end; {time.strftime("%Y-%m-%d %H:%M")}')
 
 
