@@ -107,11 +107,15 @@ def main():
         keys = ('preflight', 'preflight_cpu', 'example_gen', 'example_gen_cpu')
         ratios = {k: [] for k in keys}
         for i in range(args.repeat):
-            ours = timed(REPO, paths['plain.csv'], 'plain', tmp)
+            # Alternating which goes first: the first of a pair tends to be slower.
+            codes = [REPO] + ([os.path.abspath(args.reference)] if args.reference else [])
+            got = {code: timed(code, paths['plain.csv'], 'plain', tmp)
+                   for code in (codes if i % 2 == 0 else codes[::-1])}
+            ours = got[REPO]
             line = f'run {i + 1}: this {times(ours)}'
             if args.reference:
-                ref = timed(os.path.abspath(args.reference), paths['plain.csv'], 'plain', tmp)
-                line += f' | reference {times(ref)}'
+                ref = got[codes[1]]
+                line += f' | reference {times(ref)}{" (first)" if i % 2 else ""}'
                 for key in ratios:
                     ratios[key].append(ours[key] / ref[key])
             print(line, flush=True)
