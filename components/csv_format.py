@@ -146,9 +146,35 @@ class CsvFormat:
                    na_values=tuple(json.loads(props.get('na_values') or '[]')))
 
 
+def is_remote(path: str) -> bool:
+    return '://' in path
+
+
 def open_binary(path: str):
-    """The file's bytes, decompressed when it is gzipped."""
-    return gzip.open(path, 'rb') if is_gzip(path) else open(path, 'rb')
+    """The file's bytes, decompressed when it is gzipped. A remote file (``gs://...``) is
+    read with TFX's filesystem layer, as TFX's own ExampleGen reads it, into memory (the
+    reader holds the whole table in memory anyway)."""
+    if is_remote(path):
+        from tfx.dsl.io import fileio
+        with fileio.open(path, 'rb') as f:
+            raw = io.BytesIO(f.read())
+    else:
+        raw = open(path, 'rb')
+    return _Gunzip(raw) if is_gzip(path) else raw
+
+
+class _Gunzip(gzip.GzipFile):
+    """A GzipFile that closes the file it reads from (GzipFile leaves that to the caller)."""
+
+    def __init__(self, raw):
+        super().__init__(fileobj=raw, mode='rb')
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def open_text(path: str, encoding: str = 'utf-8', errors: str = 'strict'):
@@ -269,7 +295,9 @@ def read_table(path: str, fmt: CsvFormat):
         names = read_header(path, fmt)
     except GZIP_ERRORS as e:
         raise ValueError(f'{path}: {gzip_error(e)}') from e
-    source = path if fmt.utf8 else io.BufferedReader(_Utf8Stream(path, fmt.encoding), 1 << 20)
+    # pyarrow reads a local UTF-8 file itself (and gunzips it); otherwise it gets a stream.
+    source = (path if fmt.utf8 and not is_remote(path) else open_binary(path) if fmt.utf8
+              else io.BufferedReader(_Utf8Stream(path, fmt.encoding), 1 << 20))
     try:
         return pa_csv.read_csv(
             source,

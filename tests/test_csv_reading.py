@@ -26,7 +26,7 @@ def write(tmp_path, text, name='d.csv', encoding='utf-8'):
 
 def config(tmp_path, label='label', **data):
     """A minimal config on the CSV files in ``tmp_path`` (the schema is drafted there)."""
-    lines = [f'name: t', 'data:', f'  root: {tmp_path}', f'  label: {label}', '  task: binary',
+    lines = ['name: t', 'data:', f'  root: {tmp_path}', f'  label: {label}', '  task: binary',
              f'  schema: {tmp_path / "schema.pbtxt"}']
     lines += [f'  {k}: {v}' for k, v in data.items()]
     lines += ['paths:', f'  pipeline_root: {tmp_path / "root"}',

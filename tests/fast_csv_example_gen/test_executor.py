@@ -30,13 +30,15 @@ lines"
     '60,1.5,2.5,Co,,4,last\n'
 
 
-def run(executor_class, tmp_path, name, split_config=True, files=None, fmt=None):
+def run(executor_class, tmp_path, name, split_config=True, files=None, fmt=None,
+        input_base=None):
     """Runs the executor on ``files`` ({name: bytes}, default TINY_CSV as data.csv) in a
-    data directory of its own."""
-    data = tmp_path / f'data-{name}'
-    data.mkdir(exist_ok=True)
-    for filename, content in (files or {'data.csv': TINY_CSV.encode()}).items():
-        (data / filename).write_bytes(content)
+    data directory of its own, or on the files in ``input_base``."""
+    data = input_base or tmp_path / f'data-{name}'
+    if input_base is None:
+        data.mkdir(exist_ok=True)
+        for filename, content in (files or {'data.csv': TINY_CSV.encode()}).items():
+            (data / filename).write_bytes(content)
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / name)
     output = example_gen_pb2.Output()
@@ -246,3 +248,15 @@ def test_only_csv_and_csv_gz_files_are_read(tmp_path):
 def by_id_single(examples):
     return [e.features.feature['id'].int64_list.value[0]
             for e in map(tf.train.Example.FromString, records(examples, 'train'))]
+
+
+def test_a_remote_data_root_is_read_through_tfx_filesystems(export_reference, tmp_path):
+    """gs:// and the like: TFX's filesystem layer (here TensorFlow's in-memory ram://)."""
+    root = f'ram://{tmp_path.name}/data'
+    tf.io.gfile.makedirs(root)
+    with tf.io.gfile.GFile(f'{root}/d.csv.gz', 'wb') as f:
+        f.write(gzip.compress(export(';', 'cp1252')))
+    fast = run(fast_executor.Executor, tmp_path, 'remote', input_base=root,
+               fmt=csv_format.CsvFormat(';', 'cp1252'))
+    for split in ('train', 'eval'):
+        assert records(fast, split) == records(export_reference, split)
