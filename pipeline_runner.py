@@ -175,17 +175,21 @@ def cmd_draft_schema(argv: List[str]) -> int:
     from pipeline import inputs
     from pipeline.preflight import DataError
     from pipeline.schema import describe_schema, write_schema
+    # The schema text alone on stdout when it is printed, so that it can be redirected.
+    notes = sys.stdout if args.out else sys.stderr
     try:
         window, drift_span = inputs.read_spans(config)
-        pattern, schema = inputs.draft(config, inputs.fingerprint(
-            inputs.files_to_read(config, window[-1:], None)))  # the newest span's files
+        fmt = inputs.reading_format(config)
+        files = inputs.fingerprint(inputs.files_to_read(config, window[-1:], None))
+        print(f'Reading {len(files)} CSV file{"s" if len(files) != 1 else ""}: '
+              f'{fmt.describe()}', file=notes)
+        pattern, schema = inputs.draft(config, files, fmt)  # the newest span's files
     except DataError as e:
         return data_refused(e)
+    print(f'Drafted a schema from {pattern} (TFDV inference):', file=notes)
+    print('\n'.join(describe_schema(schema)), file=notes)
     if args.out:
         write_schema(schema, args.out)
-        print(f'Drafted a schema from {pattern} (TFDV inference):', file=sys.stderr)
-        for line in describe_schema(schema):
-            print(f'  {line}', file=sys.stderr)
         curated = config.data.schema if config.data.schema not in ('', inputs.DRAFT) \
             else inputs.default_schema_path(config)
         print(f'Wrote {args.out}; compare: diff {curated} {args.out}')

@@ -12,7 +12,6 @@ Every refusal raises :class:`ConfigError` with the dotted key at fault, before a
 from __future__ import annotations
 
 import collections.abc
-import csv
 import dataclasses
 import os
 import typing
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
 
+from components import csv_format, datetimes
 from pipeline import spans
 
 TASKS = ('binary', 'multiclass', 'regression')
@@ -53,6 +53,17 @@ class DataConfig:
     # fewer exist). Each is read, summarized and validated on its own; the model is
     # evaluated on the newest span's eval split. A flat root has one body of data: keep 1.
     spans: int = 1
+    # How the CSV files are read (components/csv_format.py). Cells that mean "missing",
+    # besides the empty cell, in every column: pandas' list by default (NA, N/A, NaN, null,
+    # None, ...); [] leaves only empty cells missing. A column of numbers with NA cells stays
+    # numeric.
+    na_values: Tuple[str, ...] = csv_format.NA_VALUES
+    # The field delimiter: one character (",", ";", "|", "tab"...); empty: detected from the
+    # first records among , ; tab | (printed when the run starts).
+    delimiter: str = ''
+    # The files' text encoding (a Python codec name: utf-8, cp1252, latin-1, utf-16...).
+    # UTF-8 may start with a byte-order mark.
+    encoding: str = 'utf-8'
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,11 @@ class FeaturesConfig:
     oov_buckets: int = 10           # out-of-vocabulary buckets per categorical column
     one_hot_max: int = 64           # categorical columns up to this size are one-hot in the deep part
     embedding_dim: int = 8          # otherwise they are embedded with this width
+    # Date/time columns, overriding what schema drafting recognises: {column: format}, a
+    # strptime format of %Y %m %d %H %M %S %f %z (components/datetimes.py), or
+    # 'unix_seconds' for an integer column of seconds since 1970. Drafting records it as
+    # the column's time_domain; the preflight refuses values that do not read in it.
+    datetime: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -329,10 +345,21 @@ def csv_files(data_root: str) -> List[str]:
     return spans.input_files(data_root)
 
 
-def read_header(path: str) -> List[str]:
+def read_format(config: PipelineConfig, path: str = '') -> csv_format.CsvFormat:
+    """How the run reads every CSV file: the encoding, the NA tokens, and ``data.delimiter``
+    or the delimiter detected in ``path`` (default: the first file of the newest span). A
+    remote data root is not read: its delimiter is ``data.delimiter``, or a comma."""
+    data = config.data
+    path = path or next(iter(csv_files(data.root) if '://' not in data.root else []), '')
+    if not path:
+        return csv_format.CsvFormat(csv_format.delimiter_char(data.delimiter) or ',',
+                                    data.encoding, tuple(data.na_values))
+    return csv_format.resolve(path, data.delimiter, data.encoding, data.na_values)
+
+
+def read_header(path: str, fmt: Optional[csv_format.CsvFormat] = None) -> List[str]:
     # Undecodable bytes are the preflight's to report (pipeline/preflight.py), with the line.
-    with open(path, encoding='utf-8', errors='replace', newline='') as f:
-        return next(csv.reader(f), [])
+    return csv_format.read_header(path, fmt or csv_format.resolve(path), errors='replace')
 
 
 def validate(config: PipelineConfig, check_data: bool = True, source: str = '') -> None:
@@ -363,6 +390,13 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     for col, n in config.features.bucketize.items():
         if n < 2:
             fail(f'features.bucketize.{col}', f'expected at least 2 buckets, got {n}')
+    for col, fmt in config.features.datetime.items():
+        if fmt != datetimes.UNIX_SECONDS and datetimes.format_error(fmt):
+            fail(f'features.datetime.{col}', datetimes.format_error(fmt))
+    for key, error in (('data.delimiter', csv_format.delimiter_error(config.data.delimiter)),
+                       ('data.encoding', csv_format.encoding_error(config.data.encoding))):
+        if error:
+            fail(key, error)
     drift = config.validation.drift
     for key, value in ([('default_linf', drift.default_linf), ('default_js', drift.default_js)]
                        + [(f'per_feature.{k}', v) for k, v in drift.per_feature.items()]):
@@ -400,18 +434,27 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if not files:
         fail('data.root', f'no CSV files in {config.data.root}'
              + ('' if os.path.isdir(config.data.root) else ' (the directory does not exist)'))
-    header = read_header(files[0])
+    try:
+        fmt = read_format(config, files[0])
+        header = read_header(files[0], fmt)
+    except csv_format.GZIP_ERRORS as e:
+        fail('data.root', f'{files[0]}: {csv_format.gzip_error(e)}')
     if not header:
         fail('data.root', f'{files[0]} is empty: expected a header row of column names')
     columns = set(header)
+    split = (f'fields separated by {csv_format.describe_delimiter(fmt.delimiter)}'
+             + (', detected: set data.delimiter if that is wrong' if fmt.detected else
+                ' (data.delimiter)'))
     if config.data.label not in columns:
         fail('data.label', f'column {config.data.label!r} is not in {files[0]} '
-             f'(columns: {", ".join(header)})')
+             f'(columns: {", ".join(header)}; {split})')
     named = [('data.exclude', c) for c in config.data.exclude]
     named += [('features.categorical', c) for c in config.features.categorical]
     named += [('features.numeric', c) for c in config.features.numeric]
     named += [('features.bucketize', c) for c in config.features.bucketize]
+    named += [('features.datetime', c) for c in config.features.datetime]
     named += [(f'evaluation.slices[{i}]', c) for i, s in enumerate(config.evaluation.slices) for c in s]
     for key, col in named:
         if col not in columns:
-            fail(key, f'column {col!r} is not in {files[0]} (columns: {", ".join(header)})')
+            fail(key, f'column {col!r} is not in {files[0]} (columns: {", ".join(header)}; '
+                 f'{split})')

@@ -203,7 +203,7 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout,
             if unchanged is not None:
                 return unchanged
         # Before the heavy imports: a refusal should take a moment, not a TF start-up.
-        preflight(config, inputs)
+        preflight(config, inputs, log=say)
         write_staged(inputs.schema.text.encode('utf-8'), inputs.schema.staged)
         summary = _run_pipeline(config, inputs, out)
         fast_rerun.record(config, key, summary)
