@@ -7,6 +7,7 @@ tests/fast_csv_example_gen/test_executor.py.
 """
 import codecs
 import gzip
+import dataclasses
 import os
 
 import pytest
@@ -191,11 +192,19 @@ def test_a_value_that_is_not_a_date_in_a_date_column_is_refused(tmp_path):
     assert check_file(path, fmt=csv_format.resolve(path), dates={'n': datetimes.UNIX_SECONDS}) == 30
 
 
+def resolved_with_a_draft(cfg):
+    """``cfg`` with ``data.schema: draft``, and its inputs resolved (the schema drafted)."""
+    from pipeline.inputs import DRAFT, resolve
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, schema=DRAFT))
+    return cfg, resolve(cfg, log=lambda line: None)
+
+
 def test_preflight_says_how_it_reads_the_files(tmp_path):
     write(tmp_path, 'x;label\nNA;0\n2;1\n', name='a.csv.gz')
     lines = []
-    fingerprints = preflight(config(tmp_path), log=lines.append)
-    assert list(fingerprints) == [str(tmp_path / 'a.csv.gz')]
+    cfg, inputs = resolved_with_a_draft(config(tmp_path))
+    preflight(cfg, inputs, log=lines.append)
+    assert [path for path, _, _ in inputs.files] == [str(tmp_path / 'a.csv.gz')]
     assert lines == ["Reading 1 CSV file: delimiter ';' (semicolon), detected; encoding utf-8; "
                      "missing: empty cells and pandas' 18 NA tokens (NA, N/A, null, …)"]
 
@@ -203,8 +212,8 @@ def test_preflight_says_how_it_reads_the_files(tmp_path):
 def test_a_file_split_by_another_delimiter_is_named(tmp_path):
     write(tmp_path, 'x;label\n1;0\n', name='a.csv')
     write(tmp_path, 'x,label\n1,0\n', name='b.csv')
-    with pytest.raises(DataError) as e:
-        preflight(config(tmp_path), log=None)
+    with pytest.raises(DataError) as e:  # resolving reads every file before drafting
+        resolved_with_a_draft(config(tmp_path))
     assert str(e.value).startswith(f'{tmp_path / "b.csv"}, line 1: column \'label\' missing')
     assert ("this file looks split by ',' (comma): set data.delimiter, or give every file one "
             'delimiter') in str(e.value)
