@@ -5,13 +5,13 @@
 """
 import math
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from components.features import FeaturePlan
+from components.features import LABEL_VOCAB, FeaturePlan
 from components.model import build_keras_model
 from components.signatures import export_serving_model, transform_function
 from pipeline.config import TrainingConfig
@@ -58,8 +58,21 @@ def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bo
                         transform=transform).take(fn_args.eval_steps).cache()
 
 
-def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
-    """``eval_ds`` is finite: each validation is one pass over it."""
+def class_weights(plan: FeaturePlan, tft_output) -> Optional[Dict[int, float]]:
+    """The plan's class weights by class id, for ``fit(class_weight=...)`` (None: unweighted).
+    Binary ids are the plan's keys; multi-class ids are the positions in the label's
+    vocabulary (a class the plan has no weight for weighs 1)."""
+    if not plan.class_weights:
+        return None
+    if plan.task == 'binary':
+        return {int(c): w for c, w in plan.class_weights.items()}
+    classes = [c.decode() for c in tft_output.vocabulary_by_name(LABEL_VOCAB)]
+    return {i: plan.class_weights.get(c, 1.0) for i, c in enumerate(classes)}
+
+
+def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir, class_weight=None):
+    """``eval_ds`` is finite: each validation is one pass over it. ``class_weight``: the
+    training loss's weight of each class id (the validation loss is unweighted)."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch')]
     if training.early_stopping_patience:
@@ -68,7 +81,7 @@ def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
             restore_best_weights=True))
     return model.fit(train_ds, epochs=math.ceil(train_steps / steps_per_epoch),
                      steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
-                     callbacks=callbacks, verbose=2)
+                     callbacks=callbacks, class_weight=class_weight, verbose=2)
 
 
 def parse_custom_config(custom_config):
@@ -91,6 +104,7 @@ def run_fn(fn_args):
                             training.batch_size, training.seed, raw=raw, transform=transform)
     model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
-                log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))
+                log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'),
+                class_weight=class_weights(plan, tft_output))
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          transform=transform)

@@ -3,14 +3,21 @@
 Metric names in the YAML (``evaluation.metrics``) are TFMA / Keras metric class names
 (``AUC``, ``BinaryAccuracy``...); thresholds refer to the names TFMA reports them under
 (``auc``, ``binary_accuracy``...), which are the snake_case of the class names.
+
+Every evaluation also computes ``gain_over_trivial`` and ``trivial_baseline``
+(``components.metrics.GainOverTrivial``): the key metric of a trivial model on the eval
+split and how much better the candidate is. ``evaluation.beat_trivial: true`` gates on it:
+a model is blessed only if the gain is above 0 (``BEAT_TRIVIAL_MARGIN``, on the whole
+split).
 """
+import json
 import re
 from typing import Dict, List
 
 import tensorflow_model_analysis as tfma
 
 from components import metrics
-from components.features import FeaturePlan
+from components.features import GAIN_OVER_TRIVIAL, FeaturePlan
 from components.signatures import SERVING_DEFAULT, TRANSFORM_FEATURES
 from pipeline.config import ConfigError, PipelineConfig
 
@@ -46,11 +53,25 @@ def metric_config(class_name: str, task: str) -> tfma.MetricConfig:
     return tfma.MetricConfig(class_name=class_name)
 
 
+# The least gain over the trivial baseline that evaluation.beat_trivial accepts: strictly
+# better (TFMA's bounds are inclusive), by any margin.
+BEAT_TRIVIAL_MARGIN = 1e-9
+
+
+def trivial_metric(task: str) -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name='GainOverTrivial', module=metrics.__name__,
+                             config=json.dumps({'task': task}))
+
+
 def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalConfig:
     ev = config.evaluation
     classes = list(ev.metrics or DEFAULT_METRICS[plan.task])
     by_name: Dict[str, tfma.MetricConfig] = {
         metric_name(c): metric_config(c, plan.task) for c in classes}
+    by_name[GAIN_OVER_TRIVIAL] = trivial_metric(plan.task)
+    if ev.beat_trivial:
+        overall_only(by_name[GAIN_OVER_TRIVIAL]).value_threshold.CopyFrom(
+            tfma.GenericValueThreshold(lower_bound={'value': BEAT_TRIVIAL_MARGIN}))
 
     for i, th in enumerate(ev.thresholds):
         if th.metric not in by_name:

@@ -34,12 +34,14 @@ from pipeline.config import ConfigError, PipelineConfig, csv_files
 from pipeline.evaluation import build_eval_config
 from pipeline.fast_rerun import source_digest
 from pipeline.preflight import drift_enabled, files_to_read
+from pipeline.profile import data_profile
 from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
 TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
-                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py')}
+                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py'),
+                   'gbt': os.path.join(COMPONENTS_DIR, 'gbt_trainer.py')}
 
 # Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
 # cloudpickle rather than Beam 2.56's default, dill, to serialize the ~3,000 DoFns and
@@ -95,19 +97,20 @@ def statistics_options(config: PipelineConfig):
 def materialize_transform(config: PipelineConfig) -> bool:
     """Whether Transform writes the transformed examples for the Trainer.
 
-    The built-in Keras trainer reads the raw examples and applies the TFT graph in its
-    tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
+    The built-in Keras and gbt trainers read the raw examples and apply the TFT graph in
+    their tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
     is a Beam pass that encodes and writes every row, ~60% of Transform's time at 1M rows,
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
     the estimator trainer runs Transform again.
     """
-    return config.training.trainer != 'keras' or bool(config.modules.trainer)
+    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
 
 
 def feature_plan(config: PipelineConfig) -> FeaturePlan:
-    return plan_from_schema(ensure_schema(config), config)
+    schema = ensure_schema(config)
+    return plan_from_schema(schema, config, data_profile(config, schema))
 
 
 def union_of(channels: List[Channel]):

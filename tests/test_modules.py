@@ -150,7 +150,11 @@ def test_model_builder_is_wide_and_deep_from_the_plan(transformed, task, units):
     assert any(l.name == 'wide_logits' for l in model.layers)
     # company has 3 tokens + '' + 2 OOV = 6 > one_hot_max=4, so it is embedded in the deep part.
     assert any(isinstance(l, tf.keras.layers.Embedding) for l in model.layers)
-    assert model.layers[-1].get_config()['activation'] == ('sigmoid' if task == 'binary' else 'linear')
+    if task == 'binary':
+        assert model.layers[-1].get_config()['activation'] == 'sigmoid'
+    else:  # the z-score back on the label's scale: identity for the plan's default 0 and 1
+        assert isinstance(model.layers[-1], tf.keras.layers.Rescaling)
+        assert (model.layers[-1].scale, model.layers[-1].offset) == (1.0, 0.0)
 
 
 def serialized(row):
