@@ -1,4 +1,4 @@
-"""Keras trainer vs Estimator trainer on the bundled data, side by side.
+"""The Keras, Estimator and gradient-boosted-trees trainers on the bundled data, side by side.
 
     python benchmarks/trainers.py [--workdir DIR] [--config configs/taxi.yaml] [--set KEY=VALUE ...]
 
@@ -19,7 +19,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAINERS = ('keras', 'estimator')
+TRAINERS = ('keras', 'estimator', 'gbt')
 
 
 def run(trainer: str, workdir: str, config: str, overrides):
@@ -51,10 +51,11 @@ def main(argv=None) -> int:
     p.add_argument('--workdir', help='where the fresh roots go (default: a temp dir)')
     p.add_argument('--config', default=os.path.join(REPO, 'configs', 'taxi.yaml'))
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+    p.add_argument('--trainers', default=','.join(TRAINERS), help='subset, in order')
     args = p.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix='trainers-bench-')
     results = []
-    for trainer in TRAINERS:
+    for trainer in args.trainers.split(','):
         print(f'running the pipeline with the {trainer} trainer ...', flush=True)
         results.append(run(trainer, workdir, args.config, args.set))
     print(f'\n{"trainer":<10} {"held-out AUC":>12} {"eval rows":>9} {"Trainer s":>9} '

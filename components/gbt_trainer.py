@@ -58,10 +58,11 @@ def run_fn(fn_args):
     raw = not fn_args.custom_config.get('materialized', True)
     transform = transform_function(tft_output)
     inputs = model_inputs(plan, tft_output)
-    # One pass over the train split, in large batches (TF-DF reads it all into memory).
+    # One pass over the train split, in large batches (TF-DF reads it all into memory), in
+    # the files' order: TF-DF samples with its own seed, so the trees are reproducible.
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             batch_size=max(training.batch_size, 1024), seed=training.seed,
-                            raw=raw, num_epochs=1, transform=transform)
+                            raw=raw, num_epochs=1, transform=transform, shuffle=False)
     valid_ds = validation_dataset(fn_args, plan, tft_output, training, raw, transform)
     model = build_gbt_model(plan, inputs, training)
     model.fit(train_ds, validation_data=valid_ds)

@@ -20,9 +20,10 @@ RAW_BATCH = 1024
 
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
-                 raw: bool = False, num_epochs: Optional[int] = None, transform=None):
+                 raw: bool = False, num_epochs: Optional[int] = None, transform=None,
+                 shuffle: bool = True):
     """Shuffled (transformed features, label) batches: repeated forever, or, with
-    ``num_epochs``, that many passes.
+    ``num_epochs``, that many passes. ``shuffle=False``: in the files' order.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
@@ -34,7 +35,7 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     # the result is cut into training batches (rebatch keeps every row, in order).
     dataset = fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
         batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
-        num_epochs=num_epochs, shuffle=True,
+        num_epochs=num_epochs, shuffle=shuffle,
         label_key=None if raw else plan.label_xf), schema)
     if raw:
         apply = transform or tft_output.transform_features_layer()

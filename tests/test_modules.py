@@ -43,10 +43,12 @@ def make_plan(task='binary', oov=2, one_hot_max=64, hours=()):
         label='label', label_dtype='int', task=task, oov_buckets=oov, one_hot_max=one_hot_max)
 
 
-def run_tft(plan, rows, tmp):
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+def run_tft(plan, rows, tmp, raw_spec=None, compat_v1=False):
+    """``compat_v1``: trace in TF1 mode, as the pipeline's Transform does."""
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_spec or RAW_SPEC))
     config = {'features': plan.to_dict()}
-    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=compat_v1):
         (transformed, _), transform_fn = (
             (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
                 lambda inputs: preprocessing_fn(inputs, config)))

@@ -3,22 +3,18 @@ log scaling, NA tokens at serving, the regression label's scale through the expo
 signatures, and the class weights the Keras fit receives."""
 import datetime
 import math
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from components.features import (CATEGORICAL, DATETIME, NUMERIC, Feature, FeaturePlan,
                                   transformed_name)
 from components.model import build_keras_model
 from components.signatures import SERVING_JSON, export_serving_model
 from components.trainer import class_weights, train_keras
-from components.transform import preprocessing_fn
 from pipeline.config import TrainingConfig
+from test_modules import run_tft as run_plan_tft
 
 FORMATS = {'d_iso': '%Y-%m-%d', 'd_slash': '%Y/%m/%d', 'd_dot': '%d.%m.%Y',
            'dt_tz': '%Y-%m-%dT%H:%M:%S%z', 'dt_space': '%Y-%m-%d %H:%M:%S'}
@@ -66,16 +62,7 @@ def make_plan(task='binary', **label):
 
 
 def run_tft(plan, data, raw_spec, tmp):
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    config = {'features': plan.to_dict()}
-    # TF1 tracing, as the pipeline's Transform does (force_tf_compat_v1).
-    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=True):
-        (transformed, _), transform_fn = (
-            (data, metadata) | tft_beam.AnalyzeAndTransformDataset(
-                lambda inputs: preprocessing_fn(inputs, config)))
-        _ = transform_fn | tft_beam.WriteTransformFn(os.path.join(tmp, 'transform'))
-    metadata_io.write_metadata(metadata, os.path.join(tmp, 'transform', 'metadata'))
-    return transformed, tft.TFTransformOutput(os.path.join(tmp, 'transform'))
+    return run_plan_tft(plan, data, tmp, raw_spec, compat_v1=True)
 
 
 @pytest.fixture(scope='module')
