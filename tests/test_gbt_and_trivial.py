@@ -64,6 +64,9 @@ def test_a_gbt_model_is_gated_against_a_keras_baseline_blessed_and_pushed(gbt_ru
     states = {c['id']: c['state'] for c in gbt['components']}
     # The same raw examples through the same TFT graph: nothing before the Trainer re-ran.
     assert states['Transform'] == 'cached' and states['Trainer'] == 'ran'
+    # The plan, recorded with the (cached) Transform execution, is in the summary.
+    assert gbt['features']['task'] == 'binary'
+    assert 'fare' in {f['name'] for f in gbt['features']['features']}
     ev = gbt['evaluation']
     assert ev['baseline_model'] and ev['baseline_model'].startswith(
         os.path.dirname(os.path.dirname(keras['tensorboard_logdir'])))
