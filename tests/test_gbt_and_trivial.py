@@ -165,6 +165,9 @@ def test_a_model_worse_than_the_mean_is_not_blessed_and_the_summary_says_why(reg
     trivial = weak['evaluation']['trivial']
     assert trivial['metric'] == 'mean_squared_error' and trivial['weak'] is True
     assert trivial['value'] > trivial['trivial'] > 0
+    # The MSE it is compared with is TFMA's own.
+    assert trivial['value'] == pytest.approx(
+        weak['evaluation']['metrics']['mean_squared_error'], rel=1e-4)
     assert weak['blessed'] is False and weak['push']['pushed'] is False
     assert weak['versions'] == []
     text = weak['text']
