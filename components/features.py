@@ -110,8 +110,8 @@ def date_regex(time_format: str) -> Tuple[str, Tuple[str, ...]]:
             raise ValueError(f'%{d} is not supported (supported: '
                              f'{" ".join("%" + k for k in DATE_DIRECTIVES)} and literal text)')
         pattern.append(DATE_DIRECTIVES[d])
-        if DATE_DIRECTIVES[d].startswith('('):
-            groups.append(d)
+        if DATE_DIRECTIVES[d].startswith('(') and not DATE_DIRECTIVES[d].startswith('(?:'):
+            groups.append(d)  # a capture group
         i += 2
     if not {'Y', 'y'} & set(groups) or 'm' not in groups or 'd' not in groups:
         raise ValueError('expected a year (%Y or %y), a month (%m) and a day (%d)')

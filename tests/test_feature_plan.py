@@ -2,6 +2,7 @@
 (pipeline/profile.py): what each column becomes, and the reason it gives."""
 import os
 import random
+import re
 
 import pytest
 import yaml
@@ -118,6 +119,14 @@ def test_a_schema_time_domain_makes_a_date_column(data):
     assert when.outputs[:3] == ('when_year_xf', 'when_month_xf', 'when_month_sin_xf')
     assert not any('hour' in name for name in when.outputs)
     assert 'year, month, day, weekday, yearday' in when.reason
+
+
+def test_date_formats_become_patterns_with_one_group_per_part():
+    from components.features import date_regex
+    pattern, groups = date_regex('%z %d.%m.%Y')  # an offset first: not a group of its own
+    assert groups == ('d', 'm', 'Y')
+    assert re.fullmatch(pattern, '+01:00 29.02.2024').groups() == ('29', '02', '2024')
+    assert re.fullmatch(pattern, 'Z 1.2.1999') and not re.fullmatch(pattern, '29.02.2024')
 
 
 def test_a_date_format_the_graph_cannot_parse_is_refused_naming_the_column(data):
