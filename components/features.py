@@ -423,6 +423,7 @@ def describe(plan: Dict[str, Any]) -> List[Tuple[str, str]]:
     label first: what the run's summary prints."""
     rows = [(plan['label'], f'label ({plan["task"]})'
              + (f': {plan["label_reason"]}' if plan.get('label_reason') else ''))]
-    rows += [(f['name'], f['reason'] or f['kind']) for f in plan['features']]
+    # A plan recorded before reasons were has none: its kind stands in.
+    rows += [(f['name'], f.get('reason') or f['kind']) for f in plan['features']]
     rows += [(d['name'], f'not a feature: {d["reason"]}') for d in plan.get('dropped', ())]
     return rows
