@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import TRAINERS, ConfigError, load_config
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'taxi.yaml')
@@ -42,7 +42,7 @@ def run_parser() -> argparse.ArgumentParser:
                                    '(run.image)')
     p.add_argument('--kfp-output', help='kubeflow: where the spec goes, .json (PipelineJob, '
                                         'Vertex AI) or .yaml (PipelineSpec, KFP) (run.kfp_output)')
-    p.add_argument('--trainer', choices=['keras', 'estimator'], help='training.trainer')
+    p.add_argument('--trainer', choices=list(TRAINERS), help='training.trainer')
     p.add_argument('--train-steps', type=int, help='training.train_steps')
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '

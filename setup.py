@@ -15,5 +15,6 @@ setuptools.setup(
         'tfx==1.15.1', 'tensorflow==2.15.1', 'tensorflow-data-validation==1.15.1',
         'tensorflow-transform==1.15.0', 'tensorflow-model-analysis==0.46.0',
         'apache-beam[gcp]==2.56.0', 'tensorflow-serving-api==2.15.1', 'pyyaml>=6',
+        'tensorflow-decision-forests==1.8.1',  # training.trainer: gbt
     ],
 )

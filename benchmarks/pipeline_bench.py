@@ -271,6 +271,10 @@ def auc(labels, scores) -> float:
 def score(serving_dir: str, serialized, labels) -> Dict:
     import numpy as np
     import tensorflow as tf
+    try:  # a gbt model (--ours-arg=--trainer --ours-arg=gbt) needs TF-DF's ops to load
+        import tensorflow_decision_forests  # noqa: F401
+    except ImportError:
+        pass
 
     versions = sorted((d for d in glob.glob(os.path.join(serving_dir, '*'))
                        if os.path.basename(d).isdigit()), key=lambda d: int(os.path.basename(d)))

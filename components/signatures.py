@@ -12,9 +12,10 @@ binary ``probability`` [batch] (of the positive class); multi-class ``probabilit
 [batch, K] and ``classes`` [batch, K]; regression ``value`` [batch].
 The TFT graph travels inside the SavedModel, so clients send raw features.
 
-The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``keras`` or
-``estimator``; also ``tf.saved_model.load(path).trainer_name.asset_path``). Nothing else
-differs between the trainers' exports.
+The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``keras``,
+``estimator`` or ``gbt``; also ``tf.saved_model.load(path).trainer_name.asset_path``).
+Nothing else differs between the trainers' exports (a ``gbt`` model also needs TensorFlow
+Decision Forests' ops to load: ``import tensorflow_decision_forests`` first).
 """
 import os
 import tempfile
@@ -73,11 +74,14 @@ def transform_function(tft_output):
     return transform
 
 
-def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transform=None):
+def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transform=None,
+                    input_names=None):
     """The three signatures for ``model.save``; the model keeps the TFT layer as an attribute.
 
     ``transform``: the ``transform_function`` the trainer already applied, if any.
+    ``input_names``: the transformed features the model takes (default: its Keras inputs).
     """
+    input_names = list(input_names or model.input_names)
     model.tft_layer = tft_output.transform_features_layer()
     transform = transform or transform_function(tft_output)
     serving_spec = serving_feature_spec(plan, tft_output)
@@ -88,7 +92,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
 
     def predict(raw):
         transformed = transform(raw)
-        scores = model({name: transformed[name] for name in model.input_names})
+        scores = model({name: transformed[name] for name in input_names})
         if plan.task != 'multiclass':
             return {plan.output_key: tf.reshape(scores, [-1])}
         classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
@@ -124,8 +128,8 @@ TRAINER_ASSET = 'trainer.txt'
 
 
 def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str,
-                         trainer: str = 'keras', transform=None) -> None:
-    signatures = make_signatures(model, tft_output, plan, transform)
+                         trainer: str = 'keras', transform=None, input_names=None) -> None:
+    signatures = make_signatures(model, tft_output, plan, transform, input_names)
     with tempfile.TemporaryDirectory() as tmp:
         asset = os.path.join(tmp, TRAINER_ASSET)
         with open(asset, 'w', encoding='utf-8') as f:

@@ -25,7 +25,7 @@ from pipeline import spans
 
 TASKS = ('binary', 'multiclass', 'regression')
 RUNNERS = ('local', 'beam', 'kubeflow')
-TRAINERS = ('keras', 'estimator')
+TRAINERS = ('keras', 'estimator', 'gbt')
 ON_ANOMALIES = ('fail', 'warn')
 
 
@@ -67,6 +67,30 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class RolesConfig:
+    """The feature plan's automatic rules, each on by default (components/features.py says
+    how each decides; the run's summary prints what each column became and why). A column
+    named in features.categorical / numeric / bucketize is taken as configured, whatever
+    these say."""
+    # Drop near-unique string columns (IDs, names, free text: at least 90% distinct and
+    # 20 values) and unique consecutive integers (row numbers).
+    id: bool = True
+    # Drop columns with a single value in every row (or no value at all).
+    constant: bool = True
+    # log1p a numeric column before its z-score when it is non-negative and skewed (> 2).
+    log_scale: bool = True
+    # Expand a column the schema gives a time_domain into its date parts (year, month, day,
+    # day of week, day of year, hour, with sin/cos of those that wrap). Off: the schema's
+    # type decides, as for any column (features.datetime still applies).
+    datetime: bool = True
+    # Regression: train on the label's z-score, de-standardized in the model's last layer.
+    standardize_label: bool = True
+    # Classification: balanced class weights when the rarest class is under 10% of the
+    # rows (Keras trainer only; the estimator and gbt trainers train unweighted).
+    class_weights: bool = True
+
+
+@dataclass(frozen=True)
 class FeaturesConfig:
     # Force a column to be treated as categorical / numeric, overriding the schema.
     categorical: Tuple[str, ...] = ()
@@ -84,11 +108,15 @@ class FeaturesConfig:
     # 'unix_seconds' for an integer column of seconds since 1970. Drafting records it as
     # the column's time_domain; the preflight refuses values that do not read in it.
     datetime: Mapping[str, str] = field(default_factory=dict)
+    roles: RolesConfig = RolesConfig()
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    trainer: Literal['keras', 'estimator'] = 'keras'
+    # keras: the wide-and-deep network (components/trainer.py); estimator: the same network
+    # as a tf.estimator (docs/estimator.md); gbt: TensorFlow Decision Forests' gradient
+    # boosted trees (components/gbt_trainer.py), which ignores the network's settings.
+    trainer: Literal['keras', 'estimator', 'gbt'] = 'keras'
     train_steps: int = 2000
     eval_steps: int = 100           # validation: one pass over at most this many eval batches
     batch_size: int = 128
@@ -106,6 +134,10 @@ class TrainingConfig:
     save_summary_steps: int = 50
     distribute: Literal['', 'mirrored'] = ''
     warm_start: bool = False
+    # gbt trainer only: at most this many trees (early stopping on the eval batches may
+    # stop sooner), each at most this deep (TF-DF's defaults).
+    gbt_num_trees: int = 300
+    gbt_max_depth: int = 6
 
 
 @dataclass(frozen=True)
@@ -130,6 +162,11 @@ class EvaluationConfig:
     slices: Tuple[Tuple[str, ...], ...] = ()
     thresholds: Tuple[Threshold, ...] = ()
     change_thresholds: Tuple[ChangeThreshold, ...] = ()
+    # Bless a model only if its key metric (binary AUC, multi-class accuracy, regression
+    # MSE) beats a trivial model's on the eval split: AUC 0.5 (a constant score), the share
+    # of the most frequent class, the variance of the label (always predicting the mean).
+    # Off, the summary still warns when the model does not beat it.
+    beat_trivial: bool = False
 
 
 @dataclass(frozen=True)
@@ -375,7 +412,8 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('data.spans', f'expected a positive number of spans to train on, got {config.data.spans}')
     t = config.training
     for key in ('train_steps', 'eval_steps', 'batch_size', 'hidden_units', 'hidden_layers',
-                'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps'):
+                'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps',
+                'gbt_num_trees', 'gbt_max_depth'):
         if getattr(t, key) <= 0:
             fail(f'training.{key}', f'expected a positive integer, got {getattr(t, key)}')
     if t.early_stopping_patience < 0:

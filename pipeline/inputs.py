@@ -36,6 +36,7 @@ from pipeline import code_digest, spans
 from pipeline.config import ConfigError, PipelineConfig, read_format, read_header
 from pipeline.evaluation import check_evaluation
 from pipeline.preflight import DataError, check_file
+from pipeline.profile import data_profile
 from pipeline.schema import describe_schema, draft_schema, parse_schema, staged_path, write_schema
 
 # ``data.schema: draft``: draft the schema from the data (again whenever the data changes).
@@ -233,14 +234,14 @@ def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) ->
                 f'column of the schema {schema_path} (header: {", ".join(header)})')
 
 
-def check_plan(config: PipelineConfig, schema, schema_path: str) -> FeaturePlan:
+def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat) -> FeaturePlan:
     """The feature plan; what it refuses, refused here with the key it names."""
     features = {f.name for f in schema.feature}
     if config.data.label not in features:
         raise ConfigError(f'data.label: {config.data.label!r} is not a feature of the schema '
                           f'{schema_path} (features: {", ".join(sorted(features))})')
     try:
-        return plan_from_schema(schema, config)
+        return plan_from_schema(schema, config, data_profile(config, schema, fmt))
     except ValueError as e:  # its messages start with the key at fault
         raise ConfigError(str(e)) from None
 
@@ -271,7 +272,7 @@ def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunIn
     except ValueError as e:
         raise ConfigError(f'data.schema: {e}') from None
     check_columns(schema, schema_path, paths, fmt)
-    plan = check_plan(config, schema, schema_path)
+    plan = check_plan(config, schema, schema_path, fmt)
     check_evaluation(config, plan.task)
     newest = ([p for p in paths if os.path.dirname(p) == spans.span_dir(config.data.root, window[-1])]
               if window else paths)

@@ -42,7 +42,8 @@ from pipeline.schema import staged_path
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
 TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
-                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py')}
+                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py'),
+                   'gbt': os.path.join(COMPONENTS_DIR, 'gbt_trainer.py')}
 
 # Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
 # cloudpickle rather than Beam 2.56's default, dill, to serialize the ~3,000 DoFns and
@@ -112,15 +113,15 @@ def keyed_on_code(node: base_node.BaseNode, inputs: RunInputs, *modules: str):
 def materialize_transform(config: PipelineConfig) -> bool:
     """Whether Transform writes the transformed examples for the Trainer.
 
-    The built-in Keras trainer reads the raw examples and applies the TFT graph in its
-    tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
+    The built-in Keras and gbt trainers read the raw examples and apply the TFT graph in
+    their tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
     is a Beam pass that encodes and writes every row, ~60% of Transform's time at 1M rows,
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
     the estimator trainer runs Transform again.
     """
-    return config.training.trainer != 'keras' or bool(config.modules.trainer)
+    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
 
 
 def union_of(channels: List[Channel]):

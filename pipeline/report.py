@@ -3,6 +3,7 @@
 ``collect(config, since)`` returns a plain dict (it is also what ``--summary-json`` writes);
 ``render(summary)`` turns it into the lines printed at the end of a run.
 """
+import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -104,6 +105,28 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
             'missing_thresholds': validation.missing_thresholds, 'failures': failures}
 
 
+def recorded_plan(store, run_context) -> Optional[Dict[str, Any]]:
+    """The feature plan the run's Transform was given (its ``custom_config``), as a dict."""
+    for execution in store.get_executions_by_context(run_context.id):
+        if execution.type.endswith('.Transform') and 'custom_config' in execution.custom_properties:
+            config = json.loads(execution.custom_properties['custom_config'].string_value)
+            return config.get('features')
+    return None
+
+
+def trivial_comparison(task: str, metrics: Dict[str, float]) -> Optional[Dict[str, Any]]:
+    """The candidate's key metric beside a trivial model's (``components.metrics.
+    GainOverTrivial``); ``weak`` when it is no better."""
+    from components.features import (GAIN_OVER_TRIVIAL, KEY_METRICS, TRIVIAL_BASELINE,
+                                      TRIVIAL_MODELS)
+    if GAIN_OVER_TRIVIAL not in metrics or TRIVIAL_BASELINE not in metrics:
+        return None
+    gain, trivial = metrics[GAIN_OVER_TRIVIAL], metrics[TRIVIAL_BASELINE]
+    value = trivial - gain if task == 'regression' else trivial + gain  # MSE: lower is better
+    return {'metric': KEY_METRICS[task], 'value': value, 'trivial': trivial, 'gain': gain,
+            'trivial_model': TRIVIAL_MODELS[task], 'weak': not gain > 0}
+
+
 def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]] = None,
             error: Optional[str] = None, total_seconds: float = 0.0) -> Dict[str, Any]:
     summary: Dict[str, Any] = {
@@ -124,6 +147,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         return summary
     nodes = run_outputs(store, run)
     summary['run_id'] = run.name
+    summary['features'] = recorded_plan(store, run)
     states = {n: v['state'] for n, v in nodes.items()}
     for c in summary['components']:
         c.setdefault('state', states.get(c['id'], 'not run'))
@@ -149,6 +173,8 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         # Resolvers record no outputs; the Evaluator records the baseline it was given.
         baseline = nodes.get('Evaluator', {}).get('inputs', {}).get('baseline_model')
         summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
+        summary['evaluation']['trivial'] = trivial_comparison(
+            config.data.task, summary['evaluation']['metrics'])
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
     pushed = nodes.get('Pusher', {}).get('outputs', {}).get('pushed_model')
@@ -179,6 +205,29 @@ def _fmt(value) -> str:
     return 'n/a' if value is None else f'{value:.4f}'
 
 
+def plan_lines(plan: Optional[Dict[str, Any]]) -> List[str]:
+    """One line per column of the recorded feature plan: what it became, and why."""
+    if not plan:
+        return []
+    from components.features import describe
+    rows = describe(plan)
+    width = min(28, max(len(name) for name, _ in rows))
+    return ['Features (what each column became, and why):'] + [
+        f'  {name:{width}s} {what}' for name, what in rows]
+
+
+def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
+    """The warning when the model does not beat a trivial one (empty when it does)."""
+    if not trivial or not trivial['weak']:
+        return []
+    better = 'lower' if trivial['metric'] == 'mean_squared_error' else 'higher'
+    return [f'Weak model: its {trivial["metric"]} on the eval split, {_fmt(trivial["value"])}, is '
+            f'no better than a trivial model\'s, {_fmt(trivial["trivial"])} '
+            f'({trivial["trivial_model"]}; {better} is better). Check the label, the features '
+            f'the plan kept and the training settings; evaluation.beat_trivial: true refuses '
+            f'to bless such a model.']
+
+
 def render(summary: Dict[str, Any]) -> str:
     lines = ['', f'== {summary["pipeline"]}: run {summary["status"]} in '
                  f'{summary["total_seconds"]:.1f}s ({summary["runner"]} runner, '
@@ -188,6 +237,7 @@ def render(summary: Dict[str, Any]) -> str:
     if summary.get('spans'):
         lines.append('Data: span' + ('s ' if len(summary['spans']) > 1 else ' ')
                      + ', '.join(map(str, summary['spans'])))
+    lines += plan_lines(summary.get('features'))
     for key, title in (('anomalies', 'Data validation'), ('drift', 'Drift against the previous span')):
         anomalies = summary.get(key)
         if anomalies is None:
@@ -223,6 +273,7 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append(f'  baseline: {ev["baseline_model"]}')
         elif not ev['baseline_metrics']:
             lines.append('  no baseline: no model was blessed before this one')
+        lines += trivial_line(ev.get('trivial'))
     if summary.get('blessed') is not None:
         if summary['blessed']:
             lines.append('Blessed: yes')
@@ -230,6 +281,12 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('Blessed: NO')
             for f in (ev or {}).get('failures', []):
                 what = 'change vs baseline' if f['diff_vs_baseline'] else 'value'
+                trivial = (ev or {}).get('trivial')
+                if f['metric'] == 'gain_over_trivial' and not f['diff_vs_baseline'] and trivial:
+                    lines.append(f'  no better than a trivial model (evaluation.beat_trivial): '
+                                 f'{trivial["metric"]} {_fmt(trivial["value"])} against '
+                                 f'{_fmt(trivial["trivial"])} ({trivial["trivial_model"]})')
+                    continue
                 lines.append(f'  {f["metric"]} [{f["slice"]}] {what} {_fmt(f["value"])} '
                              f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
             if ev and ev.get('missing_thresholds'):

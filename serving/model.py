@@ -14,6 +14,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+try:  # A gbt model (TensorFlow Decision Forests) loads only once TF-DF's custom ops are registered.
+    import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+    pass
+
 from serving.errors import ServingError, invalid, precondition
 from serving.tensors import TensorSpec, feature_kinds, numpy_dtype
 

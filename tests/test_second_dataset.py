@@ -10,6 +10,7 @@ import os
 import random
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipeline.config import load_config
@@ -82,6 +83,13 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     assert (tmp_path / 'schemas' / 'penguins' / 'schema.pbtxt').exists()
     assert summary['anomalies']['found'] == []
     assert summary['evaluation']['metrics']['sparse_categorical_accuracy'] >= 0.6
+    # The trivial baseline: always the most frequent species (about a third here); the
+    # accuracy it is compared with is TFMA's own.
+    trivial = summary['evaluation']['trivial']
+    assert trivial['metric'] == 'sparse_categorical_accuracy' and 0.25 < trivial['trivial'] < 0.5
+    assert trivial['value'] == pytest.approx(
+        summary['evaluation']['metrics']['sparse_categorical_accuracy'], abs=1e-6)
+    assert trivial['weak'] is False
     assert summary['blessed'] is True and summary['push']['pushed'] is True
 
     model = tf.saved_model.load(summary['push']['path'])
