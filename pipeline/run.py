@@ -139,7 +139,7 @@ def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any
     configure_logging(config.run.verbose)
     error = None
     with (contextlib.nullcontext(out) if config.run.verbose else quiet_output(log_path)) as term:
-        from pipeline import report  # TensorFlow and TFX start up here, behind the log
+        from pipeline import html_report, report  # TensorFlow and TFX start up here, behind the log
         from pipeline.pipeline import create_pipeline
         ensure_schema(config, log=lambda line: term.write(line + '\n'))
         tfx_pipeline = create_pipeline(config)
@@ -164,6 +164,7 @@ def _run_pipeline(config: PipelineConfig, out: TextIO, checked) -> Dict[str, Any
         summary = report.collect(config, since_ms=int(start * 1000) - 1000,
                                  components=progress.components, error=error,
                                  total_seconds=time.time() - start)
+        html_report.write_run_report(config, summary, checked, log_path)
     if error and not config.run.verbose:
         summary['log'] = log_path
     return summary
