@@ -158,16 +158,29 @@ def cmd_draft_schema(argv: List[str]) -> int:
 RUN_HELP = 'a run id as `runs` lists it, a unique prefix of it, latest or latest~N'
 
 
+def reading_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags that say where a pipeline's runs are, as the run took them."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument('--config', default=DEFAULT_CONFIG, help='pipeline YAML (default: %(default)s)')
+    p.add_argument('--pipeline-root', help='where the artifacts are (paths.pipeline_root)')
+    p.add_argument('--metadata', help='the ML Metadata SQLite file (paths.metadata)')
+    return p
+
+
+def load_for_reading(args: argparse.Namespace):
+    overrides = [f'{key}={value}' for key, value in (('paths.pipeline_root', args.pipeline_root),
+                                                     ('paths.metadata', args.metadata)) if value]
+    return load_config(args.config, overrides, check_data=False)
+
+
 def cmd_report(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog='pipeline_runner.py report',
-                                description='Write the HTML report of a recorded run again.')
+    p = reading_parser('pipeline_runner.py report', 'Write the HTML report of a recorded run again.')
     p.add_argument('run', nargs='?', default='latest', help=f'{RUN_HELP} (default: latest)')
-    p.add_argument('--config', default=DEFAULT_CONFIG)
     p.add_argument('--out', help='where to write it (default: <pipeline_root>/_runs/<run>.html)')
     p.add_argument('--verbose', action='store_true', help='show the libraries\' own logs')
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config, check_data=False)
+        config = load_for_reading(args)
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2
@@ -212,21 +225,19 @@ def cmd_report(argv: List[str]) -> int:
 
 
 def cmd_runs(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog='pipeline_runner.py runs',
-        description='The runs ML Metadata recorded: list them, show one, or compare two.',
-        epilog=f'RUN, A, B: {RUN_HELP}.')
+    p = reading_parser('pipeline_runner.py runs',
+                       f'The runs ML Metadata recorded: list them, show one, or compare two. '
+                       f'RUN, A, B: {RUN_HELP}.')
     p.add_argument('action', nargs='?', default='list', choices=['list', 'show', 'diff'],
                    help='list (default), show RUN, or diff A B')
     p.add_argument('runs', nargs='*', metavar='RUN')
-    p.add_argument('--config', default=DEFAULT_CONFIG)
     args = p.parse_args(argv)
     wanted = {'list': 0, 'show': 1, 'diff': 2}[args.action]
     if len(args.runs) != wanted:
         p.error(f'{args.action} takes {wanted} run id{"s" if wanted != 1 else ""}, '
                 f'got {len(args.runs)}')
     try:
-        config = load_config(args.config, check_data=False)
+        config = load_for_reading(args)
     except ConfigError as e:
         print(f'Config refused: {e}', file=sys.stderr)
         return 2

@@ -100,21 +100,25 @@ def library_versions() -> Dict[str, Optional[str]]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
+    """JSON's and YAML's types: tuples as lists, dataclasses (thresholds) as dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in _plain(dataclasses.asdict(value)).items() if v is not None}
+    if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
 
 
-def given_keys(obj) -> Dict[str, Any]:
+def given_keys(obj, base_dir: str = '') -> Dict[str, Any]:
     """The fields of a config dataclass that differ from their defaults (required ones
-    always), nested sections included when any of their keys do."""
+    always), nested sections included when any of their keys do. A default path counts as
+    the default once resolved against ``base_dir``, as the config resolves it."""
     out = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            sub = given_keys(value)
+            sub = given_keys(value, base_dir)
             if sub:
                 out[f.name] = sub
             continue
@@ -125,7 +129,9 @@ def given_keys(obj) -> Dict[str, Any]:
         else:
             out[f.name] = _plain(value)
             continue
-        if value != default:
+        resolved = (os.path.abspath(os.path.join(base_dir, default))
+                    if isinstance(default, str) and default and base_dir else default)
+        if value != default and value != resolved:
             out[f.name] = _plain(value)
     return out
 
@@ -135,7 +141,7 @@ def build(config, summary: Dict[str, Any], inputs=None,
     """The record of the run ``summary`` describes (see the module docstring)."""
     config_dict = _plain(dataclasses.asdict(config))
     config_dict.pop('base_dir', None)
-    given = given_keys(config)
+    given = given_keys(config, config.base_dir)
     given.pop('base_dir', None)
     return {
         'format': FORMAT,

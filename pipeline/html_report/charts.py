@@ -190,26 +190,27 @@ def confusion(rows: List[Dict[str, Any]], title: str) -> Dict[str, Any]:
 def predicted_vs_actual(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     values = [r['actual'] for r in rows] + [r['predicted'] for r in rows]
     low, high = (min(values), max(values)) if values else (0, 1)
+    x = {'type': 'quantitative', 'title': 'actual', 'scale': {'zero': False}}
+    y = {'type': 'quantitative', 'title': 'predicted', 'scale': {'zero': False}}
     return _spec(rows, width=300, height=300, title='Predicted against actual', layer=[
         {'data': {'values': [{'x': low, 'y': low}, {'x': high, 'y': high}]},
          'mark': {'type': 'line', 'strokeDash': [4, 3], 'color': '#999'},
-         'encoding': {'x': {'field': 'x', 'type': 'quantitative'},
-                      'y': {'field': 'y', 'type': 'quantitative'}}},
-        {'mark': {'type': 'point', 'filled': True, 'opacity': 0.35, 'size': 14},
-         'encoding': {'x': {'field': 'actual', 'type': 'quantitative', 'scale': {'zero': False}},
-                      'y': {'field': 'predicted', 'type': 'quantitative', 'scale': {'zero': False}},
+         'encoding': {'x': dict(x, field='x'), 'y': dict(y, field='y')}},
+        {'mark': {'type': 'point', 'filled': True, 'opacity': 0.6, 'size': 16},
+         'encoding': {'x': dict(x, field='actual'), 'y': dict(y, field='predicted'),
                       'color': {'value': SERIES_COLORS['candidate']},
                       'tooltip': [{'field': 'actual', 'format': '.4~g'},
                                   {'field': 'predicted', 'format': '.4~g'}]}}])
 
 
 def residuals(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return _spec(rows, width=300, height=300, title='Residuals (actual - predicted)', layer=[
+    y = {'type': 'quantitative', 'title': 'actual - predicted'}
+    return _spec(rows, width=300, height=300, title='Residuals', layer=[
         {'data': {'values': [{'y': 0}]}, 'mark': {'type': 'rule', 'color': '#999'},
-         'encoding': {'y': {'field': 'y', 'type': 'quantitative'}}},
-        {'mark': {'type': 'point', 'filled': True, 'opacity': 0.35, 'size': 14},
+         'encoding': {'y': dict(y, field='y')}},
+        {'mark': {'type': 'point', 'filled': True, 'opacity': 0.6, 'size': 16},
          'encoding': {'x': {'field': 'predicted', 'type': 'quantitative', 'scale': {'zero': False}},
-                      'y': {'field': 'residual', 'type': 'quantitative'},
+                      'y': dict(y, field='residual'),
                       'color': {'value': SERIES_COLORS['candidate']},
                       'tooltip': [{'field': 'predicted', 'format': '.4~g'},
                                   {'field': 'residual', 'format': '.4~g'}]}}])
