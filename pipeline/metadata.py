@@ -6,11 +6,13 @@ here imports TFX or TensorFlow, so ``pipeline_runner.py runs`` answers at once; 
 that need TFX's artifact objects convert with :func:`tfx_artifact`.
 
 A run is TFX's ``pipeline_run`` context; its name (an ISO timestamp, e.g.
-``2026-12-01T11:32:34.133398``) is the run id users see. :func:`find_run` accepts that id,
-any unique prefix of it, ``latest`` or ``latest~N`` (the N-th run before the latest).
+``2026-12-01T11:32:34.133398``) is the run id users see. :func:`find_run` accepts that id
+(or its file-name form, as in the report's name), any unique prefix of it, ``latest`` or
+``latest~N`` (the N-th run before the latest).
 """
 import dataclasses
 import json
+import re
 from typing import Any, Dict, List, Optional
 
 from ml_metadata.metadata_store import metadata_store
@@ -21,6 +23,12 @@ STATES = {Execution.COMPLETE: 'ran', Execution.CACHED: 'cached', Execution.FAILE
           Execution.RUNNING: 'running', Execution.CANCELED: 'canceled', Execution.NEW: 'new'}
 _INPUT = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 _OUTPUT = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+def file_stem(run_id: str) -> str:
+    """A run id as a file name (the run's report and record): ``2026-12-01T11:32:34.1`` ->
+    ``2026-12-01T11-32-34.1``. :func:`find_run` accepts either."""
+    return re.sub(r'[^A-Za-z0-9._-]', '-', run_id)
 
 
 class RunNotFound(LookupError):
@@ -67,8 +75,9 @@ def find_run(store, pipeline_name: str, ref: Optional[str] = None):
             raise RunNotFound(f'run {ref!r}: pipeline {pipeline_name!r} has only {len(runs)} '
                               f'run{"s" if len(runs) != 1 else ""}')
         return runs[-1 - int(back)]
-    exact = [r for r in runs if r.name == ref]
-    matches = exact or [r for r in runs if r.name.startswith(ref)]
+    exact = [r for r in runs if ref in (r.name, file_stem(r.name))]
+    matches = exact or [r for r in runs if r.name.startswith(ref)
+                        or file_stem(r.name).startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     known = ', '.join(r.name for r in runs[-5:])

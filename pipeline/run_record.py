@@ -28,17 +28,13 @@ import hashlib
 import json
 import os
 import platform
-import re
 from importlib import metadata as importlib_metadata
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
+from pipeline.metadata import file_stem
+
 RUNS_DIR = '_runs'
 FORMAT = 1
-
-
-def file_stem(run_id: str) -> str:
-    """A file name for a run id: ``2026-12-01T11:32:34.1`` -> ``2026-12-01T11-32-34.1``."""
-    return re.sub(r'[^A-Za-z0-9._-]', '-', run_id)
 
 
 def path_for(pipeline_root: str, run_id: str, suffix: str = '.json') -> str:

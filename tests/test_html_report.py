@@ -6,6 +6,7 @@ stopped by drift (validation_testlib). Every page must draw all its charts with 
 error, no exception and no network request (report_testlib.open_report); a screenshot of
 each goes to output/test-artifacts/ (or $TEST_ARTIFACTS).
 """
+import json
 import os
 import re
 import shlex
@@ -88,7 +89,7 @@ def test_the_reports_curl_and_grpc_calls_work_against_the_model_server(taxi_e2e)
             if '"predictions"' in answer.stdout or time.time() > deadline:
                 break
             time.sleep(1)
-        import json
+        assert '"predictions"' in answer.stdout, (curl, answer.stdout, answer.stderr)
         predictions = json.loads(answer.stdout)['predictions']
         assert len(predictions) == 1 and 0.0 <= predictions[0] <= 1.0
         grpc = values['grpc'].replace("'127.0.0.1:8500'", f"'127.0.0.1:{ports['gRPC']}'")

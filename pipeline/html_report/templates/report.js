@@ -46,22 +46,27 @@
     });
   });
 
+  // The button sits beside the command, not in it: selecting or reading the command's text
+  // gets the command alone.
   document.querySelectorAll('pre.copy').forEach(function (pre) {
+    var box = document.createElement('div');
+    box.className = 'copy-box';
+    pre.parentNode.insertBefore(box, pre);
+    box.appendChild(pre);
     var button = document.createElement('button');
     button.type = 'button';
     button.textContent = 'copy';
     button.addEventListener('click', function () {
-      var text = pre.firstChild.textContent;
       var done = function () { button.textContent = 'copied'; setTimeout(function () { button.textContent = 'copy'; }, 1500); };
       if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(done, function () { select(pre); });
+        navigator.clipboard.writeText(pre.textContent).then(done, function () { select(pre); });
       } else { select(pre); }
     });
-    pre.appendChild(button);
+    box.appendChild(button);
   });
   function select(pre) {
     var range = document.createRange();
-    range.selectNodeContents(pre.firstChild);
+    range.selectNodeContents(pre);
     var selection = window.getSelection();
     selection.removeAllRanges();
     selection.addRange(range);
