@@ -173,7 +173,8 @@ def run_one(name: str, data_root: str, work: str, ours_args: List[str], fresh: b
               'components': component_times(paths['metadata'], start, samples)}
     result.update(report_figures(paths['pipeline_root'], start))
     print(f'  {name}: exit {code}, {result["seconds"]} s, {result["cpu_seconds"]} CPU s, peak {result["peak_rss_mb"]} MB '
-          + (f'(HTML report {result["report_seconds"]} s, {result["report_mb"]} MB) '
+          + (f'(HTML report {result["report_seconds"]} s, {result["report_cpu_seconds"]} CPU s, '
+             f'{result["report_mb"]} MB) '
              if result.get('report_seconds') is not None else '')
           + f'(log: {paths["log"]})', flush=True)
     return result
@@ -190,6 +191,7 @@ def report_figures(pipeline_root: str, since: float) -> Dict:
     if record.get('report_seconds') is None:
         return {}
     return {'report_seconds': record['report_seconds'],
+            'report_cpu_seconds': record.get('report_cpu_seconds'),
             'report_mb': round(record.get('report_bytes', 0) / 2**20, 2)}
 
 
@@ -327,11 +329,12 @@ def report(results: Dict) -> str:
                  '/'.join(map(str, r.get('load', []))), r['peak_rss_mb'],
                  sum(c['state'] == 'COMPLETE' for c in r['components']),
                  sum(c['state'] == 'CACHED' for c in r['components']),
-                 r.get('report_seconds', '-'), r.get('report_mb', '-')]
+                 r.get('report_seconds', '-'), r.get('report_cpu_seconds', '-'),
+                 r.get('report_mb', '-')]
                 for r in runs.get(phase, [])]
         out.append(f'### {phase}: whole run (subprocess wall time, peak RSS of the process tree)\n')
         out.append(table(['pipeline', 'exit', 'wall s', 'CPU s', 'load before/after', 'peak MB',
-                          'ran', 'cached', 'HTML report s', 'report MB'], rows))
+                          'ran', 'cached', 'HTML report s', 'report CPU s', 'report MB'], rows))
         for r in runs.get(phase, []):
             out.append(f'\n{phase}, {r["pipeline"]}: per component (MLMD execution times)\n')
             out.append(table(['component', 'state', 'start s', 'seconds', 'peak MB'],

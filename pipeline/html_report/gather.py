@@ -13,6 +13,8 @@ import shlex
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
+import yaml
+
 from pipeline.html_report import data, evaluation, training
 from pipeline.metadata import NodeExecution, producer, string_property
 
@@ -47,7 +49,6 @@ def run_section(run, nodes: Dict[str, NodeExecution], record: Dict[str, Any],
                 for n in ordered]
     for row in timeline:
         row['bar_end'] = max(row['end'], row['start'] + minimum)
-    import yaml
     return {
         'status': summary.get('status') or ('failed' if any(
             n.state == 'failed' for n in ordered) else 'unknown'),
