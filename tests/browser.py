@@ -71,7 +71,8 @@ def _devtools_url(profile: str, proc: subprocess.Popen, timeout: float = 30) -> 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f'chromium exited with {proc.returncode}: {proc.stderr.read()}')
+            with open(os.path.join(profile, 'chromium.log')) as f:
+                raise RuntimeError(f'chromium exited with {proc.returncode}: {f.read()[-2000:]}')
         if os.path.exists(port_file):
             with open(port_file) as f:
                 lines = f.read().split()
@@ -90,8 +91,10 @@ def open_page(path: str, ready: str = 'document.body && document.body.dataset.re
     import websocket
 
     profile = tempfile.mkdtemp(prefix='chromium-profile-')
+    # Its own log to a file (a pipe nobody reads could fill and stall it).
+    log = open(os.path.join(profile, 'chromium.log'), 'w')
     proc = subprocess.Popen([CHROMIUM, *FLAGS, f'--user-data-dir={profile}', 'about:blank'],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log)
     try:
         url = _devtools_url(profile, proc)
         browser = websocket.create_connection(url, timeout=30, suppress_origin=True)
@@ -139,4 +142,5 @@ def open_page(path: str, ready: str = 'document.body && document.body.dataset.re
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
         shutil.rmtree(profile, ignore_errors=True)
