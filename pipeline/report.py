@@ -7,62 +7,19 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from pipeline import spans
-
-STATES = {metadata_store_pb2.Execution.COMPLETE: 'ran', metadata_store_pb2.Execution.CACHED: 'cached',
-          metadata_store_pb2.Execution.FAILED: 'failed', metadata_store_pb2.Execution.RUNNING: 'running',
-          metadata_store_pb2.Execution.CANCELED: 'canceled', metadata_store_pb2.Execution.NEW: 'new'}
-
-
-def open_store(path: str) -> metadata_store.MetadataStore:
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-    return metadata_store.MetadataStore(connection)
-
-
-def _tfx_artifact(artifact_proto, store):
-    """A TFX artifact object for an MLMD artifact proto (for the TFX readers)."""
-    from tfx.types import artifact_utils
-    [artifact_type] = store.get_artifact_types_by_id([artifact_proto.type_id])
-    return artifact_utils.deserialize_artifact(artifact_type, artifact_proto)
-
-
-def latest_run(store, pipeline_name: str, since_ms: int = 0):
-    """The newest pipeline_run context of the pipeline, created at or after ``since_ms``."""
-    pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
-    if pipeline is None:
-        return None
-    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
-            if c.type == 'pipeline_run'] or store.get_contexts_by_type('pipeline_run')
-    runs = [r for r in runs if r.create_time_since_epoch >= since_ms]
-    return max(runs, key=lambda r: r.id) if runs else None
+# The ML Metadata readers live in pipeline/metadata.py (shared with the HTML report and the
+# run browser); these names stay importable from here.
+from pipeline.metadata import STATES, latest_run, open_store, read_runs, tfx_artifact  # noqa: F401
 
 
 def run_outputs(store, run_context) -> Dict[str, Dict[str, Any]]:
     """{node id: {'state': ..., 'inputs': {key: [artifacts]}, 'outputs': {key: [artifacts]}}}
     for one pipeline run (TFX artifact objects)."""
-    kinds = {metadata_store_pb2.Event.OUTPUT: 'outputs',
-             metadata_store_pb2.Event.DECLARED_OUTPUT: 'outputs',
-             metadata_store_pb2.Event.INPUT: 'inputs',
-             metadata_store_pb2.Event.DECLARED_INPUT: 'inputs'}
-    result = {}
-    for execution in store.get_executions_by_context(run_context.id):
-        nodes = [c.name.split('.', 1)[-1] for c in store.get_contexts_by_execution(execution.id)
-                 if c.type == 'node']
-        node = nodes[0] if nodes else execution.type
-        found: Dict[str, Dict[str, List[Any]]] = {'inputs': {}, 'outputs': {}}
-        events = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type in kinds]
-        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-        for e in events:
-            key = e.path.steps[0].key if e.path.steps else ''
-            found[kinds[e.type]].setdefault(key, []).append(
-                _tfx_artifact(artifacts[e.artifact_id], store))
-        result[node] = {'state': STATES.get(execution.last_known_state, 'unknown'), **found}
-    return result
+    return {node: {'state': n.state,
+                   'inputs': {k: [tfx_artifact(a, store) for a in v] for k, v in n.inputs.items()},
+                   'outputs': {k: [tfx_artifact(a, store) for a in v] for k, v in n.outputs.items()}}
+            for node, n in read_runs(store, [run_context])[run_context.id].items()}
 
 
 def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
@@ -128,7 +85,10 @@ def trivial_comparison(task: str, metrics: Dict[str, float]) -> Optional[Dict[st
 
 
 def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]] = None,
-            error: Optional[str] = None, total_seconds: float = 0.0) -> Dict[str, Any]:
+            error: Optional[str] = None, total_seconds: float = 0.0,
+            run=None) -> Dict[str, Any]:
+    """The summary of the newest run since ``since_ms``, or of ``run`` (a pipeline_run
+    context, for reading back any recorded run)."""
     summary: Dict[str, Any] = {
         'pipeline': config.name, 'runner': config.run.runner, 'trainer': config.training.trainer,
         'status': 'failed' if error else 'succeeded', 'error': error,
@@ -142,7 +102,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     if not os.path.exists(config.paths.metadata):
         return summary
     store = open_store(config.paths.metadata)
-    run = latest_run(store, config.name, since_ms)
+    run = run or latest_run(store, config.name, since_ms)
     if run is None:
         return summary
     nodes = run_outputs(store, run)
@@ -300,5 +260,9 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('Pushed: nothing (the model was not blessed); serving is unchanged')
     if summary.get('tensorboard_logdir'):
         lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
+    if summary.get('report'):
+        lines.append(f'Report: {summary["report"]}')
+    elif summary.get('report_error'):
+        lines.append(f'Report: not written ({summary["report_error"]})')
     lines.append(f'Artifacts: {summary["pipeline_root"]}   Metadata: {summary["metadata"]}')
     return '\n'.join(lines)

@@ -109,3 +109,10 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     # Each prototype is classified as its own species.
     predicted = [classes[i][probabilities[i].argmax()].decode() for i in range(3)]
     assert predicted == list(SPECIES)
+
+    # The run's HTML report draws the multi-class confusion matrix (tests/test_html_report.py).
+    import browser
+    if browser.available() or os.environ.get('CI'):
+        from report_testlib import open_report
+        drawn = open_report(summary['report'], 'multiclass')['chart_ids']
+        assert 'confusion-candidate' in drawn and 'roc' not in drawn
