@@ -544,18 +544,19 @@ def _print_throughput(rows, libraries):
     for r in rows:
         print(_table_line(r))
     if len(libraries) > 1:
-        print(f"\nthroughput relative to {libraries[0]} in the same round (geometric mean over the scenarios):")
-        for library in libraries[1:]:
+        print(f"\nthroughput relative to {libraries[0]} in the same round (geometric mean over the scenarios; "
+              "gRPC does not go through the HTTP library, so its ratios show how much the machine drifted):")
+        for library, protocol in [(lib, proto) for lib in libraries[1:] for proto in ("rest", "grpc")]:
             ratios = []
             for r in rows:
-                if r["http"] != library:
+                if r["http"] != library or r["protocol"] != protocol:
                     continue
                 base = [b for b in rows if b["http"] == libraries[0] and b["round"] == r["round"]
                         and (b["protocol"], b["batch"], b["concurrency"]) == (r["protocol"], r["batch"], r["concurrency"])]
                 if base and base[0]["rps"] > 0 and r["rps"] > 0:
                     ratios.append(r["rps"] / base[0]["rps"])
             if ratios:
-                print(f"  {library}: {statistics.geometric_mean(ratios):.2f} (over {len(ratios)} scenarios, "
+                print(f"  {library} {protocol}: {statistics.geometric_mean(ratios):.2f} (over {len(ratios)} scenarios, "
                       f"from {min(ratios):.2f} to {max(ratios):.2f})")
 
 

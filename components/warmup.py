@@ -111,3 +111,25 @@ def read_examples(model, examples, split: str = 'eval', count: int = DEFAULT_EXA
         split_name=split, num_examples=count)
     requests = request_builder.build_requests('', model, examples, spec)
     return [tf.make_ndarray(next(iter(r.inputs.values())))[0] for r in requests]
+
+
+def writer(input_dict):
+    """For the Pusher: a function that writes the warmup file into the copy it publishes, from
+    the first examples of the eval split of its `examples` input (None without that input).
+    A failure to make the file is logged, and the version is published without it."""
+    from absl import logging
+    from tfx.types import artifact_utils, standard_component_specs
+
+    examples = input_dict.get('examples')
+    if not examples:
+        return None
+    model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+
+    def write(saved_model_dir: str) -> None:
+        try:
+            path = write_warmup_file(saved_model_dir, read_examples(model, examples[0]))
+            logging.info('Warmup requests written to %s', path)
+        except Exception as e:  # noqa: BLE001 - a version without warmup still serves
+            logging.warning('No warmup file: %s: %s', type(e).__name__, e)
+
+    return write

@@ -138,13 +138,14 @@ def _protocol_class(limits: HttpLimits, metrics: Metrics):
             self._close(slow if self._header_bytes else b"")
 
         def data_received(self, data: bytes) -> None:
-            waiting = self._header_timer is not None
-            if waiting:
-                self._header_bytes += len(data)
+            if self._header_timer is not None:  # waiting for headers: count theirs, not the body's
+                end = data.find(b"\r\n\r\n")
+                self._header_bytes += len(data) if end < 0 else end
+                if self._header_bytes > limits.max_header_bytes:
+                    metrics.refused("header_size")
+                    self._close(too_large)
+                    return
             super().data_received(data)
-            if waiting and self._header_timer is not None and self._header_bytes > limits.max_header_bytes:
-                metrics.refused("header_size")
-                self._close(too_large)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

@@ -95,6 +95,7 @@ class LoadedVersion:
         # Raw feature name -> kind, used to check classify/regress examples before the model sees them.
         self.feature_kinds = feature_kinds(raw.inputs) if raw else None
         self.batchers: dict = {}  # signature name -> Batcher, made by the server's event loop
+        self.warmup_requests = 0  # how many requests of its warmup file ran before it served
 
     def signature(self, name: str) -> Signature:
         name = name or SERVING_DEFAULT

@@ -74,7 +74,7 @@ class ServerConfig:
 
 def load_version(model_name: str, version: int, path: str) -> LoadedVersion:
     loaded = LoadedVersion(model_name, version, path)
-    warm_up(loaded)
+    loaded.warmup_requests = warm_up(loaded)
     return loaded
 
 

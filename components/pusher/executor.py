@@ -19,6 +19,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components import warmup
 from components.model_versions import version_number
 
 
@@ -28,14 +29,17 @@ def next_version(base_dir: str) -> int:
     return max([int(time.time())] + [v + 1 for v in existing])
 
 
-def publish(model_dir: str, base_dir: str) -> str:
-    """Copies a SavedModel to ``base_dir/<version>`` atomically; returns the version."""
+def publish(model_dir: str, base_dir: str, prepare=None) -> str:
+    """Copies a SavedModel to ``base_dir/<version>`` atomically; returns the version.
+    ``prepare(copy)`` adds files to the copy before it is published (the warmup file)."""
     os.makedirs(base_dir, exist_ok=True)
     version = next_version(base_dir)
     staging = os.path.join(base_dir, f'.tmp-{version}-{os.getpid()}')
     shutil.rmtree(staging, ignore_errors=True)
     try:
         shutil.copytree(model_dir, staging)
+        if prepare is not None:
+            prepare(staging)
         while True:
             try:
                 os.rename(staging, os.path.join(base_dir, str(version)))
@@ -65,7 +69,7 @@ class Executor(tfx_pusher.Executor):
         if '://' in base_dir:  # object stores (Kubeflow: gs://) have no atomic rename
             return super().Do(input_dict, output_dict, exec_properties)
         model_path = self.GetModelPath(input_dict)
-        version = publish(model_path, base_dir)
+        version = publish(model_path, base_dir, warmup.writer(input_dict))
         serving_path = os.path.join(base_dir, version)
         logging.info('Model pushed to %s', serving_path)
         io_utils.copy_dir(model_path, model_push.uri)
