@@ -67,6 +67,10 @@ def unavailable(message: str, retry_after_s: int = 1) -> ServingError:
     return ServingError("UNAVAILABLE", message, retry_after_s=retry_after_s)
 
 
+class LoadError(Exception):
+    """A version that could not be loaded; the message says why (no exception type to add)."""
+
+
 _error_ids = itertools.count(1)
 
 

@@ -79,18 +79,17 @@ def read_signature_defs(path: str) -> dict:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-class LoadedVersion:
-    """A SavedModel version in memory, ready to run. Requests that resolved it keep it alive
+class VersionBase:
+    """What the server knows of a loaded version, wherever its model runs: its signatures,
+    the raw features' kinds, and its batchers. Requests that resolved it keep it alive
     while they run, so unloading it (dropping the registry's reference) never fails them."""
 
-    def __init__(self, model_name: str, version: int, path: str):
+    def __init__(self, model_name: str, version: int, path: str, signature_defs: dict, callable_names):
         self.model_name = model_name
         self.version = version
         self.path = path
-        self.signature_defs = read_signature_defs(path)
-        self._module = load_saved_model(path)
-        self._functions = dict(self._module.signatures)
-        self.signatures = {name: Signature(name, self.signature_defs[name]) for name in self._functions}
+        self.signature_defs = signature_defs  # all of them, as metadata shows them
+        self.signatures = {name: Signature(name, signature_defs[name]) for name in callable_names}
         raw = self.signatures.get(SERVING_JSON)
         # Raw feature name -> kind, used to check classify/regress examples before the model sees them.
         self.feature_kinds = feature_kinds(raw.inputs) if raw else None
@@ -106,7 +105,20 @@ class LoadedVersion:
         return self.signatures[name]
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls a signature (blocking; runs in the model's thread)."""
+        raise NotImplementedError
+
+
+class LoadedVersion(VersionBase):
+    """A SavedModel version in this process's memory (in a model process: serving/worker.py)."""
+
+    def __init__(self, model_name: str, version: int, path: str):
+        module = load_saved_model(path)
+        self._module = module
+        self._functions = dict(module.signatures)
+        super().__init__(model_name, version, path, read_signature_defs(path), list(self._functions))
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature (blocking)."""
         function = self._functions[signature_name]
         try:
             outputs = function(**inputs)

@@ -34,11 +34,10 @@ from serving.grpc_api import add_services
 from serving.http import HttpLimits, HttpServer, bind
 from serving.jsonio import MAX_DEPTH_LIMIT
 from serving.metrics import Metrics
-from serving.model import LoadedVersion
 from serving.rest import RestApi
 from serving.service import InferenceService, Limits
 from serving.versions import ModelVersions, VersionPolicy
-from serving.warmup import warm_up
+from serving.worker import VersionProcess
 
 log = logging.getLogger("serving")
 MiB = 1024 * 1024
@@ -72,10 +71,9 @@ class ServerConfig:
     grace_seconds: float = 10.0
 
 
-def load_version(model_name: str, version: int, path: str) -> LoadedVersion:
-    loaded = LoadedVersion(model_name, version, path)
-    loaded.warmup_requests = warm_up(loaded)
-    return loaded
+def load_version(model_name: str, version: int, path: str) -> VersionProcess:
+    """Loads and warms a version up, in a process of its own (serving/worker.py)."""
+    return VersionProcess(model_name, version, path)
 
 
 def _raise_fd_limit(wanted: int) -> None:
@@ -199,6 +197,9 @@ class ModelServer:
         for thread in self._threads:
             thread.join(timeout=self.config.grace_seconds + 10)
         self.service.close()
+        for versions in self.service.models.values():
+            for version in versions.loaded.values():
+                version.close()
 
     def __enter__(self) -> "ModelServer":
         return self.start()

@@ -5,6 +5,7 @@ and metadata answers (as TF Serving protos), and the request metrics."""
 import asyncio
 import dataclasses
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,8 +16,8 @@ from serving.batching import Batcher
 from serving.errors import ServingError, invalid, not_found
 from serving.metrics import Metrics
 from serving.model import (
-    LoadedVersion,
     Signature,
+    VersionBase,
     classification_results,
     examples_input_name,
     regression_results,
@@ -69,7 +70,7 @@ class InferenceService:
             )
         return versions
 
-    def resolve(self, name: str, version: int | None = None, label: str = "") -> LoadedVersion:
+    def resolve(self, name: str, version: int | None = None, label: str = "") -> VersionBase:
         """The loaded version a request names: a number, a label, or neither (the newest)."""
         if label:
             versions = self.model(name, f"Specific({name}, label {label})")
@@ -79,7 +80,7 @@ class InferenceService:
             versions = self.model(name, what)
         return versions.resolve(version)
 
-    async def predict(self, mv: LoadedVersion, sig: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def predict(self, mv: VersionBase, sig: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = sig.batch_size(inputs)
         if rows == 0:
             raise invalid("the request has an empty batch: send at least one instance")
@@ -94,8 +95,9 @@ class InferenceService:
         batcher = mv.batchers.get(sig.name)
         if batcher is None:
             on_batch, queue_gauge = self.metrics.batch_observer(mv.model_name, sig.name)
+            # Through a weak reference: the version's process stops once no request holds it.
             batcher = mv.batchers[sig.name] = Batcher(
-                lambda arrays, name=sig.name: mv.run(name, arrays),
+                lambda arrays, name=sig.name, ref=weakref.ref(mv): ref().run(name, arrays),
                 self.limits.max_batch_size,
                 self.limits.batch_timeout_s,
                 executor,
@@ -105,14 +107,14 @@ class InferenceService:
             )
         return await batcher.submit(inputs, rows)
 
-    async def classify(self, mv: LoadedVersion, signature_name: str, examples: list[bytes]):
+    async def classify(self, mv: VersionBase, signature_name: str, examples: list[bytes]):
         sig = mv.signature(signature_name)
         input_name = examples_input_name(sig)
         require_classifier(sig)
         outputs = await self.predict(mv, sig, {input_name: _strings(examples)})
         return sig, classification_results(outputs)
 
-    async def regress(self, mv: LoadedVersion, signature_name: str, examples: list[bytes]):
+    async def regress(self, mv: VersionBase, signature_name: str, examples: list[bytes]):
         sig = mv.signature(signature_name)
         input_name = examples_input_name(sig)
         require_regressor(sig)
@@ -161,7 +163,7 @@ class RequestRecord:
         self.version = None
         self.signature_name = ""
 
-    def found(self, mv: LoadedVersion, signature_name: str = "") -> None:
+    def found(self, mv: VersionBase, signature_name: str = "") -> None:
         self.model_name, self.version, self.signature_name = mv.model_name, mv.version, signature_name
 
     def done(self, metrics: Metrics, entrypoint: str, error: ServingError | None) -> None:

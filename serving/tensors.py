@@ -16,10 +16,11 @@ the tf.Example, as an absent key does.
 import base64
 import binascii
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from components.signatures import MISSING_INT64
 from serving.errors import invalid
@@ -340,16 +341,49 @@ def array_to_json(array: np.ndarray, name: str):
 # TensorProto <-> numpy (gRPC)
 
 
+# dtype -> the TensorProto field that lists its values (when not in tensor_content).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_INT8: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val", types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+}
+_DATA_TYPES = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if v is not object}
+
+
 def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
+    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~5)."""
     if proto.dtype != spec.dtype:
         raise invalid(
             f"input '{spec.name}' expects {spec.dtype_name} but the request sent "
             f"{types_pb2.DataType.Name(proto.dtype)}"
         )
-    try:
-        array = tf.make_ndarray(proto)
-    except Exception as e:  # malformed proto: value count does not match the shape, etc.
-        raise invalid(f"input '{spec.name}' is not a valid TensorProto: {e}") from None
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    count = math.prod(shape)
+    if any(d < 0 for d in shape):
+        raise invalid(f"input '{spec.name}' has a negative dimension in its TensorProto shape")
+    dtype = _NUMPY_DTYPES[proto.dtype]
+    if proto.tensor_content and dtype is not object:
+        if len(proto.tensor_content) != count * np.dtype(dtype).itemsize:
+            raise invalid(f"input '{spec.name}': tensor_content holds {len(proto.tensor_content)} bytes, "
+                          f"not the {count} values of its shape")
+        array = np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    else:
+        values = getattr(proto, _VALUE_FIELDS[proto.dtype])
+        if proto.dtype == types_pb2.DT_HALF:
+            flat = np.array(values, dtype=np.uint16).view(np.float16)
+        elif dtype is object:
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = list(values)
+        else:
+            flat = np.array(values, dtype=dtype)
+        if len(flat) == count:
+            array = flat.reshape(shape)
+        elif len(flat) == 1 or (len(flat) == 0 and count == 0):
+            array = np.full(shape, flat[0] if len(flat) else 0, dtype=dtype)  # one value fills the shape, as in TF
+        else:
+            raise invalid(f"input '{spec.name}' has {len(flat)} values for a shape of {count}")
     check_shape(array.shape, spec)
     return array
 
@@ -368,7 +402,16 @@ def protos_to_arrays(protos, inputs: dict[str, TensorSpec], fills: dict | None, 
 
 
 def array_to_proto(array: np.ndarray):
-    return tf.make_tensor_proto(array)
+    """An output array as a TensorProto, in numpy (tf.make_tensor_proto takes ~90 us)."""
+    proto = tensor_pb2.TensorProto()
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    if array.dtype == object:
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1))
+        return proto
+    proto.dtype = _DATA_TYPES[array.dtype]
+    proto.tensor_content = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return proto
 
 
 # --------------------------------------------------------------------------------------

@@ -16,21 +16,15 @@ names a label gets the version it names, as if it had named the number.
 import dataclasses
 import logging
 import os
-import sys
 import threading
 from typing import Callable
 
 from components.model_versions import version_number
-from serving.errors import invalid, not_found, without_paths
+from serving.errors import LoadError, invalid, not_found, without_paths
 
 log = logging.getLogger("serving")
 
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
-
-# While a version loads in the poller thread, Python hands the interpreter to another thread
-# (the event loop) after at most this long, instead of its default 5 ms: loading holds the
-# GIL for long stretches, and each wait adds to the latency of the requests being served.
-_LOAD_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,19 +147,16 @@ class ModelVersions:
         self._set_status(VersionStatus(version, LOADING))
         log.info("model %s: loading version %d from %s", self.name, version, path)
         fingerprint = _fingerprint(path)
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(_LOAD_SWITCH_INTERVAL_S)
         try:
             loaded = self._load(self.name, version, path)
         except Exception as e:  # noqa: BLE001 - any failure to load is reported, not raised
             log.error("Failed to load version %d of model %s from %s: %s: %s", version, self.name, path,
                       type(e).__name__, e)
-            message = f"Failed to load version {version} of model {self.name}: {type(e).__name__}: {without_paths(str(e))}"
+            why = str(e) if isinstance(e, LoadError) else f"{type(e).__name__}: {e}"
+            message = f"Failed to load version {version} of model {self.name}: {without_paths(why)}"
             self._failed[version] = fingerprint
             self._set_status(VersionStatus(version, END, message))
             return None
-        finally:
-            sys.setswitchinterval(switch_interval)
         self._failed.pop(version, None)
         self._set_status(VersionStatus(version, AVAILABLE))
         log.info("model %s: version %d is AVAILABLE", self.name, version)

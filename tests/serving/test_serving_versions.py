@@ -88,7 +88,7 @@ def test_broken_version_is_reported_and_skipped(serving_dir, model_store, refere
             f.write(b"this is not a SavedModel")
         with caplog.at_level(logging.ERROR, logger="serving"):
             os.rename(broken, os.path.join(serving_dir, "2"))
-            assert wait_for(lambda: len(status(srv).json()["model_version_status"]) == 2)
+            assert wait_for(lambda: {v["version"]: v["state"] for v in status(srv).json()["model_version_status"]}.get("2") == "END")
         versions = {v["version"]: v for v in status(srv).json()["model_version_status"]}
         assert set(versions) == {"1", "2"}
         assert versions["1"]["state"] == "AVAILABLE"
