@@ -48,17 +48,19 @@ class Signature:
         self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
         # Requests can share a model call only when every input is batched along dimension 0.
         self.batchable = bool(self.inputs) and all(spec.batched for spec in self.inputs.values())
+        self._batched = [name for name, spec in self.inputs.items() if spec.batched]
         # The pipeline's serving_json takes missing values (null, or an input left out).
         self.fills = missing_fills(self.inputs) if name == SERVING_JSON else None
 
     def batch_size(self, arrays: dict[str, np.ndarray]) -> int:
         """The number of rows in a request; every batched input must agree on it."""
-        sizes = {name: a.shape[0] for name, a in arrays.items() if self.inputs[name].batched}
+        sizes = {arrays[name].shape[0] for name in self._batched}
         if not sizes:
             return 1
-        if len(set(sizes.values())) > 1:
-            raise invalid(f"inputs disagree on the batch size (dimension 0): {sizes}")
-        return next(iter(sizes.values()))
+        if len(sizes) > 1:
+            raise invalid("inputs disagree on the batch size (dimension 0): "
+                          f"{ {name: arrays[name].shape[0] for name in self._batched} }")
+        return sizes.pop()
 
 
 def _error_message(error: tf.errors.OpError) -> str:

@@ -322,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     `argv` excludes the program name."""
     config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    done = threading.Event()  # set by SIGINT or SIGTERM, from now on (also while starting)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
     try:
         server = ModelServer(config)
         server.start()
@@ -330,9 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"REST listening on {server.rest_url}", flush=True)
     print(f"gRPC listening on {server.grpc_target}", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     done.wait()
     log.info("stopping: finishing the requests in flight (at most %g s)", config.grace_seconds)
     server.stop()

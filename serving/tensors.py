@@ -42,6 +42,13 @@ _NUMPY_DTYPES = {
 }
 _FLOATS = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF}
 _NONE = type(None)
+# dtype -> the Python types of the JSON values that fill it as they are (bool is not an int here).
+_JSON_TYPES = {
+    **{d: frozenset({float, int}) for d in _FLOATS},
+    **{d: frozenset({int}) for d in _NUMPY_DTYPES if d not in _FLOATS | {types_pb2.DT_BOOL, types_pb2.DT_STRING}},
+    types_pb2.DT_BOOL: frozenset({bool}),
+    types_pb2.DT_STRING: frozenset({str}),
+}
 
 
 def numpy_dtype(dtype: int):
@@ -63,14 +70,17 @@ class TensorSpec:
             shape = tuple(d.size for d in info.tensor_shape.dim)
         return cls(name, info.dtype, shape)
 
+    def __post_init__(self):
+        # Worked out once: they are read for every input of every request.
+        # batched: the leading dimension is the (unknown) batch dimension.
+        object.__setattr__(self, "batched", self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1)
+        # column: a [batch] vector, as the pipeline's serving_json inputs are.
+        object.__setattr__(self, "column", self.shape == (-1,))
+        object.__setattr__(self, "json_types", _JSON_TYPES.get(self.dtype, frozenset()))
+
     @property
     def dtype_name(self) -> str:
         return types_pb2.DataType.Name(self.dtype)
-
-    @property
-    def batched(self) -> bool:
-        """True when the leading dimension is the (unknown) batch dimension."""
-        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
 
 
 def missing_fills(inputs: dict[str, TensorSpec]) -> dict[str, object]:
@@ -248,9 +258,32 @@ def rows_to_arrays(instances, inputs: dict[str, TensorSpec], fills: dict | None 
             raise invalid(f"instance {i} is not an object like instance 0")
         if instance.keys() != expected:
             _check_names(instance.keys(), names, f"instance {i}", fills is not None)
+    if len(instances) == 1:
+        return _one_row(instances[0], inputs, fills)
     if fills is None:
         return {name: json_to_array([row[name] for row in instances], inputs[name]) for name in names}
     return {name: json_to_array([row.get(name) for row in instances], inputs[name], _fill(fills, name)) for name in names}
+
+
+def _one_row(instance: dict, inputs: dict[str, TensorSpec], fills: dict | None) -> dict[str, np.ndarray]:
+    """A one-row request, the most common kind, without the general path's list work."""
+    arrays = {}
+    for name, spec in inputs.items():
+        value = instance.get(name)
+        kind = type(value)
+        if spec.column and kind in spec.json_types:
+            if kind is str:
+                array = np.empty(1, dtype=object)
+                array[0] = value.encode("utf-8")
+            else:
+                try:
+                    array = np.array([value], dtype=_NUMPY_DTYPES[spec.dtype])
+                except OverflowError:
+                    array = json_to_array([value], spec, _fill(fills, name))  # names the input
+            arrays[name] = array
+        else:
+            arrays[name] = json_to_array([value], spec, _fill(fills, name))
+    return arrays
 
 
 def _fill(fills: dict | None, name: str):

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 TIMEOUT = 0.6
 LIMITS = dict(header_timeout_seconds=TIMEOUT, body_timeout_seconds=TIMEOUT, keep_alive_seconds=TIMEOUT,
-              max_connections=6, max_header_bytes=4096, max_json_depth=8, max_buffered_bytes=150_000)
+              max_connections=6, max_header_bytes=4096, max_json_depth=8, max_buffered_bytes=300_000)
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 BODY = json.dumps({"signature_name": "serving_json", "instances": ROWS}).encode()
 
@@ -159,13 +159,13 @@ def test_deeply_nested_json_is_400(limited):
 
 
 def test_request_bodies_held_at_once_are_bounded(limited):
-    # Two clients each half-way through a 100 kB body: the second goes over the 150 kB budget.
-    payload = b'{"instances": "' + b"x" * 100_000 + b'"}'
+    # Two clients each most of the way through a 200 kB body: the second goes over the 300 kB budget.
+    payload = b'{"instances": "' + b"x" * 200_000 + b'"}'
     first, second = connect(limited), connect(limited)
     try:
-        first.sendall(head(len(payload)) + payload[:90_000])
+        first.sendall(head(len(payload)) + payload[:190_000])
         time.sleep(0.1)
-        second.sendall(head(len(payload)) + payload[:90_000])
+        second.sendall(head(len(payload)) + payload[:190_000])
         data = reply(second)
         assert status_of(data) == 503 and b"--max-buffered-bytes" in data and b"retry-after" in data.lower()
     finally:
