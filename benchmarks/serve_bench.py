@@ -37,7 +37,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import threading
 import struct

@@ -15,7 +15,7 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, ROWS, example_bytes, push_copy
+from serving_testlib import MODEL_NAME, ROWS, example_bytes, push_copy, wait_for
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from components import warmup
@@ -23,15 +23,6 @@ from serving import model_config
 
 APPROX = dict(rel=1e-5, abs=1e-6)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def wait_for(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def json_predict(srv, model, suffix="", rows=ROWS[:1]):
