@@ -19,6 +19,7 @@ requests in flight finish (for at most `--grace-seconds`), then the process exit
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import resource
 import signal
@@ -177,6 +178,10 @@ class ModelServer:
         _raise_fd_limit(self.config.max_connections + 256)
         for versions in self.service.models.values():
             versions.poll()
+        # TensorFlow's import leaves millions of Python objects that every full garbage
+        # collection would walk again (a pause of 100s of ms, in the middle of requests):
+        # they live as long as the process, so the collector is told to leave them be.
+        gc.freeze()
         serve = threading.Thread(target=self._serve_thread, name="serving-loop", daemon=True)
         serve.start()
         self._ready.wait()

@@ -12,6 +12,7 @@ when the server drops the version and the last request holding it has finished, 
 server stops, or when the server's process dies (the pipe closes).
 """
 
+import gc
 import logging
 import signal
 import threading
@@ -94,6 +95,7 @@ def _serve(conn, model_name: str, version: int, path: str) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the server, which reports the version END
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
+    gc.freeze()  # the model's objects stay: full collections need not walk them (serving/server.py)
     serialized = {name: d.SerializeToString() for name, d in loaded.signature_defs.items()}
     conn.send(("ready", serialized, list(loaded.signatures), count))
     while True:
