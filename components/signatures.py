@@ -3,7 +3,9 @@
 ``serving_default``     TF Serving clients and the Evaluator: serialized raw ``tf.Example``s
                         (no label) in ``examples``.
 ``serving_json``        JSON / REST clients: one tensor per raw feature, each shape [batch].
-                        A missing value is "" for a string and NaN for a float.
+                        A missing value is "" for a string, NaN for a float and
+                        ``MISSING_INT64`` for an integer (the model server turns JSON's
+                        ``null`` or an absent key into these).
 ``transform_features``  TFMA: serialized raw examples, label included, to transformed
                         features (it reads the transformed label from here).
 
@@ -37,20 +39,47 @@ def serving_feature_spec(plan: FeaturePlan, tft_output):
     return spec
 
 
-def _from_dense(value, spec):
-    """One JSON feature column ([batch]) to what parsing a tf.Example would have given."""
-    if isinstance(spec, tf.io.FixedLenFeature):
-        return tf.reshape(value, [-1, *spec.shape])
+# The integer a `serving_json` client sends for a missing integer feature (int64's smallest
+# value): JSON's numbers and TensorProtos have no null, and NaN is a float. The model server
+# sends it for a JSON `null` or an absent key; a gRPC client sends it itself.
+MISSING_INT64 = -2**63
+
+
+def _from_dense(value, spec, name):
+    """One JSON feature column ([batch]) to what parsing a tf.Example would have given.
+
+    A missing value ("" for a string, NaN for a float, ``MISSING_INT64`` for an integer)
+    is as a feature the example lacks: no entry of a VarLenFeature; a FixedLenFeature's
+    default, or, without one, a refusal naming the feature (as parsing refuses the example).
+    """
     if value.dtype == tf.string:
         present = tf.not_equal(value, '')
     elif value.dtype.is_floating:
         present = tf.logical_not(tf.math.is_nan(value))
     else:
-        present = tf.ones_like(value, dtype=tf.bool)
+        present = tf.not_equal(value, MISSING_INT64)
+    if isinstance(spec, tf.io.FixedLenFeature):
+        if spec.default_value is None:
+            check = tf.debugging.Assert(
+                tf.reduce_all(present),
+                [f'Feature: {name} (data type: {value.dtype.name}) is required but could '
+                 'not be found (a missing value in serving_json).'])
+            with tf.control_dependencies([check]):
+                value = tf.identity(value)
+        else:
+            default = tf.reshape(tf.constant(spec.default_value, value.dtype), [])
+            value = tf.where(present, value, default)
+        return tf.reshape(value, [-1, *spec.shape])
     rows = tf.where(present)  # [n, 1]
     indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
     return tf.SparseTensor(indices, tf.gather_nd(value, rows),
                            tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
+
+
+def raw_features_from_json(features, feature_spec):
+    """``serving_json``'s inputs (one [batch] tensor per raw feature) as parsing tf.Examples
+    with ``feature_spec`` would have given them."""
+    return {name: _from_dense(features[name], spec, name) for name, spec in feature_spec.items()}
 
 
 def transform_function(tft_output):
@@ -109,8 +138,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
                                    for name, spec in sorted(serving_spec.items())}],
                  autograph=False)
     def serve_json(features):
-        return predict({name: _from_dense(features[name], serving_spec[name])
-                        for name in serving_spec})
+        return predict(raw_features_from_json(features, serving_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
                  autograph=False)

@@ -12,10 +12,10 @@ from typing import List, Optional, Union
 
 # TFX's modules, not ``tfx.v1``: importing that loads its Google Cloud extensions
 # (google.cloud.aiplatform), ~12 s of every run's start-up on this machine.
-from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, Trainer,
+from tfx.components import (Evaluator, ExampleValidator, SchemaGen, Trainer,
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.base import base_node, executor_spec
+from tfx.dsl.components.base import base_node
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -32,7 +32,7 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
-from components.pusher import executor as pusher_executor
+from components.pusher.component import Pusher
 from pipeline import code_digest, spans
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
@@ -319,10 +319,10 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     pusher_component = Pusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
+        examples=example_gen.outputs['examples'],  # for the warmup file (eval split)
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.paths.serving_dir)),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
+                base_directory=config.paths.serving_dir)))
     keyed_on_code(pusher_component, inputs)
 
     return Pipeline(
