@@ -298,6 +298,12 @@ def cmd_runs(argv: List[str]) -> int:
     return 0
 
 
+# The subcommands: name -> function of the remaining arguments, returning the exit status.
+COMMANDS: Dict[str, Callable[[List[str]], int]] = {
+    'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
+    'report': cmd_report, 'runs': cmd_runs}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:

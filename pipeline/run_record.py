@@ -72,9 +72,9 @@ def data_files(inputs: Union[Mapping[str, Any], Iterable[str], None]) -> List[Di
 def code_digest(config) -> Dict[str, Any]:
     """sha256 of the code a run runs: this repository's ``pipeline/`` and ``components/``,
     and the custom modules; ``digest`` covers them all."""
-    from pipeline.fast_rerun import CODE_DIRS, REPO, source_digest
+    from pipeline.code_digest import REPO, tree_digest
 
-    parts = {f'{d}/': source_digest(os.path.join(REPO, d)) for d in CODE_DIRS}
+    parts = {f'{d}/': tree_digest(os.path.join(REPO, d)) for d in ('pipeline', 'components')}
     for key, path in (('modules.transform', config.modules.transform),
                       ('modules.trainer', config.modules.trainer)):
         if path and os.path.isfile(path):
