@@ -26,6 +26,7 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
+from components.infra_validator import InfraValidator
 from components.input_files import fingerprint
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
@@ -290,9 +291,18 @@ def create_pipeline(config: PipelineConfig, *,
         baseline_model=baseline.outputs['model'],
         eval_config=build_eval_config(config, plan))
 
+    # Before the push: the candidate in a real model server (validation.infra; off by default).
+    infra = config.validation.infra
+    infra_validator = InfraValidator(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        model_blessing=evaluator.outputs['blessing'], model_name=config.name,
+        num_examples=infra.examples, load_timeout_seconds=infra.load_timeout_seconds,
+        require_tf_serving=infra.require_tf_serving) if infra.enabled else None
+
     pusher_component = Pusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'],
+        infra_blessing=infra_validator.outputs['blessing'] if infra_validator else None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=config.paths.serving_dir)),
@@ -304,7 +314,8 @@ def create_pipeline(config: PipelineConfig, *,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
-                    evaluator, pusher_component],
+                    evaluator, *([infra_validator] if infra_validator else []),
+                    pusher_component],
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(config.paths.metadata)),

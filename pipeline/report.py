@@ -113,6 +113,9 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
         'spans': spans.window(config.data.root, config.data.spans),  # [] for a flat root
         'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
+        # The InfraValidator's verdict (components/infra_validator), or why it did not run.
+        'infra_validation': (None if config.validation.infra.enabled
+                             else {'skipped': 'off (validation.infra.enabled: false)'}),
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
     }
@@ -151,6 +154,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+    infra = nodes.get('InfraValidator', {}).get('outputs', {}).get('blessing')
+    if infra:
+        from components.infra_validator.executor import read_blessing  # imports TF: only here
+        summary['infra_validation'] = read_blessing(infra[0])
     pushed = nodes.get('Pusher', {}).get('outputs', {}).get('pushed_model')
     if pushed:
         p = pushed[0]
@@ -177,6 +184,18 @@ def dataclass_dict(obj) -> Dict[str, Any]:
 
 def _fmt(value) -> str:
     return 'n/a' if value is None else f'{value:.4f}'
+
+
+def infra_line(infra: Dict[str, Any]) -> str:
+    if infra.get('skipped'):
+        return f'skipped: {infra["skipped"]}'
+    if infra['blessed']:
+        servers = ' and '.join(infra['servers'])
+        return (f'passed ({servers}: {len(infra["signatures"])} signatures over REST and gRPC, '
+                f'{infra["examples"]} examples, {infra["seconds"]:.1f}s)'
+                + ('' if infra.get('tf_serving', '').startswith('/') else
+                   f'; {infra.get("tf_serving")}'))
+    return f'FAILED: {infra["reason"]}'
 
 
 def render(summary: Dict[str, Any]) -> str:
@@ -234,13 +253,19 @@ def render(summary: Dict[str, Any]) -> str:
                              f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
             if ev and ev.get('missing_thresholds'):
                 lines.append('  no thresholds are configured: TFMA blesses nothing without one')
+    infra = summary.get('infra_validation')
+    if infra:
+        lines.append(f'Infra validation: {infra_line(infra)}')
     push = summary.get('push')
     if push:
         if push['pushed']:
             lines.append(f'Pushed: {push["path"]} (version {push["version"]})'
                          + (' [from an earlier run; nothing changed]' if push['from_cache'] else ''))
         else:
-            lines.append('Pushed: nothing (the model was not blessed); serving is unchanged')
+            why = ('infra validation failed: ' + infra['reason']
+                   if summary.get('blessed') and infra and infra.get('blessed') is False
+                   else 'the model was not blessed')
+            lines.append(f'Pushed: nothing ({why}); serving is unchanged')
     if summary.get('tensorboard_logdir'):
         lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
     lines.append(f'Artifacts: {summary["pipeline_root"]}   Metadata: {summary["metadata"]}')
