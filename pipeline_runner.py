@@ -3,6 +3,7 @@
     python pipeline_runner.py [run] [--config configs/taxi.yaml] [flags]
     python pipeline_runner.py serve [--config configs/taxi.yaml] [server flags]
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
+    python pipeline_runner.py predict --data DIR_OR_CSV --out PATH [--model-version V] [...]
 
 Exit status: 0 when the run succeeded (blessed and pushed, or not blessed and nothing
 pushed), 1 when the run failed or the preflight refused the data (nothing ran), 2 when the
@@ -153,9 +154,15 @@ def cmd_draft_schema(argv: List[str]) -> int:
     return 0
 
 
+def cmd_predict(argv: List[str]) -> int:
+    from pipeline.predict import main as predict_main
+    return predict_main(argv, DEFAULT_CONFIG)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
+    commands = {'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
+                'predict': cmd_predict}
     if argv and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     return cmd_run(argv)
