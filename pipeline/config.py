@@ -179,6 +179,24 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``tflite: true`` adds ``assets.extra/model.tflite`` (and ``model_tflite.json``: sizes,
+    latencies, the check) to the pushed model (components/tflite_export), checked against the
+    SavedModel on the eval split within ``tflite_tolerance`` (absolute; default 1e-5, or 0.05
+    with ``tflite_quantization: dynamic_range``)."""
+    tflite: bool = False
+    tflite_quantization: Literal['none', 'dynamic_range'] = 'none'
+    tflite_tolerance: Optional[float] = None
+    tflite_examples: int = 1000
+
+    @property
+    def tolerance(self) -> float:
+        if self.tflite_tolerance is not None:
+            return self.tflite_tolerance
+        return 1e-5 if self.tflite_quantization == 'none' else 0.05
+
+
+@dataclass(frozen=True)
 class ModulesConfig:
     """Escape hatch: replace the generic Transform / Trainer code with a module of your own.
 
@@ -201,6 +219,7 @@ class PipelineConfig:
     validation: ValidationConfig = ValidationConfig()
     run: RunConfig = RunConfig()
     modules: ModulesConfig = ModulesConfig()
+    export: ExportConfig = ExportConfig()
     # Directory the relative paths in the file were resolved against.
     base_dir: str = ''
 
@@ -396,6 +415,10 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('validation.infra.require_tf_serving', 'tensorflow_model_server is not on PATH; '
              'install TF Serving\'s binary, or set require_tf_serving: false to validate with '
              'the product\'s model server alone')
+    if config.export.tflite_examples < 1:
+        fail('export.tflite_examples', f'expected a positive number, got {config.export.tflite_examples}')
+    if config.export.tflite_tolerance is not None and config.export.tflite_tolerance < 0:
+        fail('export.tflite_tolerance', f'expected 0 or more, got {config.export.tflite_tolerance}')
     for i, th in enumerate(config.evaluation.thresholds):
         if th.lower is None and th.upper is None:
             fail(f'evaluation.thresholds[{i}]', 'give a lower or an upper bound')

@@ -27,6 +27,7 @@ from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
 from components.infra_validator import InfraValidator
+from components.tflite_export import TFLiteExport
 from components.input_files import fingerprint
 from components.features import FeaturePlan, plan_from_schema
 from components.pusher import executor as pusher_executor
@@ -291,16 +292,23 @@ def create_pipeline(config: PipelineConfig, *,
         baseline_model=baseline.outputs['model'],
         eval_config=build_eval_config(config, plan))
 
+    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
+    tflite = TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
+        num_examples=config.export.tflite_examples) if config.export.tflite else None
+    to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
+
     # Before the push: the candidate in a real model server (validation.infra; off by default).
     infra = config.validation.infra
     infra_validator = InfraValidator(
-        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        model=to_push, examples=example_gen.outputs['examples'],
         model_blessing=evaluator.outputs['blessing'], model_name=config.name,
         num_examples=infra.examples, load_timeout_seconds=infra.load_timeout_seconds,
         require_tf_serving=infra.require_tf_serving) if infra.enabled else None
 
     pusher_component = Pusher(
-        model=trainer.outputs['model'],
+        model=to_push,
         model_blessing=evaluator.outputs['blessing'],
         infra_blessing=infra_validator.outputs['blessing'] if infra_validator else None,
         push_destination=pusher_pb2.PushDestination(
@@ -314,7 +322,8 @@ def create_pipeline(config: PipelineConfig, *,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
-                    evaluator, *([infra_validator] if infra_validator else []),
+                    evaluator, *([tflite] if tflite else []),
+                    *([infra_validator] if infra_validator else []),
                     pusher_component],
         enable_cache=True,
         metadata_connection_config=(

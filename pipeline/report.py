@@ -154,6 +154,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+    exported = nodes.get('TFLiteExport', {}).get('outputs', {}).get('exported_model')
+    if exported:
+        from components.tflite_export.executor import read_report  # imports TF: only here
+        summary['tflite'] = read_report(exported[0])
     infra = nodes.get('InfraValidator', {}).get('outputs', {}).get('blessing')
     if infra:
         from components.infra_validator.executor import read_blessing  # imports TF: only here
@@ -253,6 +257,16 @@ def render(summary: Dict[str, Any]) -> str:
                              f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
             if ev and ev.get('missing_thresholds'):
                 lines.append('  no thresholds are configured: TFMA blesses nothing without one')
+    tflite = summary.get('tflite')
+    if tflite:
+        lines.append(
+            f'TFLite: {tflite["file"]} {tflite["tflite_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["tflite_seconds_per_example"] * 1e3:.2f} ms/example (SavedModel '
+            f'{tflite["saved_model_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["saved_model_seconds_per_example"] * 1e3:.2f} ms); '
+            f'{tflite["quantization"]} quantization, largest difference '
+            f'{tflite["max_difference"]:.2g} on {tflite["examples_checked"]} eval examples '
+            f'(<= {tflite["tolerance"]:g})')
     infra = summary.get('infra_validation')
     if infra:
         lines.append(f'Infra validation: {infra_line(infra)}')

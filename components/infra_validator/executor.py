@@ -53,6 +53,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from components.example_inputs import read_examples, signature_inputs
+
 BLESSED_KEY = 'blessed'
 REASON_KEY = 'reason'
 BLESSED_FILE, NOT_BLESSED_FILE = 'INFRA_BLESSED', 'INFRA_NOT_BLESSED'
@@ -60,7 +62,6 @@ REPORT_FILE = 'validation.json'
 TF_SERVING_BINARY = 'tensorflow_model_server'
 TOLERANCE = {'rtol': 1e-5, 'atol': 1e-6}
 VERSION = 1
-EVAL_SPLIT = 'eval'
 STOP_SECONDS = 10.0
 NOT_EVALUATED = 'the Evaluator did not bless the model'
 _LISTENING = re.compile(r'(REST|gRPC) listening on (?:http://)?(\S+)')
@@ -68,44 +69,6 @@ _LISTENING = re.compile(r'(REST|gRPC) listening on (?:http://)?(\S+)')
 
 class NotServable(Exception):
     """The candidate failed infra validation; the message says why, in one line."""
-
-
-def read_examples(examples: types.Artifact, count: int, split: str = EVAL_SPLIT) -> List[bytes]:
-    """The first ``count`` serialized examples of ``split``."""
-    uri = artifact_utils.get_split_uri([examples], split)
-    files = sorted(tf.io.gfile.glob(os.path.join(uri, '*')))
-    dataset = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count)
-    found = [record.numpy() for record in dataset]
-    if not found:
-        raise NotServable(f'the {split} split ({uri}) holds no examples to send')
-    return found
-
-
-def _feature_value(example: tf.train.Example, name: str, dtype: tf.DType):
-    """The example's first value of ``name`` as ``dtype``; "" or 0 when it has none."""
-    feature = example.features.feature.get(name)
-    values = []
-    if feature is not None:
-        kind = feature.WhichOneof('kind')
-        values = list(getattr(feature, kind).value) if kind else []
-    if dtype == tf.string:
-        return values[0] if values else b''
-    return dtype.as_numpy_dtype(values[0] if values else 0)
-
-
-def signature_inputs(function, examples: List[bytes]) -> Dict[str, np.ndarray]:
-    """A request for a signature: the serialized examples for a signature with one string
-    input, else one array per input, read off the examples."""
-    specs = function.structured_input_signature[1]
-    if len(specs) == 1 and next(iter(specs.values())).dtype == tf.string:
-        return {next(iter(specs)): np.array(examples, dtype=object)}
-    parsed = [tf.train.Example.FromString(e) for e in examples]
-    inputs = {}
-    for name, spec in specs.items():
-        values = [_feature_value(p, name, spec.dtype) for p in parsed]
-        inputs[name] = np.array(values, dtype=object if spec.dtype == tf.string
-                                else spec.dtype.as_numpy_dtype)
-    return inputs
 
 
 def predict_in_process(loaded, requests: Dict[str, Dict[str, np.ndarray]]):
@@ -412,12 +375,15 @@ class Executor(base_executor.BaseExecutor):
         try:
             if model_blessing and not model_utils.is_model_blessed(model_blessing[0]):
                 raise NotServable(NOT_EVALUATED)
+            examples = read_examples(artifact_utils.get_single_instance(input_dict['examples']),
+                                     int(exec_properties['num_examples']))
+            if not examples:
+                raise NotServable('the eval split holds no examples to send')
             with sigterm_raises():
                 report = validate(
                     path_utils.serving_model_path(model.uri,
                                                   path_utils.is_old_model_artifact(model)),
-                    read_examples(artifact_utils.get_single_instance(input_dict['examples']),
-                                  int(exec_properties['num_examples'])),
+                    examples,
                     exec_properties['model_name'],
                     float(exec_properties['load_timeout_seconds']),
                     bool(exec_properties['require_tf_serving']))
