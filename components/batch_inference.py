@@ -296,6 +296,28 @@ class ReadAndEncode(beam.DoFn):
             yield Chunk(file_index, index, lines[accepted], keep, examples, rejects)
 
 
+def _one_by_one(chunk: Chunk, call):
+    """The model refused a chunk: each row alone, so that only the rows it refuses are
+    rejected (with its message), as the model server does with a failed batch."""
+    import tensorflow as tf
+    good, outputs, rejects = [], [], list(chunk.rejects)
+    for i, example in enumerate(chunk.examples):
+        try:
+            outputs.append(call([example]))
+            good.append(i)
+        except tf.errors.InvalidArgumentError as e:
+            message = [ln for ln in e.message.splitlines() if ln.strip()
+                       and not ln.strip().startswith(('[[', 'Detected at', 'Graph execution',
+                                                      '<stack'))]
+            rejects.append((int(chunk.lines[i]),
+                            'the model refused the row: ' + (message[0] if message else '')))
+    kept = Chunk(chunk.file, chunk.index, chunk.lines[good],
+                 {k: [v[i] for i in good] for k, v in chunk.keep.items()},
+                 [chunk.examples[i] for i in good], rejects)
+    return kept, ({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+                  if outputs else {})
+
+
 class ChunkModelHandler(ModelHandler):
     """Beam's RunInference on chunks: the SavedModel loaded once per worker
     (``tf.saved_model.load``), one signature call per chunk of serialized tf.Examples.
@@ -322,14 +344,19 @@ class ChunkModelHandler(ModelHandler):
         import tensorflow as tf
         function = model.signatures[self.signature]
         [name] = function.structured_input_signature[1]
+        def call(examples):
+            return {k: v.numpy() for k, v in function(**{name: tf.constant(examples)}).items()}
+
         for chunk in batch:
             outputs = {}
             if chunk.examples:
-                outputs = {k: v.numpy() for k, v in
-                           function(**{name: tf.constant(chunk.examples)}).items()}
+                try:
+                    outputs = call(chunk.examples)
+                except tf.errors.InvalidArgumentError:
+                    chunk, outputs = _one_by_one(chunk, call)
             yield PredictionResult(chunk, outputs)
 
-    def batch_elements_kwargs(self) -> Dict[str, int]:
+    def batch_elements_kwargs(self) -> Dict[str, int]:  # noqa: D102
         return {'max_batch_size': 1}  # a chunk is already a batch of thousands of rows
 
     def get_metrics_namespace(self) -> str:

@@ -197,6 +197,16 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """``infer_dir``: a directory of unlabelled CSV files that the BulkInferrer node scores
+    after the push with the model this run pushed (components/bulk_inferrer), into
+    ``predictions.<format>`` of its InferenceResult artifact. Empty: no such node."""
+    infer_dir: str = ''
+    format: Literal['csv', 'parquet'] = 'csv'
+    keep: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModulesConfig:
     """Escape hatch: replace the generic Transform / Trainer code with a module of your own.
 
@@ -220,6 +230,7 @@ class PipelineConfig:
     run: RunConfig = RunConfig()
     modules: ModulesConfig = ModulesConfig()
     export: ExportConfig = ExportConfig()
+    inference: InferenceConfig = InferenceConfig()
     # Directory the relative paths in the file were resolved against.
     base_dir: str = ''
 
@@ -356,8 +367,10 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
     modules = ModulesConfig(transform=absolute(config.modules.transform),
                             trainer=absolute(config.modules.trainer))
     run = dataclasses.replace(config.run, kfp_output=absolute(config.run.kfp_output))
+    inference = dataclasses.replace(config.inference,
+                                    infer_dir=absolute(config.inference.infer_dir))
     return dataclasses.replace(config, data=data, paths=paths, modules=modules, run=run,
-                               base_dir=root)
+                               inference=inference, base_dir=root)
 
 
 def csv_files(data_root: str) -> List[str]:
@@ -436,6 +449,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             if '://' not in getattr(config.paths, key):
                 fail(f'paths.{key}', 'the kubeflow runner needs a URI the cluster can reach '
                      f'(gs://..., s3://...), got {getattr(config.paths, key)}')
+    infer_dir = config.inference.infer_dir
+    if check_data and infer_dir and '://' not in infer_dir and not (
+            os.path.isdir(infer_dir) and any(n.lower().endswith('.csv') for n in os.listdir(infer_dir))):
+        fail('inference.infer_dir', f'no *.csv files in {infer_dir}'
+             + ('' if os.path.isdir(infer_dir) else ' (the directory does not exist)'))
     if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
     root = config.data.root

@@ -26,6 +26,8 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
+from components.bulk_inferrer import BulkInferrer
+from components.bulk_inferrer.executor import csv_files as infer_files
 from components.infra_validator import InfraValidator
 from components.tflite_export import TFLiteExport
 from components.input_files import fingerprint
@@ -316,6 +318,14 @@ def create_pipeline(config: PipelineConfig, *,
                 base_directory=config.paths.serving_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
 
+    # After the push: inference.infer_dir scored with the pushed model (off by default).
+    inference = config.inference
+    bulk_inferrer = BulkInferrer(
+        pushed_model=pusher_component.outputs['pushed_model'], infer_dir=inference.infer_dir,
+        features={f.name: f.dtype for f in plan.features},
+        input_files=fingerprint(infer_files(inference.infer_dir)),
+        output_format=inference.format, keep=inference.keep) if inference.infer_dir else None
+
     return Pipeline(
         pipeline_name=config.name,
         pipeline_root=config.paths.pipeline_root,
@@ -324,7 +334,7 @@ def create_pipeline(config: PipelineConfig, *,
                     *([warm_start] if warm_start else []), trainer, baseline,
                     evaluator, *([tflite] if tflite else []),
                     *([infra_validator] if infra_validator else []),
-                    pusher_component],
+                    pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(config.paths.metadata)),

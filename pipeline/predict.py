@@ -128,7 +128,8 @@ def beam_arguments(defaults: Sequence[str], *given: Sequence[str]) -> List[str]:
     return list(merged.values())
 
 
-def main(argv: List[str], default_config: str, out=sys.stdout) -> int:
+def main(argv: List[str], default_config: str, out=None) -> int:
+    out = out or sys.stdout
     args = parser(default_config).parse_args(argv)
     try:
         config = load_config(args.config, check_data=False)

@@ -169,6 +169,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
                            'path': p.get_string_custom_property('pushed_destination') or None,
                            'version': p.get_string_custom_property('pushed_version') or None,
                            'from_cache': states.get('Pusher') == 'cached'}
+    inferred = nodes.get('BulkInferrer', {}).get('outputs', {}).get('inference_result')
+    if inferred:
+        from components.bulk_inferrer.executor import read_summary
+        summary['inference'] = dict(read_summary(inferred[0]), artifact=inferred[0].uri)
     trainer = nodes.get('Trainer', {}).get('outputs', {})
     if trainer.get('model'):
         # The trainer the model records (assets/trainer.txt), which wins over the config's
@@ -280,6 +284,14 @@ def render(summary: Dict[str, Any]) -> str:
                    if summary.get('blessed') and infra and infra.get('blessed') is False
                    else 'the model was not blessed')
             lines.append(f'Pushed: nothing ({why}); serving is unchanged')
+    inference = summary.get('inference')
+    if inference:
+        if inference.get('skipped'):
+            lines.append(f'Batch predictions: skipped ({inference["skipped"]})')
+        else:
+            lines.append(f'Batch predictions: {inference["rows"]:,} rows of {inference["files"]} '
+                         f'file(s) -> {inference["output"]}; {inference["rejected"]:,} rejected'
+                         + (f' ({inference["rejects"]})' if inference['rejected'] else ''))
     if summary.get('tensorboard_logdir'):
         lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
     lines.append(f'Artifacts: {summary["pipeline_root"]}   Metadata: {summary["metadata"]}')
