@@ -5,6 +5,7 @@
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
     python pipeline_runner.py report [RUN] [--config ...] [--out PATH]
     python pipeline_runner.py runs [show RUN | diff A B] [--config ...]
+    python pipeline_runner.py predict --data DIR_OR_CSV --out PATH [--model-version V] [...]
 
 Exit status (one refusal policy, README "What a run shows"): 0 when the run succeeded
 (blessed and pushed, or not blessed and nothing pushed); 1 when the data was refused or the
@@ -301,7 +302,12 @@ def cmd_runs(argv: List[str]) -> int:
 # The subcommands: name -> function of the remaining arguments, returning the exit status.
 COMMANDS: Dict[str, Callable[[List[str]], int]] = {
     'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
-    'report': cmd_report, 'runs': cmd_runs}
+    'report': cmd_report, 'runs': cmd_runs, 'predict': cmd_predict}
+
+
+def cmd_predict(argv: List[str]) -> int:
+    from pipeline.predict import main as predict_main
+    return predict_main(argv, DEFAULT_CONFIG)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import os
+import shutil
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
@@ -185,9 +186,26 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class InfraConfig:
+    """Infra validation (components/infra_validator): before the push, the candidate is served
+    by the product's model server in a subprocess (and by ``tensorflow_model_server`` when it
+    is on PATH), asked about ``examples`` eval examples on every signature over REST and gRPC,
+    and pushed only if every answer equals the in-process prediction. Off by default: it adds
+    a server start and a model load, ~15 s of a 12k-row taxi run (README, "Infra validation").
+    """
+    enabled: bool = False
+    examples: int = 10
+    # From a server's start to the model's AVAILABLE status, at most this long.
+    load_timeout_seconds: float = 60.0
+    # Refuse to push unless tensorflow_model_server is on PATH and serves the model too.
+    require_tf_serving: bool = False
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     on_anomalies: Literal['fail', 'warn'] = 'fail'
     drift: DriftConfig = DriftConfig()
+    infra: InfraConfig = InfraConfig()
 
 
 @dataclass(frozen=True)
@@ -215,6 +233,34 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``tflite: true`` adds ``assets.extra/model.tflite`` (and ``model_tflite.json``: sizes,
+    latencies, the check) to the pushed model (components/tflite_export), checked against the
+    SavedModel on the eval split within ``tflite_tolerance`` (absolute; default 1e-5, or 0.05
+    with ``tflite_quantization: dynamic_range``)."""
+    tflite: bool = False
+    tflite_quantization: Literal['none', 'dynamic_range'] = 'none'
+    tflite_tolerance: Optional[float] = None
+    tflite_examples: int = 1000
+
+    @property
+    def tolerance(self) -> float:
+        if self.tflite_tolerance is not None:
+            return self.tflite_tolerance
+        return 1e-5 if self.tflite_quantization == 'none' else 0.05
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """``infer_dir``: a directory of unlabelled CSV files that the BulkInferrer node scores
+    after the push with the model this run pushed (components/bulk_inferrer), into
+    ``predictions.<format>`` of its InferenceResult artifact. Empty: no such node."""
+    infer_dir: str = ''
+    format: Literal['csv', 'parquet'] = 'csv'
+    keep: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModulesConfig:
     """Escape hatch: replace the generic Transform / Trainer code with a module of your own.
 
@@ -237,6 +283,8 @@ class PipelineConfig:
     validation: ValidationConfig = ValidationConfig()
     run: RunConfig = RunConfig()
     modules: ModulesConfig = ModulesConfig()
+    export: ExportConfig = ExportConfig()
+    inference: InferenceConfig = InferenceConfig()
     # Directory the relative paths in the file were resolved against.
     base_dir: str = ''
 
@@ -373,8 +421,10 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
     modules = ModulesConfig(transform=absolute(config.modules.transform),
                             trainer=absolute(config.modules.trainer))
     run = dataclasses.replace(config.run, kfp_output=absolute(config.run.kfp_output))
+    inference = dataclasses.replace(config.inference,
+                                    infer_dir=absolute(config.inference.infer_dir))
     return dataclasses.replace(config, data=data, paths=paths, modules=modules, run=run,
-                               base_dir=root)
+                               inference=inference, base_dir=root)
 
 
 def csv_files(data_root: str) -> List[str]:
@@ -440,6 +490,21 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
                        + [(f'per_feature.{k}', v) for k, v in drift.per_feature.items()]):
         if value is not None and not 0 <= value <= 1:
             fail(f'validation.drift.{key}', f'expected a number in [0, 1] or null, got {value}')
+    infra = config.validation.infra
+    if infra.examples < 1:
+        fail('validation.infra.examples', f'expected a positive number of examples, got {infra.examples}')
+    if infra.load_timeout_seconds <= 0:
+        fail('validation.infra.load_timeout_seconds',
+             f'expected a positive number of seconds, got {infra.load_timeout_seconds}')
+    if (infra.enabled and infra.require_tf_serving and config.run.runner != 'kubeflow'
+            and not shutil.which('tensorflow_model_server')):
+        fail('validation.infra.require_tf_serving', 'tensorflow_model_server is not on PATH; '
+             'install TF Serving\'s binary, or set require_tf_serving: false to validate with '
+             'the product\'s model server alone')
+    if config.export.tflite_examples < 1:
+        fail('export.tflite_examples', f'expected a positive number, got {config.export.tflite_examples}')
+    if config.export.tflite_tolerance is not None and config.export.tflite_tolerance < 0:
+        fail('export.tflite_tolerance', f'expected 0 or more, got {config.export.tflite_tolerance}')
     for i, th in enumerate(config.evaluation.thresholds):
         if th.lower is None and th.upper is None:
             fail(f'evaluation.thresholds[{i}]', 'give a lower or an upper bound')
@@ -462,6 +527,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             if '://' not in getattr(config.paths, key):
                 fail(f'paths.{key}', 'the kubeflow runner needs a URI the cluster can reach '
                      f'(gs://..., s3://...), got {getattr(config.paths, key)}')
+    infer_dir = config.inference.infer_dir
+    if check_data and infer_dir and '://' not in infer_dir and not (
+            os.path.isdir(infer_dir) and any(n.lower().endswith('.csv') for n in os.listdir(infer_dir))):
+        fail('inference.infer_dir', f'no *.csv files in {infer_dir}'
+             + ('' if os.path.isdir(infer_dir) else ' (the directory does not exist)'))
     if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
     root = config.data.root

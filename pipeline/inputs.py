@@ -71,6 +71,9 @@ class RunInputs:
     plan: FeaturePlan
     # {module name or module file: digest of its code and of the project code it imports}.
     code: Mapping[str, str]
+    # inference.infer_dir's CSV files, as (path, size, mtime in ns): new or changed files
+    # re-run the BulkInferrer. () when batch predictions are off.
+    infer_files: Tuple[Tuple[str, int, int], ...] = ()
 
     @property
     def newest_span(self) -> Optional[int]:
@@ -91,7 +94,8 @@ class RunInputs:
                    csv_format=CsvFormat(**dict(d['csv_format'], na_values=tuple(
                        d['csv_format']['na_values']))),
                    schema=SchemaInputs(**d['schema']), plan=FeaturePlan.from_dict(d['plan']),
-                   code=dict(d['code']))
+                   code=dict(d['code']),
+                   infer_files=tuple(tuple(f) for f in d.get('infer_files', ())))
 
 
 def drift_enabled(config: PipelineConfig) -> bool:
@@ -282,4 +286,6 @@ def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunIn
         schema=SchemaInputs(path=schema_path, text=text, drafted=drafted,
                             staged=staged_path(digest, config.paths.pipeline_root)),
         plan=plan,
-        code=code_digest.module_digests([config.modules.transform, config.modules.trainer]))
+        code=code_digest.module_digests([config.modules.transform, config.modules.trainer]),
+        infer_files=fingerprint(spans.input_files(config.inference.infer_dir))
+        if config.inference.infer_dir else ())

@@ -32,7 +32,10 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
+from components.bulk_inferrer import BulkInferrer
+from components.infra_validator import InfraValidator
 from components.pusher.component import Pusher
+from components.tflite_export import TFLiteExport
 from pipeline import code_digest, spans
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
@@ -316,14 +319,38 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
                                        for m in spec.metrics if m.module})
 
+    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
+    tflite = keyed_on_code(TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
+        num_examples=config.export.tflite_examples), inputs) if config.export.tflite else None
+    to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
+
+    # Before the push: the candidate in a real model server (validation.infra; off by default).
+    infra = config.validation.infra
+    infra_validator = keyed_on_code(InfraValidator(
+        model=to_push, examples=example_gen.outputs['examples'],
+        model_blessing=evaluator.outputs['blessing'], model_name=config.name,
+        num_examples=infra.examples, load_timeout_seconds=infra.load_timeout_seconds,
+        require_tf_serving=infra.require_tf_serving), inputs) if infra.enabled else None
+
     pusher_component = Pusher(
-        model=trainer.outputs['model'],
+        model=to_push,
         model_blessing=evaluator.outputs['blessing'],
         examples=example_gen.outputs['examples'],  # for the warmup file (eval split)
+        infra_blessing=infra_validator.outputs['blessing'] if infra_validator else None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=config.paths.serving_dir)))
     keyed_on_code(pusher_component, inputs)
+
+    # After the push: inference.infer_dir scored with the pushed model (off by default).
+    inference = config.inference
+    bulk_inferrer = keyed_on_code(BulkInferrer(
+        pushed_model=pusher_component.outputs['pushed_model'], infer_dir=inference.infer_dir,
+        features={f.name: f.dtype for f in plan.features},
+        input_files={path: [size, mtime] for path, size, mtime in inputs.infer_files},
+        output_format=inference.format, keep=inference.keep), inputs) if inference.infer_dir else None
 
     return Pipeline(
         pipeline_name=config.name,
@@ -331,7 +358,9 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
-                    evaluator, pusher_component],
+                    evaluator, *([tflite] if tflite else []),
+                    *([infra_validator] if infra_validator else []),
+                    pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(config.paths.metadata)),

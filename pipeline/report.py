@@ -96,6 +96,9 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
         'spans': spans.window(config.data.root, config.data.spans),  # [] for a flat root
         'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
+        # The InfraValidator's verdict (components/infra_validator), or why it did not run.
+        'infra_validation': (None if config.validation.infra.enabled
+                             else {'skipped': 'off (validation.infra.enabled: false)'}),
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
     }
@@ -137,6 +140,14 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
             config.data.task, summary['evaluation']['metrics'])
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+    exported = nodes.get('TFLiteExport', {}).get('outputs', {}).get('exported_model')
+    if exported:
+        from components.tflite_export.executor import read_report  # imports TF: only here
+        summary['tflite'] = read_report(exported[0])
+    infra = nodes.get('InfraValidator', {}).get('outputs', {}).get('blessing')
+    if infra:
+        from components.infra_validator.executor import read_blessing  # imports TF: only here
+        summary['infra_validation'] = read_blessing(infra[0])
     pushed = nodes.get('Pusher', {}).get('outputs', {}).get('pushed_model')
     if pushed:
         p = pushed[0]
@@ -144,6 +155,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
                            'path': p.get_string_custom_property('pushed_destination') or None,
                            'version': p.get_string_custom_property('pushed_version') or None,
                            'from_cache': states.get('Pusher') == 'cached'}
+    inferred = nodes.get('BulkInferrer', {}).get('outputs', {}).get('inference_result')
+    if inferred:
+        from components.bulk_inferrer.executor import read_summary
+        summary['inference'] = dict(read_summary(inferred[0]), artifact=inferred[0].uri)
     trainer = nodes.get('Trainer', {}).get('outputs', {})
     if trainer.get('model'):
         # The trainer the model records (assets/trainer.txt), which wins over the config's
@@ -186,6 +201,18 @@ def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
             f'({trivial["trivial_model"]}; {better} is better). Check the label, the features '
             f'the plan kept and the training settings; evaluation.beat_trivial: true refuses '
             f'to bless such a model.']
+
+
+def infra_line(infra: Dict[str, Any]) -> str:
+    if infra.get('skipped'):
+        return f'skipped: {infra["skipped"]}'
+    if infra['blessed']:
+        servers = ' and '.join(infra['servers'])
+        return (f'passed ({servers}: {len(infra["signatures"])} signatures over REST and gRPC, '
+                f'{infra["examples"]} examples, {infra["seconds"]:.1f}s)'
+                + ('' if infra.get('tf_serving', '').startswith('/') else
+                   f'; {infra.get("tf_serving")}'))
+    return f'FAILED: {infra["reason"]}'
 
 
 def render(summary: Dict[str, Any]) -> str:
@@ -251,13 +278,37 @@ def render(summary: Dict[str, Any]) -> str:
                              f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
             if ev and ev.get('missing_thresholds'):
                 lines.append('  no thresholds are configured: TFMA blesses nothing without one')
+    tflite = summary.get('tflite')
+    if tflite:
+        lines.append(
+            f'TFLite: {tflite["file"]} {tflite["tflite_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["tflite_seconds_per_example"] * 1e3:.2f} ms/example (SavedModel '
+            f'{tflite["saved_model_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["saved_model_seconds_per_example"] * 1e3:.2f} ms); '
+            f'{tflite["quantization"]} quantization, largest difference '
+            f'{tflite["max_difference"]:.2g} on {tflite["examples_checked"]} eval examples '
+            f'(<= {tflite["tolerance"]:g})')
+    infra = summary.get('infra_validation')
+    if infra:
+        lines.append(f'Infra validation: {infra_line(infra)}')
     push = summary.get('push')
     if push:
         if push['pushed']:
             lines.append(f'Pushed: {push["path"]} (version {push["version"]})'
                          + (' [from an earlier run; nothing changed]' if push['from_cache'] else ''))
         else:
-            lines.append('Pushed: nothing (the model was not blessed); serving is unchanged')
+            why = ('infra validation failed: ' + infra['reason']
+                   if summary.get('blessed') and infra and infra.get('blessed') is False
+                   else 'the model was not blessed')
+            lines.append(f'Pushed: nothing ({why}); serving is unchanged')
+    inference = summary.get('inference')
+    if inference:
+        if inference.get('skipped'):
+            lines.append(f'Batch predictions: skipped ({inference["skipped"]})')
+        else:
+            lines.append(f'Batch predictions: {inference["rows"]:,} rows of {inference["files"]} '
+                         f'file(s) -> {inference["output"]}; {inference["rejected"]:,} rejected'
+                         + (f' ({inference["rejects"]})' if inference['rejected'] else ''))
     if summary.get('tensorboard_logdir'):
         lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
     if summary.get('report'):

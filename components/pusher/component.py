@@ -27,8 +27,10 @@ class Pusher(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  push_destination: pusher_pb2.PushDestination,
-                 examples: Optional[types.BaseChannel] = None):
+                 examples: Optional[types.BaseChannel] = None,
+                 infra_blessing: Optional[types.BaseChannel] = None):
         super().__init__(spec=PusherSpec(
             model=model, model_blessing=model_blessing, push_destination=push_destination,
-            examples=examples, custom_config=json_utils.dumps(None),
+            examples=examples, infra_blessing=infra_blessing,
+            custom_config=json_utils.dumps(None),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))
