@@ -299,15 +299,15 @@ def cmd_runs(argv: List[str]) -> int:
     return 0
 
 
+def cmd_predict(argv: List[str]) -> int:
+    from pipeline.predict import main as predict_main
+    return predict_main(argv, DEFAULT_CONFIG)
+
+
 # The subcommands: name -> function of the remaining arguments, returning the exit status.
 COMMANDS: Dict[str, Callable[[List[str]], int]] = {
     'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
     'report': cmd_report, 'runs': cmd_runs, 'predict': cmd_predict}
-
-
-def cmd_predict(argv: List[str]) -> int:
-    from pipeline.predict import main as predict_main
-    return predict_main(argv, DEFAULT_CONFIG)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
