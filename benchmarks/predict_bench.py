@@ -129,7 +129,7 @@ def compare_tfx_bsl(model_path: str, csv_path: str, rows: int, tmp: str) -> None
     ours = time.perf_counter() - start
 
     def examples(index):
-        for batch, _, _ in batch_inference.read_chunks(csv_path, list(kinds)):
+        for batch, _, _ in batch_inference.read_chunks(csv_path, list(kinds), job.reading(csv_path)):
             yield from batch_inference.encode(batch, kinds)[1]
 
     spec = model_spec_pb2.InferenceSpecType(saved_model_spec=model_spec_pb2.SavedModelSpec(

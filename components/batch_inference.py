@@ -20,8 +20,9 @@ Rows: a row's ``line`` is the physical line it starts on (the header is line 1; 
 spanning lines is counted). A row is rejected, with its file, line and reason, when it has the
 wrong number of cells, a cell that is not UTF-8, or a feature cell that is not of the
 feature's type (an integer feature takes what ``int()`` takes, a float one what ``float()``
-takes, as ExampleGen reads them); an empty cell is a missing value, as in training. Columns
-the model does not take (the label, say) are ignored.
+takes, as ExampleGen reads them). A missing cell (empty, or one of ``data.na_values``) is a
+missing value, as in training. The delimiter is ``data.delimiter`` or the one detected in each
+file, which may be gzipped. Columns the model does not take (the label, say) are ignored.
 """
 import dataclasses
 import os
@@ -36,6 +37,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from pyarrow import compute as pc
 from pyarrow import csv as pa_csv
 from pyarrow import parquet as pq
+
+from components import csv_format
 
 LINE, FILE = 'line', 'file'
 REJECT_COLUMNS = (FILE, LINE, 'reason')
@@ -62,6 +65,15 @@ class Job:
     keep: Tuple[str, ...] = ()
     signature: str = 'serving_default'
     chunk_bytes: int = CHUNK_BYTES
+    # How the files are read, as the run reads its data (``data.*``): the delimiter ('':
+    # detected in each file), the encoding, and the cells that mean "missing".
+    delimiter: str = ''
+    encoding: str = 'utf-8'
+    na_values: Tuple[str, ...] = csv_format.NA_VALUES
+
+    def reading(self, path: str) -> csv_format.CsvFormat:
+        """How ``path`` is read."""
+        return csv_format.resolve(path, self.delimiter, self.encoding, self.na_values)
 
     @property
     def format(self) -> str:
@@ -88,16 +100,14 @@ def rejects_path(output: str) -> str:
     return os.path.splitext(output)[0] + '.rejects.csv'
 
 
-def header(path: str) -> List[str]:
-    import csv
-    with open(path, encoding='utf-8', errors='replace', newline='') as f:
-        return next(csv.reader(f), [])
-
-
-def check_inputs(files: Sequence[str], features: Dict[str, str], keep: Sequence[str]) -> None:
+def check_inputs(job: 'Job') -> None:
     """Every file must have a header naming every feature and every ``keep`` column."""
-    for path in files:
-        columns = header(path)
+    features, keep = job.features, job.keep
+    for path in job.files:
+        try:
+            columns = csv_format.read_header(path, job.reading(path), errors='replace')
+        except csv_format.GZIP_ERRORS as e:
+            raise InputError(f'{path}: {csv_format.gzip_error(e)}') from None
         if not columns:
             raise InputError(f'{path}: empty file; expected a header row of column names')
         missing = [c for c in features if c not in columns]
@@ -164,26 +174,34 @@ class _Lines:
         return rejects
 
 
-def read_chunks(path: str, columns: Sequence[str], chunk_bytes: int = CHUNK_BYTES
+def read_chunks(path: str, columns: Sequence[str], fmt: csv_format.CsvFormat,
+                chunk_bytes: int = CHUNK_BYTES
                 ) -> Iterable[Tuple[pa.RecordBatch, np.ndarray, List[Tuple[int, str]]]]:
-    """(cells of ``columns`` as binary, their rows' lines, rejects) per block of the file."""
+    """(cells of ``columns`` as binary, their rows' lines, rejects) per block of the file;
+    a missing cell (``fmt.missing``) is null."""
     lines = _Lines()
-    names = header(path)
+    names = csv_format.read_header(path, fmt, errors='replace')
+    source = csv_format.open_binary(path)  # gunzipped when gzipped
+    # The cell rules of ExampleGen's reader (components/csv_format.read_table): every cell as
+    # written, a missing one null, quoted newlines allowed.
     reader = pa_csv.open_csv(
-        path,
+        source,
         read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, use_threads=False,
-                                        block_size=chunk_bytes),
-        # The cell rules of ExampleGen's reader (components/fast_csv_example_gen): every cell
-        # as written, '' for an empty one, quoted newlines allowed.
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True,
+                                        block_size=chunk_bytes, encoding=fmt.encoding),
+        parse_options=pa_csv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True,
                                           invalid_row_handler=lines.skip),
         convert_options=pa_csv.ConvertOptions(
-            column_types={n: pa.binary() for n in names}, strings_can_be_null=False,
-            null_values=[], quoted_strings_can_be_null=False))
+            column_types={n: pa.binary() for n in names}, null_values=sorted(fmt.missing),
+            strings_can_be_null=True, quoted_strings_can_be_null=True))
+    with source:
+        yield from _chunks(reader, columns, lines)
+
+
+def _chunks(reader, columns, lines):
     for batch in reader:
         extra = np.zeros(batch.num_rows, np.int64)
         for column in batch.columns:
-            counts = pc.count_substring(column, '\n')
+            counts = pc.fill_null(pc.count_substring(column, '\n'), 0)
             if pc.max(counts).as_py():
                 extra += counts.to_numpy(zero_copy_only=False)
         row_lines, rejects = lines.take(extra)
@@ -200,7 +218,8 @@ def read_chunks(path: str, columns: Sequence[str], chunk_bytes: int = CHUNK_BYTE
 
 
 def _as_text(cells: pa.Array) -> Tuple[pa.Array, np.ndarray]:
-    """The cells as UTF-8 text, and a mask of those that are not UTF-8 (then '')."""
+    """The cells as UTF-8 text (a missing one null), and a mask of those that are not UTF-8
+    (then null)."""
     try:
         return cells.cast(pa.string()), np.zeros(len(cells), bool)
     except pa.ArrowInvalid:
@@ -208,17 +227,17 @@ def _as_text(cells: pa.Array) -> Tuple[pa.Array, np.ndarray]:
         bad = np.zeros(len(values), bool)
         for i, v in enumerate(values):
             try:
-                v.decode('utf-8')
+                v is None or v.decode('utf-8')
             except UnicodeDecodeError:
-                bad[i], values[i] = True, b''
+                bad[i], values[i] = True, None
         return pa.array(values, pa.binary()).cast(pa.string()), bad
 
 
 def _not_of_type(text: pa.Array, kind: str) -> np.ndarray:
-    """Mask of the non-empty cells that ExampleGen's rules would not read as ``kind``."""
+    """Mask of the present cells that ExampleGen's rules would not read as ``kind``."""
     if kind == STRING:
         return np.zeros(len(text), bool)
-    present = text.filter(pc.not_equal(text, ''))
+    present = text.drop_null()
     try:  # the common case: Arrow parses every value
         pc.cast(present, pa.int64() if kind == INT else pa.float64())
         return np.zeros(len(text), bool)
@@ -231,7 +250,8 @@ def _not_of_type(text: pa.Array, kind: str) -> np.ndarray:
             parse(value)
         except ValueError:
             bad.append(value)
-    return pc.is_in(text, value_set=pa.array(bad, pa.string())).to_numpy(zero_copy_only=False)
+    return pc.fill_null(pc.is_in(text, value_set=pa.array(bad, pa.string())),
+                        False).to_numpy(zero_copy_only=False)
 
 
 def encode(batch: pa.RecordBatch, features: Dict[str, str]
@@ -239,7 +259,9 @@ def encode(batch: pa.RecordBatch, features: Dict[str, str]
     """(mask of accepted rows, their serialized tf.Examples, (row index, reason) rejects)."""
     from tfx_bsl.coders import example_coder
 
-    from components.fast_csv_example_gen.executor import ColumnType, to_record_batch
+    from tfx_bsl.coders.csv_decoder import ColumnType
+
+    from components.csv_format import to_record_batch
     n = batch.num_rows
     rejected = np.zeros(n, bool)
     reasons: Dict[int, str] = {}
@@ -286,7 +308,8 @@ class ReadAndEncode(beam.DoFn):
         job = self.job
         columns = list(dict.fromkeys([*job.features, *job.keep]))
         for index, (batch, lines, rejects) in enumerate(
-                read_chunks(job.files[file_index], columns, job.chunk_bytes)):
+                read_chunks(job.files[file_index], columns, job.reading(job.files[file_index]),
+                            job.chunk_bytes)):
             accepted, examples, bad = encode(batch, job.features)
             rejects += [(int(lines[i]), reason) for i, reason in bad]
             keep = {}

@@ -350,7 +350,7 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         pushed_model=pusher_component.outputs['pushed_model'], infer_dir=inference.infer_dir,
         features={f.name: f.dtype for f in plan.features},
         input_files={path: [size, mtime] for path, size, mtime in inputs.infer_files},
-        output_format=inference.format, keep=inference.keep), inputs) if inference.infer_dir else None
+        csv=inputs.csv_format, output_format=inference.format, keep=inference.keep), inputs) if inference.infer_dir else None
 
     return Pipeline(
         pipeline_name=config.name,

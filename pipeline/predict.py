@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from components.csv_format import is_csv_name
 from components.model_versions import version_number
 from pipeline.config import ConfigError, load_config
 
@@ -91,9 +92,9 @@ def input_files(data: str) -> Tuple[List[str], List[str]]:
     if not os.path.isdir(data):
         raise PredictError(f'--data: {data} does not exist')
     names = sorted(n for n in os.listdir(data)
-                   if n.lower().endswith('.csv') and os.path.isfile(os.path.join(data, n)))
+                   if is_csv_name(n) and os.path.isfile(os.path.join(data, n)))
     if not names:
-        raise PredictError(f'--data: no *.csv files in {data}')
+        raise PredictError(f'--data: no CSV files (*.csv, *.csv.gz) in {data}')
     return [os.path.abspath(os.path.join(data, n)) for n in names], names
 
 
@@ -163,13 +164,16 @@ def main(argv: List[str], default_config: str, out=None) -> int:
         with (contextlib.nullcontext() if args.verbose else quiet_output(log_path)):
             from components import batch_inference  # Beam, TensorFlow: behind the log
             features = model_features(config, model_path)
-            try:
-                batch_inference.check_inputs(files, features, keep)
-            except batch_inference.InputError as e:
-                raise DataRefused(str(e)) from None
+            data = config.data
             job = batch_inference.Job(model_path=model_path, files=tuple(files),
                                       file_names=tuple(names), features=features,
-                                      output=os.path.abspath(args.out), keep=keep)
+                                      output=os.path.abspath(args.out), keep=keep,
+                                      delimiter=data.delimiter, encoding=data.encoding,
+                                      na_values=tuple(data.na_values))
+            try:
+                batch_inference.check_inputs(job)
+            except batch_inference.InputError as e:
+                raise DataRefused(str(e)) from None
             result = batch_inference.run(job, beam_args)
     except DataRefused as e:
         print(f'Data refused: {e}', file=sys.stderr)

@@ -94,8 +94,10 @@ def test_each_components_key_follows_the_code_it_runs_and_only_that(repo_copy, t
             ('components/model_versions.py', {'Pusher'}),           # imported by the Pusher
             ('components/metrics.py', {'Evaluator'}),               # TFMA imports it
             ('components/model.py', {'Trainer'}),                   # via components.trainer
-            # the plan, and the trivial baseline's names the Evaluator's metrics import
-            ('components/features.py', {'Transform', 'Trainer', 'Evaluator'}),
+            # the plan; the trivial baseline's names the Evaluator's metrics import; the
+            # signature names the Pusher's warmup requests use
+            ('components/features.py', {'Transform', 'Trainer', 'Evaluator', 'Pusher'}),
+            ('components/warmup.py', {'Pusher'}),
             ('components/transform.py', {'Transform'}),
             ('components/estimator_trainer.py', set()),             # the keras trainer runs
             ('components/gbt_trainer.py', set()),

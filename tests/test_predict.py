@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import pipeline_runner
-from components import batch_inference
+from components import batch_inference, csv_format
 from testlib import taxi_rows, write_csv
 
 PORTABLE = ['--runner', 'PortableRunner', '--beam-arg=--job_endpoint=embed',
@@ -161,9 +161,37 @@ def test_line_numbers_count_multi_line_values_and_skipped_rows(tmp_path):
     path = tmp_path / 'lines.csv'
     path.write_bytes(b'a,b\n1,x\n2,"multi\nline"\n3\n4,"y"\n5,z,extra\n6,"p\n\nq"\n7,w\n8\n')
     found, rejects = [], []
-    for batch, lines, bad in batch_inference.read_chunks(str(path), ['a'], chunk_bytes=16):
+    for batch, lines, bad in batch_inference.read_chunks(str(path), ['a'], csv_format.CsvFormat(),
+                                                         chunk_bytes=16):
         found += list(zip(batch.column(0).to_pylist(), lines.tolist()))
         rejects += bad
     assert found == [(b'1', 2), (b'2', 3), (b'4', 6), (b'6', 8), (b'7', 11)]
     assert rejects == [(5, 'expected 2 cells, got 1'), (7, 'expected 2 cells, got 3'),
                        (12, 'expected 2 cells, got 1')]
+
+
+def test_files_are_read_as_the_run_reads_its_data(tmp_path):
+    """A gzipped, semicolon-delimited export with NA tokens: the delimiter is detected, the
+    tokens are missing values (features without a value, as ExampleGen writes them), and a
+    wrong-typed cell is still a reject."""
+    import gzip
+
+    import tensorflow as tf
+
+    path = tmp_path / 'export.csv.gz'
+    path.write_bytes(gzip.compress(b'n;s\n1;x\nNA;y\n3;N/A\nfour;z\n'))
+    job = batch_inference.Job(model_path='', files=(str(path),), file_names=(),
+                              features={'n': batch_inference.INT, 's': batch_inference.STRING},
+                              output=str(tmp_path / 'out.csv'))
+    batch_inference.check_inputs(job)  # the header is read with the detected delimiter
+    (batch, lines, bad), = batch_inference.read_chunks(str(path), ['n', 's'],
+                                                        job.reading(str(path)))
+    assert batch.column(0).to_pylist() == [b'1', None, b'3', b'four']
+    accepted, examples, rejects = batch_inference.encode(batch, job.features)
+    assert accepted.tolist() == [True, True, True, False]
+    assert rejects == [(3, "column n: 'four' is not an integer")]
+    def present(example):
+        features = tf.train.Example.FromString(example).features.feature
+        return sorted(name for name, f in features.items()
+                      if len(getattr(f, f.WhichOneof('kind') or 'int64_list').value))
+    assert [present(e) for e in examples] == [['n', 's'], ['s'], ['n']]

@@ -2,7 +2,7 @@
 
 The model is the PushedModel artifact's copy (the Pusher copies the pushed version into it).
 A run that pushed nothing scores nothing: the artifact records ``skipped`` and why. The files
-are ``infer_dir``'s ``*.csv`` (sorted); a file without a column the model takes fails the node,
+are ``infer_dir``'s CSV files (sorted; read as the run reads its data); a file without a column the model takes fails the node,
 naming the file and the column; bad rows go to the rejects file as in ``predict``. Beam runs
 with the pipeline's Beam arguments.
 """
@@ -16,6 +16,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components import batch_inference
+from components.csv_format import CsvFormat, is_csv_name
 
 PREDICTIONS = 'predictions'
 SUMMARY_FILE = 'summary.json'
@@ -23,7 +24,7 @@ SUMMARY_FILE = 'summary.json'
 
 def csv_files(directory: str) -> List[str]:
     return sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                  if n.lower().endswith('.csv')) if os.path.isdir(directory) else []
+                  if is_csv_name(n)) if os.path.isdir(directory) else []
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -39,16 +40,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         else:
             files = csv_files(exec_properties['infer_dir'])
             if not files:
-                raise ValueError(f'inference.infer_dir: no *.csv files in '
+                raise ValueError(f'inference.infer_dir: no CSV files in '
                                  f'{exec_properties["infer_dir"]}')
             features = json.loads(exec_properties['features'])
             keep = tuple(json.loads(exec_properties['keep']))
-            batch_inference.check_inputs(files, features, keep)
+            fmt = CsvFormat.from_exec_properties(exec_properties)
             job = batch_inference.Job(
                 model_path=pushed.uri, files=tuple(files),
                 file_names=tuple(os.path.basename(f) for f in files), features=features,
                 output=os.path.join(result.uri, f'{PREDICTIONS}.{exec_properties["output_format"]}'),
-                keep=keep)
+                keep=keep, delimiter=exec_properties['delimiter'], encoding=fmt.encoding,
+                na_values=fmt.na_values)
+            batch_inference.check_inputs(job)
             summary = batch_inference.run(job, self._beam_pipeline_args)
             summary['version'] = pushed.get_string_custom_property('pushed_version')
             result.set_int_custom_property('rows', summary['rows'])

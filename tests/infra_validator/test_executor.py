@@ -153,11 +153,14 @@ def test_tf_serving_is_required_but_missing(tmp_path, good_model, examples, monk
 STAND_IN = """#!{python}
 # tensorflow_model_server's flags, served by the product's server: the TF Serving code path
 # (ports chosen by the validator, status polled over REST) without the real binary.
+# The guard: the server's model processes come from multiprocessing's forkserver, which
+# imports the main module again.
 import sys
-flags = dict(a[2:].split('=', 1) for a in sys.argv[1:])
-from serving.server import main
-sys.exit(main(['--serving-dir', flags['model_base_path'], '--model-name', flags['model_name'],
-               '--rest-port', flags['rest_api_port'], '--grpc-port', flags['port']]))
+if __name__ == '__main__':
+    flags = dict(a[2:].split('=', 1) for a in sys.argv[1:])
+    from serving.server import main
+    sys.exit(main(['--serving-dir', flags['model_base_path'], '--model-name', flags['model_name'],
+                   '--rest-port', flags['rest_api_port'], '--grpc-port', flags['port']]))
 """
 
 
