@@ -3,10 +3,16 @@
     python pipeline_runner.py [run] [--config configs/taxi.yaml] [flags]
     python pipeline_runner.py serve [--config configs/taxi.yaml] [server flags]
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
+    python pipeline_runner.py report [RUN] [--config ...] [--out PATH]
+    python pipeline_runner.py runs [show RUN | diff A B] [--config ...]
+    python pipeline_runner.py predict --data DIR_OR_CSV --out PATH [--model-version V] [...]
 
-Exit status: 0 when the run succeeded (blessed and pushed, or not blessed and nothing
-pushed), 1 when the run failed or the preflight refused the data (nothing ran), 2 when the
-command line or the config was refused.
+Exit status (one refusal policy, README "What a run shows"): 0 when the run succeeded
+(blessed and pushed, or not blessed and nothing pushed); 1 when the data was refused or the
+run failed (the reason is printed, with the log's path); 2 when the command line or the
+config was refused, naming the key: every such refusal comes before TensorFlow is imported
+(config.validate, then pipeline.inputs.resolve), and nothing has run. No mistake of the
+user's ends in a traceback; ``--verbose`` shows one for an unexpected failure.
 """
 import argparse
 import dataclasses
@@ -14,9 +20,9 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import TRAINERS, ConfigError, load_config
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'taxi.yaml')
@@ -39,7 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
                                    '(run.image)')
     p.add_argument('--kfp-output', help='kubeflow: where the spec goes, .json (PipelineJob, '
                                         'Vertex AI) or .yaml (PipelineSpec, KFP) (run.kfp_output)')
-    p.add_argument('--trainer', choices=['keras', 'estimator'], help='training.trainer')
+    p.add_argument('--trainer', choices=list(TRAINERS), help='training.trainer')
     p.add_argument('--train-steps', type=int, help='training.train_steps')
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '
@@ -76,31 +82,59 @@ def load(args: argparse.Namespace):
     return config
 
 
+def refused(e: Exception) -> int:
+    print(f'Config refused: {e}', file=sys.stderr, flush=True)
+    return 2
+
+
+def data_refused(e: Exception) -> int:
+    print(f'Data refused: {e}', file=sys.stderr, flush=True)
+    return 1
+
+
 def cmd_run(argv: List[str]) -> int:
     args = run_parser().parse_args(argv)
+    from pipeline.inputs import resolve
+    from pipeline.preflight import DataError
     try:
         config = load(args)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
+    try:
+        # Everything the config check could not see without the data and the schema, still
+        # before TensorFlow loads (unless a schema is drafted).
+        inputs = resolve(config, log=lambda line: print(line, flush=True))
+    except ConfigError as e:
+        return refused(f'{args.config}: {e}')
+    except DataError as e:
+        return data_refused(e)
     if config.run.runner == 'kubeflow':
         from pipeline.orchestrators.kubeflow import compile_pipeline
         try:
             print(f'Wrote the Kubeflow pipeline spec {compile_pipeline(config)} '
                   f'(image {config.run.image})')
         except ConfigError as e:
-            print(f'Config refused: {e}', file=sys.stderr)
-            return 2
+            return refused(e)
         return 0
     from pipeline.run import run_pipeline
 
     print(f'Running pipeline {config.name!r} on {config.data.root} '
           f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
-    from pipeline.preflight import DataError
     try:
-        summary = run_pipeline(config)
+        summary = run_pipeline(config, inputs=inputs)
+    except ConfigError as e:  # resolved again after waiting for another run
+        return refused(f'{args.config}: {e}')
     except DataError as e:
-        print(f'Data refused: {e}', file=sys.stderr, flush=True)
+        return data_refused(e)
+    except KeyboardInterrupt:
+        print('Interrupted: nothing was pushed by this run.', file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a failure is reported, not a traceback
+        logging.getLogger(__name__).debug('run failed', exc_info=True)
+        if config.run.verbose:
+            raise
+        print(f'Run failed: {type(e).__name__}: {e}\n(run with --verbose for the traceback)',
+              file=sys.stderr, flush=True)
         return 1
     from pipeline.report import render  # imported by the run already, behind the log
     print(render(summary), flush=True)
@@ -120,8 +154,7 @@ def cmd_serve(argv: List[str]) -> int:
     try:
         config = load_config(known.config, check_data=False)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
     from serving.server import main as serve_main
     defaults = ['--serving-dir', config.paths.serving_dir, '--model-name', config.name]
     return serve_main(defaults + rest) or 0
@@ -132,32 +165,155 @@ def cmd_draft_schema(argv: List[str]) -> int:
                                 description='Infer a schema from the data (TFDV), with the '
                                             'TRAINING/SERVING environments set, for review.')
     p.add_argument('--config', default=DEFAULT_CONFIG)
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='override a config key, e.g. --set data.root=DIR (repeatable)')
     p.add_argument('--out', help='where to write it (default: print it)')
     args = p.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.set)
     except ConfigError as e:
-        print(f'Config refused: {e}', file=sys.stderr)
-        return 2
+        return refused(e)
     from google.protobuf import text_format
 
-    from pipeline.schema import draft_schema, write_schema
-    from pipeline.spans import input_glob
-    schema = draft_schema(input_glob(config.data.root), config.data.label,
-                          config.data.exclude)
+    from pipeline import inputs
+    from pipeline.preflight import DataError
+    from pipeline.schema import describe_schema, write_schema
+    # The schema text alone on stdout when it is printed, so that it can be redirected.
+    notes = sys.stdout if args.out else sys.stderr
+    try:
+        window, drift_span = inputs.read_spans(config)
+        fmt = inputs.reading_format(config)
+        files = inputs.fingerprint(inputs.files_to_read(config, window[-1:], None))
+        print(f'Reading {len(files)} CSV file{"s" if len(files) != 1 else ""}: '
+              f'{fmt.describe()}', file=notes)
+        pattern, schema = inputs.draft(config, files, fmt)  # the newest span's files
+    except DataError as e:
+        return data_refused(e)
+    print(f'Drafted a schema from {pattern} (TFDV inference):', file=notes)
+    print('\n'.join(describe_schema(schema)), file=notes)
     if args.out:
         write_schema(schema, args.out)
-        print(f'Wrote {args.out}; compare: diff {config.data.schema} {args.out}')
+        curated = config.data.schema if config.data.schema not in ('', inputs.DRAFT) \
+            else inputs.default_schema_path(config)
+        print(f'Wrote {args.out}; compare: diff {curated} {args.out}')
     else:
         print(text_format.MessageToString(schema))
     return 0
 
 
+RUN_HELP = 'a run id as `runs` lists it, a unique prefix of it, latest or latest~N'
+
+
+def reading_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags that say where a pipeline's runs are, as the run took them."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument('--config', default=DEFAULT_CONFIG, help='pipeline YAML (default: %(default)s)')
+    p.add_argument('--pipeline-root', help='where the artifacts are (paths.pipeline_root)')
+    p.add_argument('--metadata', help='the ML Metadata SQLite file (paths.metadata)')
+    return p
+
+
+def load_for_reading(args: argparse.Namespace):
+    overrides = [f'{key}={value}' for key, value in (('paths.pipeline_root', args.pipeline_root),
+                                                     ('paths.metadata', args.metadata)) if value]
+    return load_config(args.config, overrides, check_data=False)
+
+
+def cmd_report(argv: List[str]) -> int:
+    p = reading_parser('pipeline_runner.py report', 'Write the HTML report of a recorded run again.')
+    p.add_argument('run', nargs='?', default='latest', help=f'{RUN_HELP} (default: latest)')
+    p.add_argument('--out', help='where to write it (default: <pipeline_root>/_runs/<run>.html)')
+    p.add_argument('--verbose', action='store_true', help='show the libraries\' own logs')
+    args = p.parse_args(argv)
+    try:
+        config = load_for_reading(args)
+    except ConfigError as e:
+        return refused(e)
+    import contextlib
+    import time
+
+    from pipeline import run_record
+    from pipeline.metadata import RunNotFound, find_run, open_store
+    from pipeline.run import configure_logging, quiet_output
+    if not os.path.exists(config.paths.metadata):
+        print(f'No runs: {config.paths.metadata} does not exist yet', file=sys.stderr)
+        return 1
+    store = open_store(config.paths.metadata, read_only=True)
+    try:
+        run = find_run(store, config.name, args.run)
+    except RunNotFound as e:
+        print(f'Run not found: {e}', file=sys.stderr)
+        return 1
+    out = os.path.abspath(args.out or run_record.path_for(config.paths.pipeline_root, run.name, '.html'))
+    log_path = os.path.join(config.paths.pipeline_root, '_logs',
+                            f'report-{time.strftime("%Y%m%d-%H%M%S")}.log')
+    print(f'Writing the report of run {run.name} ...', flush=True)
+    configure_logging(args.verbose)
+    start = time.time()
+    try:
+        with contextlib.nullcontext() if args.verbose else quiet_output(log_path):
+            from pipeline.html_report import write_report
+            try:
+                size = write_report(config, store, run,
+                                    run_record.read(config.paths.pipeline_root, run.name), out)
+            except Exception:  # noqa: BLE001 - reported below, traceback in the log
+                logging.getLogger(__name__).exception('The report could not be written')
+                raise
+    except Exception as e:  # noqa: BLE001
+        print(f'Report failed: {type(e).__name__}: {e}'
+              + ('' if args.verbose else f' (full log: {log_path})'), file=sys.stderr)
+        return 1
+    if not args.verbose and os.path.exists(log_path):
+        os.remove(log_path)
+    print(f'Report: {out} ({size / 2**20:.1f} MB, {time.time() - start:.1f}s)')
+    return 0
+
+
+def cmd_runs(argv: List[str]) -> int:
+    p = reading_parser('pipeline_runner.py runs',
+                       f'The runs ML Metadata recorded: list them, show one, or compare two. '
+                       f'RUN, A, B: {RUN_HELP}.')
+    p.add_argument('action', nargs='?', default='list', choices=['list', 'show', 'diff'],
+                   help='list (default), show RUN, or diff A B')
+    p.add_argument('runs', nargs='*', metavar='RUN')
+    args = p.parse_args(argv)
+    wanted = {'list': 0, 'show': 1, 'diff': 2}[args.action]
+    if len(args.runs) != wanted:
+        p.error(f'{args.action} takes {wanted} run id{"s" if wanted != 1 else ""}, '
+                f'got {len(args.runs)}')
+    try:
+        config = load_for_reading(args)
+    except ConfigError as e:
+        return refused(e)
+    from pipeline import runs
+    from pipeline.metadata import RunNotFound
+    if args.action != 'list' and not os.path.exists(config.paths.metadata):
+        print(f'No runs: {config.paths.metadata} does not exist yet', file=sys.stderr)
+        return 1
+    try:
+        print({'list': lambda: runs.list_runs(config), 'show': lambda: runs.show(config, *args.runs),
+               'diff': lambda: runs.diff(config, *args.runs)}[args.action]())
+    except RunNotFound as e:
+        print(f'Run not found: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(argv: List[str]) -> int:
+    from pipeline.predict import main as predict_main
+    return predict_main(argv, DEFAULT_CONFIG)
+
+
+# The subcommands: name -> function of the remaining arguments, returning the exit status.
+COMMANDS: Dict[str, Callable[[List[str]], int]] = {
+    'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
+    'report': cmd_report, 'runs': cmd_runs, 'predict': cmd_predict}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
-    if argv and argv[0] in commands:
-        return commands[argv[0]](argv[1:])
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     return cmd_run(argv)
 
 

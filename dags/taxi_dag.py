@@ -5,7 +5,9 @@ from its environment, since Airflow passes a DAG file no arguments:
   PIPELINE_CONFIG  the YAML file (default: configs/taxi.yaml of this repository)
   PIPELINE_SET     overrides as for --set, space-separated, shell-quoted:
                    "paths.pipeline_root=/data/taxi training.train_steps=500"
-The schedule is the config's run.schedule. Set up and try it: see docs/orchestrators.md.
+Parsing it reads the config and nothing else (no data, no TensorFlow): the DAG's two tasks
+resolve the run's inputs and run it (pipeline/orchestrators/airflow.py). The schedule is
+the config's run.schedule. Set up and try it: see docs/orchestrators.md.
 """
 import os
 import shlex
@@ -15,10 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # the DAG folder is not the repository
     sys.path.insert(0, REPO)
 
-from pipeline.config import load_config  # noqa: E402
 from pipeline.orchestrators.airflow import create_dag  # noqa: E402
 
-config = load_config(os.environ.get('PIPELINE_CONFIG', os.path.join(REPO, 'configs', 'taxi.yaml')),
-                     shlex.split(os.environ.get('PIPELINE_SET', '')))
 # Airflow finds DAGs among a module's globals.
-dag = create_dag(config)
+dag = create_dag(os.environ.get('PIPELINE_CONFIG', os.path.join(REPO, 'configs', 'taxi.yaml')),
+                 shlex.split(os.environ.get('PIPELINE_SET', '')))

@@ -6,19 +6,26 @@ through TFX costs ~40 CPU-seconds of imports (TensorFlow, Beam, TFMA, TFDV) and 
 compilation. This module answers the same question in well under a second, and only when
 the answer is certain:
 
-After a run that succeeded with no component failed, ``record`` writes
-``<pipeline_root>/_fast_rerun/last.json``: a key over everything that decides the cache
-(below), the run's summary, and the size and modification time of the ML Metadata file.
-``lookup`` returns that summary, marked as reused, only if
+Each run computes its key under the run lock, from the inputs it starts on
+(``run_key(config, inputs)``: the inputs ``pipeline/inputs.py`` resolved), and after a run
+that succeeded with no component failed, ``record`` writes
+``<pipeline_root>/_fast_rerun/last.json``: that key, the run's summary, and the size and
+modification time of the ML Metadata file. The key is the one taken at the start, never
+recomputed at the end: a new span, a schema edit or a code edit that lands while a run goes
+is not in what that run read, so the next run's key differs and it goes through TFX.
+``lookup`` (under the lock too, so it sees the record of the run before it) returns that
+summary, marked as reused, only if
   * the key is the same: the whole config (runner, Beam args, paths included), every file
-    under ``data.root`` (path, size, mtime in ns: what CsvExampleGen's fingerprint uses),
-    the curated schema's bytes, the pipeline's own code (``pipeline/``, ``components/``,
-    custom modules), and the versions of Python and of the TFX libraries;
+    the run reads (path, size, mtime in ns: what CsvExampleGen's fingerprint uses), the
+    spans, the schema's contents and the feature plan, the digest of every component
+    module's code and of custom modules, the pipeline's own code (``pipeline/``, which
+    builds the graph), and the versions of Python and of the TFX libraries;
   * the ML Metadata file is exactly as that run left it: no other run, of this config or
     any other, has recorded anything since (another run could change the baseline);
   * the artifacts the summary points at still exist (the pushed model, the pipeline root).
 Otherwise the pipeline runs through TFX as always, which records the cached executions in
-ML Metadata. ``run.fast_rerun: false`` (``--set run.fast_rerun=false``) always runs TFX.
+ML Metadata. ``run.fast_rerun: false`` (``--set run.fast_rerun=false``) always runs TFX
+(and still records, for the next run).
 """
 import hashlib
 import json
@@ -26,31 +33,14 @@ import os
 import platform
 import time
 from importlib import metadata as importlib_metadata
-from typing import Any, Dict, Iterable, Optional, TextIO
+from typing import Any, Dict, Optional, TextIO
+
+from pipeline import code_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE_DIRS = ('pipeline', 'components')
 LIBRARIES = ('tfx', 'tensorflow', 'tfx-bsl', 'tensorflow-transform', 'tensorflow-model-analysis',
              'tensorflow-data-validation', 'apache-beam', 'ml-metadata')
 RECORD = os.path.join('_fast_rerun', 'last.json')
-
-
-def _files(root: str, suffix: str = '') -> Iterable[str]:
-    for directory, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d != '__pycache__')
-        for name in sorted(names):
-            if name.endswith(suffix):
-                yield os.path.join(directory, name)
-
-
-def source_digest(root: str) -> str:
-    """sha256 over the relative path and bytes of every ``.py`` file under ``root``."""
-    h = hashlib.sha256()
-    for path in _files(root, '.py'):
-        with open(path, 'rb') as f:
-            h.update(json.dumps([os.path.relpath(path, root),
-                                 hashlib.sha256(f.read()).hexdigest()]).encode())
-    return h.hexdigest()
 
 
 def _stat(path: str) -> Any:
@@ -61,7 +51,7 @@ def _stat(path: str) -> Any:
     return [st.st_size, st.st_mtime_ns]
 
 
-def run_key(config) -> str:
+def run_key(config, inputs) -> str:
     """A hash of everything an unchanged rerun depends on (see the module docstring)."""
     import dataclasses
 
@@ -74,14 +64,10 @@ def run_key(config) -> str:
     settings['run'].pop('verbose', None)  # only changes what is printed
     settings['run'].pop('fast_rerun', None)  # how the answer is found, not what it is
     add('config', settings)
-    for path in _files(config.data.root):
-        add('data', [path, _stat(path)])
-    for d in CODE_DIRS:
-        add('code', [d, source_digest(os.path.join(REPO, d))])
-    for path in [config.data.schema, config.modules.transform, config.modules.trainer]:
-        if path and os.path.isfile(path):
-            with open(path, 'rb') as f:
-                add('file', [path, hashlib.sha256(f.read()).hexdigest()])
+    resolved = inputs.to_dict()
+    resolved['schema'].pop('drafted')  # drafted in the run before, read now: the same schema
+    add('inputs', resolved)
+    add('graph code', code_digest.tree_digest(os.path.join(REPO, 'pipeline')))
     add('python', platform.python_version())
     for lib in LIBRARIES:
         try:
@@ -95,8 +81,9 @@ def _record_path(config) -> str:
     return os.path.join(config.paths.pipeline_root, RECORD)
 
 
-def record(config, summary: Dict[str, Any]) -> None:
-    """Remembers a successful run for ``lookup``; forgets it after any other outcome."""
+def record(config, key: str, summary: Dict[str, Any]) -> None:
+    """Remembers a successful run, under the ``key`` it started with, for ``lookup``;
+    forgets it after any other outcome."""
     path = _record_path(config)
     ok = summary.get('status') == 'succeeded' and summary.get('components') and all(
         c.get('state') in ('ran', 'cached') for c in summary['components'])
@@ -104,7 +91,7 @@ def record(config, summary: Dict[str, Any]) -> None:
         if os.path.exists(path):
             os.remove(path)
         return
-    entry = {'key': run_key(config), 'metadata': _stat(config.paths.metadata),
+    entry = {'key': key, 'metadata': _stat(config.paths.metadata),
              'recorded_at': time.strftime('%Y-%m-%d %H:%M:%S'), 'summary': summary}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
@@ -112,8 +99,8 @@ def record(config, summary: Dict[str, Any]) -> None:
     os.replace(path + '.tmp', path)
 
 
-def lookup(config, out: Optional[TextIO] = None) -> Optional[Dict[str, Any]]:
-    """The summary of a run that an unchanged rerun would repeat from cache, or None."""
+def lookup(config, key: str, out: Optional[TextIO] = None) -> Optional[Dict[str, Any]]:
+    """The summary of a run that a rerun with this ``key`` would repeat from cache, or None."""
     start = time.time()
     try:
         with open(_record_path(config), encoding='utf-8') as f:
@@ -126,7 +113,7 @@ def lookup(config, out: Optional[TextIO] = None) -> Optional[Dict[str, Any]]:
     push = summary.get('push') or {}
     if push.get('pushed') and not (push.get('path') and os.path.exists(push['path'])):
         return None
-    if entry['key'] != run_key(config):
+    if entry['key'] != key:
         return None
     components = [{'id': c['id'], 'state': 'cached', 'seconds': 0.0}
                   for c in summary.get('components', [])]

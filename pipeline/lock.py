@@ -36,28 +36,34 @@ def holder(path: str) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(metadata_path: str, log: Callable[[str], None] = print) -> Iterator[None]:
-    """Holds the run lock of ``metadata_path`` for the block; waits for it if need be."""
+def run_lock(metadata_path: str, log: Callable[[str], None] = print) -> Iterator[bool]:
+    """Holds the run lock of ``metadata_path`` for the block; waits for it if need be.
+
+    Yields whether it had to wait (another run held it), i.e. whether what is on disk may
+    have changed since the caller last looked.
+    """
     if '://' in metadata_path:
-        yield
+        yield False
         return
     path = os.path.abspath(metadata_path) + '.lock'
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        waited = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            waited = time.time()
+            waited = True
+            since = time.time()
             log(f'Another run holds {path}: {holder(path)}. Waiting for it to finish ...')
             fcntl.flock(fd, fcntl.LOCK_EX)
-            log(f'... it finished after {time.time() - waited:.0f}s; this run starts now.')
+            log(f'... it finished after {time.time() - since:.0f}s; this run starts now.')
         info = {'pid': os.getpid(), 'host': socket.gethostname(),
                 'started': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
                 'command': ' '.join(os.path.basename(a) if i == 0 else a
                                     for i, a in enumerate(sys.argv))[:200]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        yield
+        yield waited
     finally:
         os.close(fd)  # releases the lock

@@ -1,4 +1,10 @@
-"""``create_pipeline(config)``: the component graph, written once for every orchestrator."""
+"""``create_pipeline(config, inputs)``: the component graph, written once for every orchestrator.
+
+It reads nothing and writes nothing: what it needs from disk (the spans, the files, the
+schema, the feature plan, the code's digests) was resolved before, once, into ``inputs``
+(``pipeline/inputs.py``). The same config and inputs give the same graph, wherever and
+however often it is built.
+"""
 import dataclasses
 import json
 import os
@@ -6,9 +12,9 @@ from typing import List, Optional, Union
 
 # TFX's modules, not ``tfx.v1``: importing that loads its Google Cloud extensions
 # (google.cloud.aiplatform), ~12 s of every run's start-up on this machine.
-from tfx.components import ExampleValidator, Pusher, SchemaGen, Trainer, Transform
+from tfx.components import ExampleValidator, SchemaGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_node
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -23,23 +29,24 @@ import components
 from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
-from components.fast_evaluator import FastEvaluator
 from components.fast_csv_example_gen import FastCsvExampleGen
+from components.fast_evaluator import FastEvaluator
 from components.fast_statistics_gen import FastStatisticsGen
-from components.input_files import fingerprint
-from components.features import FeaturePlan, plan_from_schema
-from components.pusher import executor as pusher_executor
-from pipeline import spans
-from pipeline.config import ConfigError, PipelineConfig, csv_files
+from components.bulk_inferrer import BulkInferrer
+from components.infra_validator import InfraValidator
+from components.pusher.component import Pusher
+from components.tflite_export import TFLiteExport
+from pipeline import code_digest, spans
+from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
-from pipeline.fast_rerun import source_digest
-from pipeline.preflight import drift_enabled, files_to_read
-from pipeline.schema import ensure_schema, stage_schema, staged_schema_path
+from pipeline.inputs import RunInputs
+from pipeline.schema import staged_path
 
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
 TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
-                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py')}
+                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py'),
+                   'gbt': os.path.join(COMPONENTS_DIR, 'gbt_trainer.py')}
 
 # Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
 # cloudpickle rather than Beam 2.56's default, dill, to serialize the ~3,000 DoFns and
@@ -73,41 +80,51 @@ def beam_args(config: PipelineConfig, image_root: str = '') -> List[str]:
 STATS_SAMPLE_ROWS = 200_000
 
 
-def estimated_rows(data_root: str) -> int:
-    """Rows in the CSV files under ``data_root``: total bytes / mean bytes of the first lines."""
-    files = csv_files(data_root)  # the newest span's files
-    total = sum(os.path.getsize(f) for f in files)
-    if not files or not total:
-        return 0
-    with open(files[0], 'rb') as f:
-        head = f.readlines(1 << 16)
-    return int(total / max(1.0, sum(map(len, head)) / max(1, len(head))))
-
-
-def statistics_options(config: PipelineConfig):
-    rows = estimated_rows(config.data.root)
+def statistics_options(rows: int):
     if rows <= STATS_SAMPLE_ROWS:
         return None
     import tensorflow_data_validation as tfdv
     return tfdv.StatsOptions(sample_rate=round(STATS_SAMPLE_ROWS / rows, 4))
 
 
+# The exec property that carries the digest of the code a component's executor runs. TFX's
+# caches key on every exec property: the portable launcher (local and Beam runners) hashes
+# them all into the cache context (tfx/orchestration/portable/cache_utils.py), the legacy
+# launcher matches them (tfx/orchestration/metadata.py, get_cached_outputs), and Kubeflow
+# keys a task on its input parameters. TFX's own key names the executor by class path, and
+# Transform's and the Trainer's functions by import path, never by their code.
+CODE_DIGEST = 'code_digest'
+
+
+def keyed_on_code(node: base_node.BaseNode, inputs: RunInputs, *modules: str):
+    """``node`` with the digest of the project code it runs in its exec properties.
+
+    That code is its executor's module, when it is one of the project's, and ``modules``
+    (the module a Transform or Trainer function lives in, a custom module file, the
+    Evaluator's metric modules), each with the project modules it imports
+    (``pipeline/code_digest.py``). A node that runs only library code is left as it is.
+    """
+    executor = getattr(node.executor_spec, 'class_path', '').rpartition('.')[0]
+    keys = sorted({executor} & set(inputs.code) | set(modules))
+    if keys:
+        node.exec_properties[CODE_DIGEST] = (
+            inputs.code[keys[0]] if len(keys) == 1
+            else code_digest.combined(inputs.code[k] for k in keys))
+    return node
+
+
 def materialize_transform(config: PipelineConfig) -> bool:
     """Whether Transform writes the transformed examples for the Trainer.
 
-    The built-in Keras trainer reads the raw examples and applies the TFT graph in its
-    tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
+    The built-in Keras and gbt trainers read the raw examples and apply the TFT graph in
+    their tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
     is a Beam pass that encodes and writes every row, ~60% of Transform's time at 1M rows,
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
     the estimator trainer runs Transform again.
     """
-    return config.training.trainer != 'keras' or bool(config.modules.trainer)
-
-
-def feature_plan(config: PipelineConfig) -> FeaturePlan:
-    return plan_from_schema(ensure_schema(config), config)
+    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
 
 
 def union_of(channels: List[Channel]):
@@ -116,24 +133,22 @@ def union_of(channels: List[Channel]):
     return channels[0] if len(channels) == 1 else channel_utils.union(channels)
 
 
-def image_module(path: str, repo_dir: str, key: str) -> str:
-    """The dotted module name of a ``.py`` file in the repository (importable in the image)."""
-    relative = os.path.relpath(path, repo_dir)
-    if relative.startswith('..') or not relative.endswith('.py'):
-        raise ConfigError(f'{key}: {path} is not in the image, which holds the repository '
-                          f'{repo_dir}; put the module there to run it on Kubeflow')
-    return relative[:-3].replace(os.sep, '.')
+def image_module(path: str, repo_dir: str) -> str:
+    """The dotted module name of a ``.py`` file in the repository (importable in the image;
+    the config check refuses one outside it)."""
+    return os.path.relpath(path, repo_dir)[:-3].replace(os.sep, '.')
 
 
-def create_pipeline(config: PipelineConfig, *,
+def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
                     data_root: Optional[Union[str, RuntimeParameter]] = None,
                     train_args: Optional[Union[trainer_pb2.TrainArgs,
                                                RuntimeParameter]] = None,
                     image_root: str = '') -> Pipeline:
-    """The graph. The keyword arguments are for orchestrators that run it elsewhere.
+    """The graph of ``config`` on ``inputs`` (``pipeline.inputs.resolve(config)``).
 
-    ``data_root`` and ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g.
-    with ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
+    The keyword arguments are for orchestrators that run it elsewhere. ``data_root`` and
+    ``train_args`` replace ``data.root`` and ``training.train_steps``, e.g. with
+    ``RuntimeParameter``s set when a run is submitted (Kubeflow). With ``image_root``
     the components run in the image the Dockerfile builds, whose repository copy is at
     ``image_root``: the code is named by module path (no wheel is built and uploaded when
     compiling), the schema is the copy staged in the image, and the baseline is TFX's
@@ -141,7 +156,7 @@ def create_pipeline(config: PipelineConfig, *,
     strategies; there each run resolves it before training, so it never is the candidate).
     Without them the graph is the local one, unchanged.
     """
-    plan = feature_plan(config)
+    plan = inputs.plan
     custom_config = {'features': plan.to_dict(),
                      'training': dataclasses.asdict(config.training)}
     train_buckets, eval_buckets = config.data.split
@@ -150,31 +165,32 @@ def create_pipeline(config: PipelineConfig, *,
         example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
     root = config.data.root
-    stats_options = statistics_options(config)
+    stats_options = statistics_options(inputs.rows)
 
     def read_span(span: Optional[int], example_gen_id: str, statistics_id: str,
                   input_base: Union[str, RuntimeParameter] = root):
-        """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the newest, or
-        the flat root). CsvExampleGen's artifact, read with pyarrow instead of Beam
+        """ExampleGen + StatisticsGen of one span (pipeline/spans.py; None: the flat root).
+        CsvExampleGen's artifact, read with pyarrow instead of Beam
         (components/fast_csv_example_gen), and StatisticsGen's, computed in memory up to
         STATS_SAMPLE_ROWS rows (components/fast_statistics_gen)."""
-        input_config, range_config = spans.example_gen_input(root, span)
+        input_config, range_config = spans.example_gen_config(span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
-            output_config=output_config).with_id(example_gen_id)
-        return gen, FastStatisticsGen(examples=gen.outputs['examples'],
-                                      stats_options=stats_options).with_id(statistics_id)
+            output_config=output_config, csv_format=inputs.csv_format).with_id(example_gen_id)
+        return (keyed_on_code(gen, inputs),
+                keyed_on_code(FastStatisticsGen(examples=gen.outputs['examples'],
+                                                stats_options=stats_options
+                                                ).with_id(statistics_id), inputs))
 
     # The newest span; the nodes keep CsvExampleGen's and StatisticsGen's ids.
-    example_gen, statistics_gen = read_span(None, 'CsvExampleGen', 'StatisticsGen',
+    example_gen, statistics_gen = read_span(inputs.newest_span, 'CsvExampleGen', 'StatisticsGen',
                                             root if data_root is None else data_root)
     # The inferred schema is kept beside the curated one, to compare them (README, "Schemas").
     inferred_schema = SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False
     ).with_id('InferredSchemaGen')
     schema_gen = ImportSchemaGen(schema_file=(
-        staged_schema_path(config.data.schema, image_root) if image_root
-        else stage_schema(config.data.schema, config.paths.pipeline_root)))
+        staged_path(inputs.schema.digest, image_root) if image_root else inputs.schema.staged))
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
 
@@ -182,16 +198,17 @@ def create_pipeline(config: PipelineConfig, *,
     # checked. Each has its own ExampleGen and StatisticsGen, and, if trained on, its own
     # ExampleValidator through the gate. Their ids carry the span number, so a span read in
     # one run is served from the cache in the next, whichever position it has now.
-    window = spans.window(root, config.data.spans)[:-1]
-    drift_span = spans.previous_span(root) if drift_enabled(config) else None
+    window = list(inputs.spans[:-1])
+    drift_span = inputs.drift_span
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
-    span_nodes, span_stats = [], {}
+    span_nodes, span_stats, span_examples = [], {}, {}
     train_examples = [example_gen.outputs['examples']]
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
+        span_examples[span] = gen.outputs['examples']
         if span in window:
             validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
@@ -202,17 +219,23 @@ def create_pipeline(config: PipelineConfig, *,
     drift_check = None
     if drift_span is not None:
         # The newest span against the previous one (components/drift).
-        drift_check = DriftCheck(
+        drift_check = keyed_on_code(DriftCheck(
             statistics=statistics_gen.outputs['statistics'],
             previous_statistics=span_stats[drift_span].outputs['statistics'],
             schema=schema_gen.outputs['schema'],
-            thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True))
+            thresholds=json.dumps(dataclasses.asdict(config.validation.drift), sort_keys=True)),
+            inputs)
         span_nodes.append(drift_check)
-    anomaly_gate = AnomalyGate(
+    anomaly_gate = keyed_on_code(AnomalyGate(
         anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
-        input_files=fingerprint(files_to_read(config)))
+        # The files each ExampleGen read, as recorded on its examples, against the
+        # preflight's fingerprints of this machine's files: only where the components run on
+        # this machine (in the image, the gate checks ExampleGen's records alone).
+        examples=union_of(train_examples),
+        drift_examples=None if drift_span in window else span_examples.get(drift_span),
+        input_files=None if image_root else inputs.fingerprints), inputs)
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
@@ -220,25 +243,26 @@ def create_pipeline(config: PipelineConfig, *,
     # of this installed package (pip install -e .; --setup_file ships it to Beam workers).
     # A module file instead makes TFX build a wheel of its directory and pip-install it in
     # each component that uses it (~4 s per install). Custom modules stay module files.
-    package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
-    code = {}
+    # Either way the cache key holds the digest of the module's code (and of what it
+    # imports): TFX's own keys on the function's path, or on the module file alone.
+    # A built-in module is named in this package; a custom one in the config's repository.
+    code, code_key = {}, {}
     for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
                                       'preprocessing_fn'),
                                      ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
-        code[part] = ({fn: image_module(module, package_root, f'modules.{part}') + '.' + fn}
+        package_root = config.base_dir if custom else os.path.dirname(COMPONENTS_DIR)
+        code[part] = ({fn: image_module(module, package_root) + '.' + fn}
                       if image_root or not custom else dict(module_file=module))
-    # TFX's cache keys on the function's path, not its code: the code's digest goes into
-    # custom_config, so that editing components/ reruns Transform and the Trainer.
-    code_digest = source_digest(COMPONENTS_DIR)
+        code_key[part] = module if custom else image_module(module, os.path.dirname(COMPONENTS_DIR))
     materialize = materialize_transform(config)
-    transform = Transform(
+    transform = keyed_on_code(Transform(
         # Every span trained on, analyzed together (and, when materialized, one transformed
         # artifact each).
         examples=union_of(train_examples),
         schema=schema_gen.outputs['schema'],
         # Only the features: a training setting (the trainer, the steps) must not make
         # Transform run again.
-        custom_config={'features': custom_config['features'], 'code': code_digest},
+        custom_config={'features': custom_config['features']},
         # Its pre-/post-transform statistics would repeat StatisticsGen's work; nothing reads them.
         disable_statistics=True,
         # Nothing feeds an analyzer cache back into a later Transform, so writing one (a
@@ -249,7 +273,7 @@ def create_pipeline(config: PipelineConfig, *,
         # instead of 9, each faster, for the same transform graph (docs/performance.md).
         # A custom module keeps TFX's default, TF2 tracing, which it may rely on.
         force_tf_compat_v1=not config.modules.transform,
-        **code['transform'])
+        **code['transform']), inputs, code_key['transform'])
     transform.add_upstream_node(anomaly_gate)
 
     # Warm start (estimator trainer): from the latest blessed model, whichever trainer made
@@ -268,9 +292,10 @@ def create_pipeline(config: PipelineConfig, *,
         train_args=(trainer_pb2.TrainArgs(num_steps=config.training.train_steps)
                     if train_args is None else train_args),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=dict(custom_config, code=code_digest, materialized=materialize),
+        custom_config=dict(custom_config, materialized=materialize),
         base_model=warm_start.outputs['model'] if warm_start else None,
         **code['trainer'])
+    keyed_on_code(trainer, inputs, code_key['trainer'])
 
     previous = dict(model=Channel(type=standard_artifacts.Model),
                     model_blessing=Channel(type=standard_artifacts.ModelBlessing))
@@ -284,20 +309,49 @@ def create_pipeline(config: PipelineConfig, *,
     # The newest span's eval split: the data nearest to what the model will serve, never
     # trained on, and the same rows for the candidate and the baseline. TFX's Evaluator, with
     # small eval splits evaluated in memory (components/fast_evaluator); the id stays.
+    eval_config = build_eval_config(config, plan)
     evaluator = FastEvaluator(
         examples=example_gen.outputs['examples'],
         example_splits=['eval'],
         model=trainer.outputs['model'],
         baseline_model=baseline.outputs['model'],
-        eval_config=build_eval_config(config, plan)).with_id('Evaluator')
+        eval_config=eval_config).with_id('Evaluator')
+    # TFMA imports the modules of our metric classes (components/metrics.py) by name.
+    keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
+                                       for m in spec.metrics if m.module})
+
+    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
+    tflite = keyed_on_code(TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
+        num_examples=config.export.tflite_examples), inputs) if config.export.tflite else None
+    to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
+
+    # Before the push: the candidate in a real model server (validation.infra; off by default).
+    infra = config.validation.infra
+    infra_validator = keyed_on_code(InfraValidator(
+        model=to_push, examples=example_gen.outputs['examples'],
+        model_blessing=evaluator.outputs['blessing'], model_name=config.name,
+        num_examples=infra.examples, load_timeout_seconds=infra.load_timeout_seconds,
+        require_tf_serving=infra.require_tf_serving), inputs) if infra.enabled else None
 
     pusher_component = Pusher(
-        model=trainer.outputs['model'],
+        model=to_push,
         model_blessing=evaluator.outputs['blessing'],
+        examples=example_gen.outputs['examples'],  # for the warmup file (eval split)
+        infra_blessing=infra_validator.outputs['blessing'] if infra_validator else None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.paths.serving_dir)),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
+                base_directory=config.paths.serving_dir)))
+    keyed_on_code(pusher_component, inputs)
+
+    # After the push: inference.infer_dir scored with the pushed model (off by default).
+    inference = config.inference
+    bulk_inferrer = keyed_on_code(BulkInferrer(
+        pushed_model=pusher_component.outputs['pushed_model'], infer_dir=inference.infer_dir,
+        features={f.name: f.dtype for f in plan.features},
+        input_files={path: [size, mtime] for path, size, mtime in inputs.infer_files},
+        csv=inputs.csv_format, output_format=inference.format, keep=inference.keep), inputs) if inference.infer_dir else None
 
     return Pipeline(
         pipeline_name=config.name,
@@ -305,7 +359,9 @@ def create_pipeline(config: PipelineConfig, *,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
-                    evaluator, pusher_component],
+                    evaluator, *([tflite] if tflite else []),
+                    *([infra_validator] if infra_validator else []),
+                    pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(config.paths.metadata)),

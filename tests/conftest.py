@@ -4,6 +4,8 @@ The end-to-end runs are session fixtures so that many tests assert on one run: a
 on a few hundred rows takes about two minutes on two cores.
 """
 import dataclasses
+import io
+import logging
 import os
 import sys
 
@@ -25,8 +27,10 @@ def taxi_sample(tmp_path_factory):
 def taxi_e2e(tmp_path_factory, taxi_sample):
     """Three runs of the taxi pipeline on one pipeline root and metadata store:
 
-    first   a cold run (blessed, pushed);
-    rerun   the same run again through TFX (served from TFX's cache);
+    first   a cold run (blessed, pushed); ``first_output`` is what it printed;
+    rerun   the same run again through TFX (served from TFX's cache), with every log record
+            dropped (``logging.disable``), as a TFX whose log text changed would leave the
+            run; ``rerun_output`` is what it printed;
     fast_rerun  the same again, answered without starting TFX (pipeline/fast_rerun.py);
     strict  the same data with an unreachable AUC bound (not blessed, nothing pushed),
             through the command line, with --summary-json.
@@ -38,10 +42,17 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
     directory = str(tmp_path_factory.mktemp('taxi_e2e'))
     path = write_config(directory, data={'root': taxi_sample}, training=FAST_TRAINING)
     config = load_config(path)
-    first = run_pipeline(config)
+    first_output = io.StringIO()
+    first = run_pipeline(config, out=first_output)
     versions_after_first = sorted(os.listdir(config.paths.serving_dir))
     # Through TFX's own cache (the fast path off), then the default fast path.
-    rerun = run_pipeline(config.replace(run=dataclasses.replace(config.run, fast_rerun=False)))
+    rerun_output = io.StringIO()
+    logging.disable(logging.CRITICAL)
+    try:
+        rerun = run_pipeline(config.replace(run=dataclasses.replace(config.run, fast_rerun=False)),
+                             out=rerun_output)
+    finally:
+        logging.disable(logging.NOTSET)
     from pipeline.report import latest_run, open_store, run_outputs
     store = open_store(config.paths.metadata)
     rerun_in_metadata = {n: v['state'] for n, v in
@@ -56,6 +67,7 @@ def taxi_e2e(tmp_path_factory, taxi_sample):
         import json
         strict = json.load(f)
     return {'config': config, 'config_path': path, 'first': first, 'rerun': rerun,
+            'first_output': first_output.getvalue(), 'rerun_output': rerun_output.getvalue(),
             'fast_rerun': fast_rerun, 'rerun_in_metadata': rerun_in_metadata,
             'strict': strict, 'strict_exit': strict_exit,
             'versions_after_first': versions_after_first,

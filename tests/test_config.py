@@ -85,17 +85,19 @@ def test_missing_required_key_and_missing_data_are_refused(tmp_path):
 
 def test_a_threshold_on_a_metric_that_is_not_computed_is_refused(tmp_path):
     from pipeline.evaluation import build_eval_config
-    from pipeline.pipeline import feature_plan
+    from pipeline.inputs import resolve
     config = load_config(TAXI_YAML, ['evaluation.thresholds=[{metric: aucc, lower: 0.5}]'])
     with pytest.raises(ConfigError, match=r"evaluation\.thresholds\[0\]\.metric: 'aucc' is not computed"):
-        build_eval_config(config, feature_plan(config))
+        resolve(config)
+    with pytest.raises(ConfigError, match=r"evaluation\.thresholds\[0\]\.metric: 'aucc' is not computed"):
+        build_eval_config(config, resolve(load_config(TAXI_YAML)).plan)
 
 
 def test_threshold_applies_to_the_whole_eval_split_not_each_slice():
     from pipeline.evaluation import build_eval_config
-    from pipeline.pipeline import feature_plan
+    from pipeline.inputs import resolve
     config = load_config(TAXI_YAML)
-    eval_config = build_eval_config(config, feature_plan(config))
+    eval_config = build_eval_config(config, resolve(config).plan)
     [auc] = [m for m in eval_config.metrics_specs[0].metrics if m.class_name == 'HistogramAUC']
     [per_slice] = auc.per_slice_thresholds
     assert list(per_slice.slicing_specs[0].feature_keys) == []
@@ -106,8 +108,8 @@ def test_threshold_applies_to_the_whole_eval_split_not_each_slice():
 
 
 def test_feature_plan_follows_schema_and_config():
-    from pipeline.pipeline import feature_plan
-    plan = feature_plan(load_config(TAXI_YAML))
+    from pipeline.inputs import resolve
+    plan = resolve(load_config(TAXI_YAML)).plan
     kinds = {f.name: f.kind for f in plan.features}
     assert 'tips' not in kinds and 'big_tipper' not in kinds
     assert kinds['trip_start_hour'] == 'categorical'      # int_domain is_categorical
@@ -124,26 +126,46 @@ def test_feature_plan_follows_schema_and_config():
     assert vocabulary['dropoff_census_tract'] == ()  # a million values > features.vocab_size
 
 
-def test_a_new_csv_without_a_schema_gets_a_drafted_one(tmp_path):
-    from pipeline.pipeline import feature_plan
+def test_a_new_csv_without_a_schema_gets_a_drafted_one_and_says_what_it_inferred(tmp_path):
+    from pipeline.inputs import resolve
     header, rows = taxi_rows(60)
     write_csv(str(tmp_path / 'data' / 'd.csv'), header, rows)
-    path = write_config(str(tmp_path), data={'root': str(tmp_path / 'data'),
-                                              'schema': str(tmp_path / 'schema' / 's.pbtxt')})
-    plan = feature_plan(load_config(path))
-    assert os.path.exists(tmp_path / 'schema' / 's.pbtxt')
-    text = (tmp_path / 'schema' / 's.pbtxt').read_text()
-    assert 'not_in_environment: "SERVING"' in text
-    assert {f.name for f in plan.features} >= {'fare', 'company', 'trip_miles'}
+    # No data.schema, and no schemas/<name>/schema.pbtxt yet: a new dataset.
+    path = write_config(str(tmp_path), data={'root': str(tmp_path / 'data'), 'schema': ''})
+    lines = []
+    inputs = resolve(load_config(path), log=lines.append)
+    drafted = tmp_path / 'schemas' / 'taxi' / 'schema.pbtxt'
+    assert inputs.schema.drafted and inputs.schema.path == str(drafted)
+    assert 'not_in_environment: "SERVING"' in drafted.read_text()
+    assert {f.name for f in inputs.plan.features} >= {'fare', 'company', 'trip_miles'}
+    # It says where it wrote the draft, and one line per column: name, type, presence, domain.
+    assert f'wrote it to {drafted}' in lines[0]
+    by_column = {line.split()[0]: line for line in lines[1:] if line.startswith('  ')}
+    assert set(by_column) >= set(header)
+    assert by_column['payment_type'].split()[1:3] == ['BYTES', 'required']
+    assert '4 values: Cash, Credit Card' in by_column['payment_type']
+    assert 'training only' in by_column['big_tipper']
+    # The next run uses the draft as the curated schema; nothing is drafted again.
+    again = resolve(load_config(path), log=lines.append)
+    assert not again.schema.drafted and again.schema.text == inputs.schema.text
+
+
+def test_a_configured_schema_that_does_not_exist_is_refused_not_drafted(tmp_path):
+    from pipeline.inputs import resolve
+    missing = tmp_path / 'schemas' / 'taxi' / 'schema.pbtx'  # a typo
+    config = load_config(TAXI_YAML, [f'data.schema={missing}'])
+    with pytest.raises(ConfigError, match=rf'data\.schema: {missing} does not exist'):
+        resolve(config)
+    assert not missing.exists() and not missing.parent.exists()
 
 
 def test_config_forces_a_column_kind_and_refuses_a_numeric_string():
-    from pipeline.pipeline import feature_plan
-    plan = feature_plan(load_config(TAXI_YAML, ['features.categorical=[fare, trip_miles]',
-                                                'features.numeric=[trip_start_hour, trip_miles]']))
+    from pipeline.inputs import resolve
+    plan = resolve(load_config(TAXI_YAML, ['features.categorical=[fare, trip_miles]',
+                                           'features.numeric=[trip_start_hour, trip_miles]'])).plan
     kinds = {f.name: (f.kind, f.vocabulary) for f in plan.features}
     assert kinds['fare'] == ('categorical', ())       # float_domain: no closed domain
     assert kinds['trip_start_hour'] == ('numeric', ())
     assert kinds['trip_miles'][0] == 'categorical'     # named in both: categorical wins
-    with pytest.raises(ValueError, match=r"features\.numeric: column 'payment_type' is a string"):
-        feature_plan(load_config(TAXI_YAML, ['features.numeric=[payment_type]']))
+    with pytest.raises(ConfigError, match=r"features\.numeric: column 'payment_type' is a string"):
+        resolve(load_config(TAXI_YAML, ['features.numeric=[payment_type]']))

@@ -58,6 +58,7 @@ def pushed_versions(serving_dir):
 
 @pytest.fixture(scope='module')
 def kfp(tmp_path_factory):
+    from pipeline.inputs import resolve
     from pipeline.orchestrators.kubeflow import compile_pipeline
     from pipeline.pipeline import create_pipeline
 
@@ -69,7 +70,8 @@ def kfp(tmp_path_factory):
     assert compile_pipeline(config) == str(out)
     with open(out, encoding='utf-8') as f:
         job = json.load(f)
-    local = create_pipeline(load_config(CONFIG, [f'paths.pipeline_root={out.parent}/local']))
+    local_config = load_config(CONFIG, [f'paths.pipeline_root={out.parent}/local'])
+    local = create_pipeline(local_config, resolve(local_config))
     return config, job, local
 
 
@@ -182,6 +184,30 @@ def test_kubeflow_cli_writes_the_spec_and_refuses_data_outside_the_repository(tm
     assert not (tmp_path / 'x.json').exists()
 
 
+def test_kfp_compiles_drift_against_the_previous_span_and_refuses_a_window_of_spans(tmp_path):
+    from pipeline.orchestrators.kubeflow import compile_pipeline
+    from testlib import write_config
+
+    for span in (1, 2):
+        write_sample(tmp_path / 'data' / f'span-{span}', rows=20)
+    # The config's directory is its repository: the spans are "in the image".
+    path = write_config(str(tmp_path), data={'root': str(tmp_path / 'data')},
+                        validation={'drift': {'default_linf': 0.3}})
+    kubeflow = ['run.runner=kubeflow', f'run.image={IMAGE}', 'paths.pipeline_root=gs://b/root',
+                'paths.serving_dir=gs://b/serving', f'run.kfp_output={tmp_path}/spec.json']
+    compile_pipeline(load_config(path, kubeflow))
+    with open(tmp_path / 'spec.json', encoding='utf-8') as f:
+        tasks = json.load(f)['pipelineSpec']['root']['dag']['tasks']
+    gate = {key: spec['taskOutputArtifact']['producerTask']
+            for key, spec in tasks['AnomalyGate']['inputs']['artifacts'].items()}
+    # The gate checks the files of both spans' ExampleGens (each input one channel).
+    assert gate == {'anomalies': 'ExampleValidator', 'drift': 'DriftCheck',
+                    'examples': 'CsvExampleGen', 'drift_examples': 'ExampleGen_span1'}
+    with pytest.raises(ConfigError, match=r'data\.spans: 2 spans cannot be trained on with the '
+                                          r'kubeflow runner'):
+        compile_pipeline(load_config(path, kubeflow + ['data.spans=2']))
+
+
 # --------------------------------------------------------------------------------------
 # setup.py: what Beam stages for remote workers with --setup_file.
 
@@ -257,7 +283,11 @@ def overlapping_portable_runs(tmp_path_factory):
     runs = {}
     for name in ('A', 'B'):
         log = open(tmp / f'{name}.out', 'w+', encoding='utf-8')
-        runs[name] = (subprocess.Popen(args + ['--summary-json', str(tmp / f'{name}.json')],
+        # B through TFX: two orchestrators on one store. (By default, B would look for an
+        # unchanged run under the lock, after A recorded itself, and be answered from A's
+        # record: tests/fast_rerun.)
+        own = ['--set', 'run.fast_rerun=false'] if name == 'B' else []
+        runs[name] = (subprocess.Popen(args + own + ['--summary-json', str(tmp / f'{name}.json')],
                                        cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log)
         if name == 'A':  # B starts once A holds the lock (i.e. A's run has begun)
             lock = paths['metadata'] + '.lock'
@@ -373,6 +403,22 @@ def test_airflow_lists_the_dag_with_the_configs_schedule(airflow_env):
 
 
 @needs_airflow
+def test_airflow_parses_the_dag_reading_nothing_but_the_config(airflow_env, tmp_path):
+    """Parsing reads no data and imports neither TensorFlow nor TFX; the tasks do the rest."""
+    env = dict(airflow_env['env'], PIPELINE_SET=airflow_env['env']['PIPELINE_SET']
+               + f' data.root={tmp_path}/not-there-yet')
+    parse = subprocess.run([os.path.join(REPO, '.venv-airflow', 'bin', 'python'), '-X', 'importtime',
+                            '-c', 'import runpy; dag = runpy.run_path("dags/taxi_dag.py")["dag"]; '
+                                  'print(sorted(dag.task_ids))'],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert parse.returncode == 0, parse.stderr[-3000:]
+    assert parse.stdout.split('\n')[-2] == "['resolve_inputs', 'run']"
+    imported = {re.match(r'import time:\s+\d+ \|\s+\d+ \|\s+(\w+)', line).group(1)
+                for line in parse.stderr.splitlines() if re.match(r'import time:\s+\d', line)}
+    assert 'tensorflow' not in imported and 'tfx' not in imported
+
+
+@needs_airflow
 def test_airflow_dag_runs_the_pipeline_end_to_end(airflow_env):
     done = airflow(airflow_env['env'], 'dags', 'test', 'taxi', '2024-06-01')
     output = airflow_env['tmp'] / 'dags-test.log'
@@ -383,3 +429,9 @@ def test_airflow_dag_runs_the_pipeline_end_to_end(airflow_env):
     [push] = open_store(airflow_env['metadata']).get_artifacts_by_type('PushedModel')
     assert push.custom_properties['pushed'].int_value == 1
     assert push.custom_properties['pushed_version'].string_value == version
+    # Every component of the graph ran, InferredSchemaGen included, in one pipeline run,
+    # and the run task's log has their progress lines.
+    store = open_store(airflow_env['metadata'])
+    [run] = store.get_contexts_by_type('pipeline_run')
+    assert len(store.get_executions_by_context(run.id)) == 11
+    assert 'InferredSchemaGen done in' in done.stdout + done.stderr

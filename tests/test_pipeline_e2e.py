@@ -1,6 +1,7 @@
 """The real pipeline, end to end, on 500 taxi rows (shared runs: see conftest.taxi_e2e)."""
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -139,3 +140,37 @@ def test_the_summary_tells_the_user_what_happened(taxi_e2e):
     text = render(taxi_e2e['first'])
     assert 'Data validation: no anomalies' in text
     assert f'Pushed: {taxi_e2e["first"]["push"]["path"]}' in text
+
+
+def progress_lines(store, run):
+    """The lines a run must have printed: per execution, in the order ML Metadata registered
+    them, its start and its end with the time ML Metadata recorded."""
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    lines = []
+    for i, e in enumerate(executions, 1):
+        [node] = [c.name.split('.', 1)[1] for c in store.get_contexts_by_execution(e.id)
+                  if c.type == 'node']
+        seconds = (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000
+        outcome = {mlmd.Execution.COMPLETE: 'done in', mlmd.Execution.CACHED: 'reused from cache in'}
+        lines += [f'[{i:2d}/{len(executions)}] {node} ...',
+                  f'        {node} {outcome[e.last_known_state]} {seconds:.1f}s']
+    return lines
+
+
+def test_progress_lines_come_from_ml_metadata_not_from_log_text(taxi_e2e):
+    store = open_store(taxi_e2e['config'].paths.metadata)
+    first, rerun = sorted(store.get_contexts_by_type('pipeline_run'), key=lambda r: r.id)[:2]
+    # How the files are read, then one line as each component starts, one as it ends, in
+    # order, with MLMD's times.
+    reading, *output = taxi_e2e['first_output'].splitlines()
+    assert reading.startswith("Reading 1 CSV file: delimiter ',' (comma), detected;")
+    assert output == progress_lines(store, first)
+    assert len(output) == 2 * len(COMPONENTS)
+    # The rerun emitted no log record at all (conftest: logging.disable), as a TFX whose
+    # log text changed would: the lines are the same, from the cache.
+    lines = taxi_e2e['rerun_output'].splitlines()[1:]
+    assert lines == progress_lines(store, rerun)
+    assert sum('reused from cache in' in line for line in lines) == len(COMPONENTS) - 1
+    assert [c['id'] for c in taxi_e2e['rerun']['components']] == [
+        re.match(r'\[ *\d+/\d+\] (\S+) \.\.\.$', line).group(1) for line in lines[::2]]

@@ -1,0 +1,291 @@
+"""A run's inputs, resolved once before anything runs: ``resolve(config) -> RunInputs``.
+
+Everything the graph depends on that lives on disk is read here, in one place, and held in
+one frozen value: the spans trained on and the one drift is checked against, every CSV file
+the run reads with its fingerprint, the row estimate that decides how StatisticsGen works,
+the schema to use (its contents, where the run reads its staged copy, whether it was drafted
+just now), the feature plan, and the digest of each module's code for the cache keys.
+``create_pipeline(config, inputs)`` then builds the graph from the config and this value
+without reading or writing anything, so every orchestrator, and every task of one run,
+builds the same graph from the same value (``to_dict`` / ``from_dict`` carry it between
+processes, e.g. from Airflow's first task to its second).
+
+Resolving refuses what the config check could not see without the data and the schema,
+before TensorFlow is imported, with a ``ConfigError`` naming the key (exit 2): a configured
+schema that does not exist or does not parse, a schema column missing from a CSV header, and
+what the feature plan and the evaluation refuse (the label not in the schema, ``bucketize``
+or ``numeric`` on a string column, ``positive_class`` missing, a threshold on a metric that
+is not computed). Drafting a schema is the one step here that loads TensorFlow (TFDV): it
+happens only when asked for (see ``choose_schema``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from components import csv_format
+from components.csv_format import CsvFormat
+from components.features import FeaturePlan, plan_from_schema
+from pipeline import code_digest, spans
+from pipeline.config import ConfigError, PipelineConfig, read_format, read_header
+from pipeline.evaluation import check_evaluation
+from pipeline.preflight import DataError, check_file
+from pipeline.profile import data_profile
+from pipeline.schema import describe_schema, draft_schema, parse_schema, staged_path, write_schema
+
+# ``data.schema: draft``: draft the schema from the data (again whenever the data changes).
+DRAFT = 'draft'
+
+
+@dataclass(frozen=True)
+class SchemaInputs:
+    path: str        # the schema file the run uses (curated, or drafted)
+    text: str        # its contents as resolved: what is staged, validated against, planned from
+    staged: str      # the content-addressed copy the run reads (under the pipeline root)
+    drafted: bool    # drafted from the data by this resolution
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode('utf-8')).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    # Spans trained on, oldest first (the newest last); () for a flat data root.
+    spans: Tuple[int, ...]
+    # The span before the newest, read to check drift against; None without drift thresholds.
+    drift_span: Optional[int]
+    # Every CSV file the run reads, as (path, size, mtime in ns), in reading order.
+    files: Tuple[Tuple[str, int, int], ...]
+    # Rows of the newest span (or flat root), estimated from the files' size.
+    rows: int
+    # How every CSV file is read: delimiter (given or detected), encoding, NA tokens.
+    csv_format: CsvFormat
+    schema: SchemaInputs
+    plan: FeaturePlan
+    # {module name or module file: digest of its code and of the project code it imports}.
+    code: Mapping[str, str]
+    # inference.infer_dir's CSV files, as (path, size, mtime in ns): new or changed files
+    # re-run the BulkInferrer. () when batch predictions are off.
+    infer_files: Tuple[Tuple[str, int, int], ...] = ()
+
+    @property
+    def newest_span(self) -> Optional[int]:
+        return self.spans[-1] if self.spans else None
+
+    @property
+    def fingerprints(self) -> Dict[str, List[int]]:
+        """{path: [size, mtime_ns]} of the files, as ``components.input_files`` reads them."""
+        return {path: [size, mtime] for path, size, mtime in self.files}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> 'RunInputs':
+        return cls(spans=tuple(d['spans']), drift_span=d['drift_span'],
+                   files=tuple(tuple(f) for f in d['files']), rows=d['rows'],
+                   csv_format=CsvFormat(**dict(d['csv_format'], na_values=tuple(
+                       d['csv_format']['na_values']))),
+                   schema=SchemaInputs(**d['schema']), plan=FeaturePlan.from_dict(d['plan']),
+                   code=dict(d['code']),
+                   infer_files=tuple(tuple(f) for f in d.get('infer_files', ())))
+
+
+def drift_enabled(config: PipelineConfig) -> bool:
+    drift = config.validation.drift
+    return (drift.default_linf is not None or drift.default_js is not None
+            or any(v is not None for v in drift.per_feature.values()))
+
+
+def read_spans(config: PipelineConfig) -> Tuple[Tuple[int, ...], Optional[int]]:
+    """(spans trained on, span drift is checked against) as the data root holds them now."""
+    root = config.data.root
+    window = tuple(spans.window(root, config.data.spans))
+    previous = spans.previous_span(root) if drift_enabled(config) else None
+    return window, previous
+
+
+def files_to_read(config: PipelineConfig, window, drift_span) -> List[str]:
+    """The files of the spans trained on (or the flat root's), and of the drift span."""
+    root = config.data.root
+    if '://' in root:  # remote: ExampleGen lists it where it runs
+        return []
+    read = ([drift_span] if drift_span is not None and drift_span not in window else [])
+    read += list(window)
+    if not read:
+        return spans.input_files(root)
+    return [f for span in read for f in spans.input_files(root, span)]
+
+
+def fingerprint(paths: List[str]) -> Tuple[Tuple[str, int, int], ...]:
+    result = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise DataError(f'{path}: {e.strerror}; expected a readable CSV file') from None
+        result.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(result)
+
+
+def default_schema_path(config: PipelineConfig) -> str:
+    return os.path.join(config.base_dir, 'schemas', config.name, 'schema.pbtxt')
+
+
+def reading_format(config: PipelineConfig) -> CsvFormat:
+    """How the run reads its CSV files (``pipeline.config.read_format``); a damaged gzip file
+    met while detecting the delimiter is a ``DataError`` naming it."""
+    try:
+        return read_format(config)
+    except csv_format.GZIP_ERRORS as e:
+        first = next(iter(spans.input_files(config.data.root)), config.data.root)
+        raise DataError(f'{first}: {csv_format.gzip_error(e)}') from None
+
+
+def draft(config: PipelineConfig, files, fmt: CsvFormat) -> Tuple[str, Any]:
+    """(the glob read, TFDV's draft of the schema) of the data ``files`` (resolved ones),
+    read as ``fmt`` says.
+
+    The files must be readable as tables before TFDV infers anything from them (the
+    preflight's checks that need no schema: a ``DataError`` names the file and line); a run
+    checks them again against the draft.
+    """
+    from pipeline.run import quiet_output
+
+    for file, _, _ in files:
+        check_file(file, {}, config.data.label, fmt=fmt)
+    pattern = spans.input_glob(config.data.root)
+    logs = (os.path.join(config.paths.pipeline_root, '_logs')
+            if '://' not in config.paths.pipeline_root else tempfile.gettempdir())
+    # TFDV's inference: the one step of resolving that loads TensorFlow; what it prints
+    # goes to a log, as a run's libraries' output does.
+    with quiet_output(os.path.join(logs, f'draft-{time.strftime("%Y%m%d-%H%M%S")}.log')):
+        return pattern, draft_schema(pattern, config.data.label, config.data.exclude, fmt,
+                                     config.features.datetime)
+
+
+def _draft(config: PipelineConfig, files, fmt: CsvFormat, path: str,
+           log: Callable[[str], None], why: str) -> None:
+    pattern, schema = draft(config, files, fmt)
+    write_schema(schema, path)
+    log(f'{why}: drafted a schema from {pattern} (TFDV inference) and wrote it to {path}:')
+    for line in describe_schema(schema):
+        log(line)
+
+
+def choose_schema(config: PipelineConfig, files, fmt: CsvFormat,
+                  log: Callable[[str], None]) -> Tuple[str, bool]:
+    """(the schema file to use, whether it was drafted now).
+
+    ``data.schema`` names a file: it must exist (a mistyped path is refused, never drafted
+    over). ``data.schema: draft``: drafted from the data, once per state of the data files
+    (under ``<pipeline_root>/_schemas/draft-<files>/``, so an unchanged rerun reuses it).
+    Not set: ``schemas/<name>/schema.pbtxt``, drafted there for review on a new dataset's
+    first run.
+    """
+    configured = config.data.schema
+    if config.run.runner == 'kubeflow' and (configured == DRAFT or not configured and
+                                            not os.path.isfile(default_schema_path(config))):
+        raise ConfigError('data.schema: the kubeflow runner reads the curated schema staged in '
+                          'the image; draft one first (pipeline_runner.py draft-schema --out '
+                          f'{default_schema_path(config)}), review it, and rebuild the image')
+    if configured == DRAFT:
+        key = hashlib.sha256(json.dumps([config.data.label, list(config.data.exclude),
+                                         list(files)]).encode()).hexdigest()[:16]
+        path = os.path.join(config.paths.pipeline_root, '_schemas', f'draft-{key}',
+                            'schema.pbtxt')
+        if os.path.exists(path):
+            return path, False
+        _draft(config, files, fmt, path, log, 'data.schema is "draft"')
+        return path, True
+    if configured:
+        if not os.path.isfile(configured):
+            raise ConfigError(
+                f'data.schema: {configured} does not exist; expected the curated schema file. '
+                'Fix the path, or leave data.schema out to use (and on a new dataset draft) '
+                f'{default_schema_path(config)}, or set data.schema: draft to infer one from '
+                'the data, or write a draft to review with: pipeline_runner.py draft-schema '
+                f'--out {configured}')
+        return configured, False
+    path = default_schema_path(config)
+    if os.path.isfile(path):
+        return path, False
+    _draft(config, files, fmt, path, log, f'No schema at {path} yet (a new dataset)')
+    log('  Review it, tighten it and commit it: later runs validate against it.')
+    return path, True
+
+
+def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) -> None:
+    """Every column of the schema is in every file's header (else ``data.schema`` is refused:
+    the schema and the data disagree before any row is read)."""
+    names = [f.name for f in schema.feature]
+    for path in paths:
+        header = read_header(path, fmt)
+        if not header or len(set(header)) != len(header) or not all(map(str.strip, header)):
+            continue  # a malformed header: the preflight refuses it, saying how
+        missing = [n for n in names if n not in header]
+        if missing:
+            raise ConfigError(
+                f'data.schema: {path}, line 1: column{"s" if len(missing) > 1 else ""} '
+                f'{", ".join(map(repr, missing))} missing from the header; expected every '
+                f'column of the schema {schema_path} (header: {", ".join(header)})')
+
+
+def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat) -> FeaturePlan:
+    """The feature plan; what it refuses, refused here with the key it names."""
+    features = {f.name for f in schema.feature}
+    if config.data.label not in features:
+        raise ConfigError(f'data.label: {config.data.label!r} is not a feature of the schema '
+                          f'{schema_path} (features: {", ".join(sorted(features))})')
+    try:
+        return plan_from_schema(schema, config, data_profile(config, schema, fmt))
+    except ValueError as e:  # its messages start with the key at fault
+        raise ConfigError(str(e)) from None
+
+
+def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunInputs:
+    """The inputs of a run of ``config`` on the data as it is now (see the module docstring).
+
+    Raises ``ConfigError`` for what it refuses, ``DataError`` for a data file it cannot read
+    (or, before drafting a schema, one that is not a table). ``log`` gets the lines that say
+    a schema was drafted.
+    """
+    window, drift_span = read_spans(config)
+    paths = files_to_read(config, window, drift_span)
+    files = fingerprint(paths)
+    fmt = reading_format(config)
+    schema_path, drafted = choose_schema(config, files, fmt, log)
+    try:
+        with open(schema_path, 'rb') as f:
+            content = f.read()
+    except OSError as e:
+        raise ConfigError(f'data.schema: cannot read {schema_path}: {e.strerror}') from None
+    try:
+        text = content.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ConfigError(f'data.schema: {schema_path} is not UTF-8 text ({e})') from None
+    try:
+        schema = parse_schema(text, schema_path)
+    except ValueError as e:
+        raise ConfigError(f'data.schema: {e}') from None
+    check_columns(schema, schema_path, paths, fmt)
+    plan = check_plan(config, schema, schema_path, fmt)
+    check_evaluation(config, plan.task)
+    newest = ([p for p in paths if os.path.dirname(p) == spans.span_dir(config.data.root, window[-1])]
+              if window else paths)
+    digest = hashlib.sha256(content).hexdigest()
+    return RunInputs(
+        spans=window, drift_span=drift_span, files=files, rows=csv_format.estimated_rows(newest), csv_format=fmt,
+        schema=SchemaInputs(path=schema_path, text=text, drafted=drafted,
+                            staged=staged_path(digest, config.paths.pipeline_root)),
+        plan=plan,
+        code=code_digest.module_digests([config.modules.transform, config.modules.trainer]),
+        infer_files=fingerprint(spans.input_files(config.inference.infer_dir))
+        if config.inference.infer_dir else ())
