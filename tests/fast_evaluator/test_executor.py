@@ -3,8 +3,10 @@
 Each case evaluates the same examples with the same models through both executors and
 compares what a user reads back: ``tfma.load_metrics`` (every metric of every slice, for
 the candidate, the baseline and their difference), ``tfma.load_plots``,
-``tfma.load_validation_result``, ``tfma.load_eval_result`` and the blessing. Values may
-differ in the last digits only: the models predict on batches of another size.
+``tfma.load_validation_result``, ``tfma.load_eval_result`` and the blessing. Every case
+has the trivial baseline the pipeline adds to every evaluation (``GainOverTrivial``), some
+with the ``evaluation.beat_trivial`` gate. Values may differ in the last digits only: the
+models predict on batches of another size.
 """
 import json
 import math
@@ -21,6 +23,7 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 
 from components import metrics
 from components.fast_evaluator import executor as fast_executor, in_memory
+from pipeline.evaluation import BEAT_TRIVIAL_MARGIN, overall_only, trivial_metric
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1',
@@ -143,6 +146,16 @@ def histogram_metric(name, **kwargs):
                              **kwargs)
 
 
+def gain_over_trivial(task, beat_trivial=False):
+    """``components.metrics.GainOverTrivial`` as pipeline/evaluation.py adds it to every
+    evaluation, gated as ``evaluation.beat_trivial: true`` gates it."""
+    metric = trivial_metric(task)
+    if beat_trivial:
+        overall_only(metric).value_threshold.CopyFrom(
+            tfma.GenericValueThreshold(lower_bound={'value': BEAT_TRIVIAL_MARGIN}))
+    return metric
+
+
 CASES = {
     # Binary, as the pipeline configures it: the histogram metrics, TFMA's plots; the AUC
     # bounded overall and on one slice, a change threshold against the baseline that the
@@ -155,19 +168,23 @@ CASES = {
         histogram_metric('Recall'), histogram_metric('Calibration'),
         tfma.MetricConfig(class_name='AUC'),  # TFMA's own, beside ours
         tfma.MetricConfig(class_name='CalibrationPlot'),
-        tfma.MetricConfig(class_name='ConfusionMatrixPlot')], True),
-    # Binary, first model (no baseline): the change threshold is ignored, the bound holds.
+        tfma.MetricConfig(class_name='ConfusionMatrixPlot'),
+        gain_over_trivial('binary')], True),
+    # Binary, first model (no baseline): the change threshold is ignored, the bound and
+    # the beat_trivial gate hold.
     'binary_first': ('binary', 'probability', [
         tfma.MetricConfig(class_name='ExampleCount'),
         histogram_metric('AUC', per_slice_thresholds=threshold(lower=0.6, max_decrease=0.001)),
-        tfma.MetricConfig(class_name='BinaryAccuracy')], False),
-    # Multi-class with a baseline (TFMA's Keras-metric and confusion-matrix combiners, row
-    # by row): blessed.
+        tfma.MetricConfig(class_name='BinaryAccuracy'),
+        gain_over_trivial('binary', beat_trivial=True)], False),
+    # Multi-class with a baseline (TFMA's Keras-metric and confusion-matrix combiners, and
+    # the trivial baseline's, row by row): blessed.
     'multiclass_baseline': ('multiclass', 'probabilities', [
         tfma.MetricConfig(class_name='ExampleCount'),
         tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
                           per_slice_thresholds=threshold(lower=0.1, max_decrease=0.5)),
-        tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot')], True),
+        tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+        gain_over_trivial('multiclass')], True),
     # Regression, first model, an upper bound it misses: not blessed.
     'regression_first': ('regression', 'value', [
         tfma.MetricConfig(class_name='ExampleCount'),
@@ -175,7 +192,14 @@ CASES = {
                           per_slice_thresholds=threshold(upper=0.01)),
         tfma.MetricConfig(class_name='MeanAbsoluteError'),
         tfma.MetricConfig(class_name='MeanLabel'),
-        tfma.MetricConfig(class_name='MeanPrediction')], False),
+        tfma.MetricConfig(class_name='MeanPrediction'),
+        gain_over_trivial('regression')], False),
+    # Regression, a model worse than predicting the labels' mean, with a baseline: the
+    # beat_trivial gate alone refuses it.
+    'regression_worse_than_trivial': ('regression', 'value', [
+        tfma.MetricConfig(class_name='ExampleCount'),
+        tfma.MetricConfig(class_name='MeanSquaredError'),
+        gain_over_trivial('regression', beat_trivial=True)], True),
 }
 
 
@@ -228,6 +252,9 @@ def artifacts(tmp_path_factory):
     models = {task: (make_model(tmp / f'{task}_candidate', task, 0.6, 0.5, 2),
                      make_model(tmp / f'{task}_baseline', task, 1.0, 0.0, 3))
               for task in ('binary', 'multiclass', 'regression')}
+    # Predicts -2x for labels ~ 2x: an MSE (~17) far above the labels' variance (~5).
+    models['regression_worse_than_trivial'] = (
+        make_model(tmp / 'worse_candidate', 'regression', -1.0, 0.0, 4), models['regression'][1])
     return tmp, make_examples(tmp / 'examples', ROWS), models
 
 
@@ -236,7 +263,7 @@ def test_the_same_evaluation_as_tfx_evaluator(artifacts, case):
     tmp, examples, models = artifacts
     task, prediction_key, metric_configs, with_baseline = CASES[case]
     config = eval_config(task, prediction_key, metric_configs)
-    candidate, baseline = models[task]
+    candidate, baseline = models.get(case, models[task])
     baseline = baseline if with_baseline else None
     # It takes the in-memory path here (nothing it hands over to Beam).
     assert fast_executor.not_in_memory({specs.EXAMPLES_KEY: [examples],
@@ -263,8 +290,17 @@ def test_the_same_evaluation_as_tfx_evaluator(artifacts, case):
     assert_close(validation, json_format.MessageToDict(tfma.load_validation_result(theirs)),
                  'validation')
     blessed = {'binary_baseline': 0, 'binary_first': 1, 'multiclass_baseline': 1,
-               'regression_first': 0}[case]
+               'regression_first': 0, 'regression_worse_than_trivial': 0}[case]
     assert validation.get('validationOk', False) == bool(blessed)
+    # The trivial baseline and the gain over it, for the candidate (and the baseline).
+    gains = {kv['key'].get('modelName', ''): kv['value']['doubleValue']
+             for kv in overall['metricKeysAndValues']
+             if kv['key']['name'] == 'gain_over_trivial' and not kv['key'].get('isDiff')}
+    assert set(gains) == ({'candidate', 'baseline'} if with_baseline else {''})
+    if case == 'regression_worse_than_trivial':
+        assert gains['candidate'] < 0 < gains['baseline']
+        [failure] = validation['metricValidationsPerSlice'][0]['failures']
+        assert failure['metricKey']['name'] == 'gain_over_trivial'
     assert our_blessing.get_int_custom_property('blessed') == blessed
     assert (os.listdir(our_blessing.uri) == os.listdir(their_blessing.uri)
             == ['BLESSED' if blessed else 'NOT_BLESSED'])
