@@ -30,7 +30,8 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from components.fast_evaluator import executor as fast_executor
 from pipeline.config import load_config
 from pipeline.evaluation import build_eval_config
-from pipeline.pipeline import beam_args, feature_plan
+from pipeline.inputs import resolve
+from pipeline.pipeline import beam_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXECUTORS = {'tfx': tfx_executor.Executor, 'fast': fast_executor.Executor}
@@ -94,7 +95,7 @@ def main():
     p.add_argument('--work', default='')
     args = p.parse_args()
     config = load_config(args.config)
-    eval_config = build_eval_config(config, feature_plan(config))
+    eval_config = build_eval_config(config, resolve(config).plan)
     fast_executor.MAX_ROWS = sys.maxsize
     work = args.work or tempfile.mkdtemp(prefix='evaluator_bench-')
     times = {}

@@ -1,11 +1,17 @@
 """serialize.deterministic_examples gives protobuf's deterministic serialization of the
-tf.Examples tfx_bsl's encoder makes of a record batch, byte for byte."""
+tf.Examples tfx_bsl's encoder makes of a record batch, byte for byte: the bytes
+FastCsvExampleGen hashes to put a row in a split, so every row keeps its split."""
+import os
+
 import pyarrow as pa
 import pytest
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from components.fast_csv_example_gen import serialize
+from components import csv_format
+from components.fast_csv_example_gen import executor, serialize
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def expected(batch):
@@ -42,3 +48,18 @@ def test_a_slice_of_a_larger_batch():
     """A record batch that is a slice (non-zero offsets), as ``to_batches`` can give."""
     batch = edge_case_batch(50).slice(13, 20)
     assert serialize.deterministic_examples(batch).to_pylist() == expected(batch)
+
+
+def test_the_bundled_data_keeps_every_rows_split():
+    """The taxi CSV as ExampleGen reads it (ints, floats, strings, missing cells), in the
+    executor's batches: the same bytes as before, so the same hash and the same split."""
+    table, types = csv_format.read_tables([os.path.join(REPO, 'data', 'taxi', 'data.csv')],
+                                          csv_format.CsvFormat())
+    splits = {0: 0, 1: 0}
+    for batch in table.to_batches(max_chunksize=5_000):
+        batch = csv_format.to_record_batch(batch, types)
+        got, want = serialize.deterministic_examples(batch).to_pylist(), expected(batch)
+        assert got == want
+        for record in got:
+            splits[executor.partition(record, [2, 3])] += 1
+    assert table.num_rows > 10_000 and min(splits.values()) > 3_000
