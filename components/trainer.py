@@ -5,24 +5,25 @@
 """
 import math
 import os
-from typing import Optional
+import types
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from components.features import FeaturePlan
+from components.features import LABEL_VOCAB, FeaturePlan
 from components.model import build_keras_model
 from components.signatures import export_serving_model, transform_function
-from pipeline.config import TrainingConfig
 
 RAW_BATCH = 1024
 
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
-                 raw: bool = False, num_epochs: Optional[int] = None, transform=None):
+                 raw: bool = False, num_epochs: Optional[int] = None, transform=None,
+                 shuffle: bool = True):
     """Shuffled (transformed features, label) batches: repeated forever, or, with
-    ``num_epochs``, that many passes.
+    ``num_epochs``, that many passes. ``shuffle=False``: in the files' order.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
@@ -34,7 +35,7 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     # the result is cut into training batches (rebatch keeps every row, in order).
     dataset = fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
         batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
-        num_epochs=num_epochs, shuffle=True,
+        num_epochs=num_epochs, shuffle=shuffle,
         label_key=None if raw else plan.label_xf), schema)
     if raw:
         apply = transform or tft_output.transform_features_layer()
@@ -58,8 +59,21 @@ def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bo
                         transform=transform).take(fn_args.eval_steps).cache()
 
 
-def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
-    """``eval_ds`` is finite: each validation is one pass over it."""
+def class_weights(plan: FeaturePlan, tft_output) -> Optional[Dict[int, float]]:
+    """The plan's class weights by class id, for ``fit(class_weight=...)`` (None: unweighted).
+    Binary ids are the plan's keys; multi-class ids are the positions in the label's
+    vocabulary (a class the plan has no weight for weighs 1)."""
+    if not plan.class_weights:
+        return None
+    if plan.task == 'binary':
+        return {int(c): w for c, w in plan.class_weights.items()}
+    classes = [c.decode() for c in tft_output.vocabulary_by_name(LABEL_VOCAB)]
+    return {i: plan.class_weights.get(c, 1.0) for i, c in enumerate(classes)}
+
+
+def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir, class_weight=None):
+    """``eval_ds`` is finite: each validation is one pass over it. ``class_weight``: the
+    training loss's weight of each class id (the validation loss is unweighted)."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
     callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch')]
     if training.early_stopping_patience:
@@ -68,12 +82,15 @@ def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir):
             restore_best_weights=True))
     return model.fit(train_ds, epochs=math.ceil(train_steps / steps_per_epoch),
                      steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
-                     callbacks=callbacks, verbose=2)
+                     callbacks=callbacks, class_weight=class_weight, verbose=2)
 
 
 def parse_custom_config(custom_config):
+    """(the feature plan, the ``training`` settings as attributes: the config's
+    ``training`` section as the pipeline recorded it). Components never import ``pipeline/``:
+    what they need arrives in ``custom_config``."""
     return (FeaturePlan.from_dict(custom_config['features']),
-            TrainingConfig(**custom_config['training']))
+            types.SimpleNamespace(**custom_config['training']))
 
 
 def run_fn(fn_args):
@@ -91,6 +108,7 @@ def run_fn(fn_args):
                             training.batch_size, training.seed, raw=raw, transform=transform)
     model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
-                log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'))
+                log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'),
+                class_weight=class_weights(plan, tft_output))
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          transform=transform)
