@@ -108,34 +108,43 @@ def remote_workers(args: Sequence[str]) -> str:
         return (f'on the Dask cluster at {address} (--dask_client_address)'
                 if address and _host(address) not in LOCAL_HOSTS else '')
     environment = v.get('--environment_type', '').upper()
+    if environment == 'LOOPBACK':  # the harness runs in the launching process
+        return ''
     if environment in ('', 'DOCKER'):
         return (f'in Docker containers (--runner={runner}'
                 + (', --environment_type=DOCKER)' if environment else ', whose default '
                    'environment is DOCKER)'))
+    # PROCESS or EXTERNAL workers run beside the runner's own workers: on the cluster when
+    # the job goes to one (an EXTERNAL pool at "localhost" is then the cluster node's).
+    for flag in ('--flink_master', '--spark_master_url', '--job_endpoint'):
+        address = v.get(flag, '')
+        if address and not address.startswith(('[', 'local', 'embed')) \
+                and _host(address) not in LOCAL_HOSTS:
+            return f'on the cluster at {address} ({flag}, --environment_type={environment})'
     if environment == 'EXTERNAL':
         config = v.get('--environment_config', '')
         return (f'at {config} (--environment_type=EXTERNAL)'
                 if _host(config) not in LOCAL_HOSTS else '')
-    if environment == 'PROCESS':
-        for flag in ('--flink_master', '--spark_master_url', '--job_endpoint'):
-            address = v.get(flag, '')
-            if (address and not address.startswith(('[', 'local'))
-                    and _host(address) not in LOCAL_HOSTS):
-                return f'on the cluster at {address} ({flag}, --environment_type=PROCESS)'
     return ''
 
 
-def beam_args() -> List:
-    """The Beam arguments that send a component's jobs to the pool of the running run."""
-    from tfx.dsl.placeholder import placeholder as ph
-
+def beam_args(pool: Optional['Pool'] = None) -> List:
+    """The Beam arguments that send a job to a pool: ``pool``'s addresses (a job this
+    process submits itself: ``predict``), or, without one, TFX placeholders of the
+    environment variables the running run's pool sets (the pipeline's components)."""
+    if pool is None:
+        from tfx.dsl.placeholder import placeholder as ph
+        job_endpoint = ph.environment_variable(JOB_ENDPOINT_ENV)
+        pool_address = ph.environment_variable(POOL_ENV)
+    else:
+        job_endpoint, pool_address = pool.job_endpoint, pool.pool_address
     return ['--runner=PortableRunner',
-            '--job_endpoint=' + ph.environment_variable(JOB_ENDPOINT_ENV),
+            '--job_endpoint=' + job_endpoint,
             # The PortableRunner waits for a job's end on a gRPC stream with this deadline
             # (default 60 s: any longer job failed with DEADLINE_EXCEEDED).
             f'--job_server_timeout={JOB_TIMEOUT}',
             '--environment_type=EXTERNAL',
-            '--environment_config=' + ph.environment_variable(POOL_ENV)]
+            '--environment_config=' + pool_address]
 
 
 def serve_pool() -> None:

@@ -476,12 +476,17 @@ def check_beam(config: PipelineConfig, fail) -> None:
                  f'be combined with {", ".join(given)} in run.beam_args (leave one of them out)')
     remote = beam_workers.remote_workers(run.beam_args)
     if remote and run.runner != 'kubeflow':
-        for key in ('pipeline_root',):
-            path = getattr(config.paths, key)
-            if '://' not in path:
-                fail(f'paths.{key}', f'{path} is a local path, but run.beam_args run Beam\'s '
-                     f'workers {remote}, which cannot read or write it; give a URI they can '
-                     f'reach (gs://BUCKET/..., s3://..., hdfs://...)')
+        root = config.paths.pipeline_root
+        if '://' not in root:
+            fail('paths.pipeline_root', f'{root} is a local path, but run.beam_args run Beam\'s '
+                 f'workers {remote}, which cannot read or write it; give a URI they can '
+                 f'reach (gs://BUCKET/..., s3://..., hdfs://...)')
+        if config.inference.infer_dir:
+            # components/batch_inference.py reads, writes and joins its files with local I/O.
+            fail('inference.infer_dir', f'the BulkInferrer reads and writes files on this '
+                 f'machine, but run.beam_args run Beam\'s workers {remote}; leave '
+                 f'inference.infer_dir empty for such a run (the predict command scores files '
+                 f'with Beam on this machine)')
 
 
 def validate(config: PipelineConfig, check_data: bool = True, source: str = '') -> None:
