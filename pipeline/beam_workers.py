@@ -128,6 +128,19 @@ def remote_workers(args: Sequence[str]) -> str:
     return ''
 
 
+def unsupported_runner(args: Sequence[str]) -> str:
+    """Why the runner of the Beam arguments ``args`` cannot run the pipeline's Beam jobs, or
+    ''. Beam 2.56's Dask runner runs none (docs/orchestrators.md, "Beam's Dask runner")."""
+    runner = flag_values(args).get('--runner', '')
+    if runner.rsplit('.', 1)[-1].lower() == 'daskrunner':
+        return (f'--runner={runner}: Beam 2.56\'s Dask runner runs none of the pipeline\'s '
+                'Beam jobs (it passes every option to dask.distributed.Client; TFDV\'s, '
+                'TFT\'s and TFMA\'s transforms stop in its translation, RunInference when it '
+                'runs: docs/orchestrators.md, "Beam\'s Dask runner"); use the direct, portable, '
+                'Flink, Spark or Dataflow runner, or run.beam_workers')
+    return ''
+
+
 def beam_args(pool: Optional['Pool'] = None) -> List:
     """The Beam arguments that send a job to a pool: ``pool``'s addresses (a job this
     process submits itself: ``predict``), or, without one, TFX placeholders of the

@@ -474,6 +474,9 @@ def check_beam(config: PipelineConfig, fail) -> None:
         if given:
             fail('run.beam_workers', f'sends every Beam job to its own worker pool; it cannot '
                  f'be combined with {", ".join(given)} in run.beam_args (leave one of them out)')
+    unsupported = beam_workers.unsupported_runner(run.beam_args)
+    if unsupported:
+        fail('run.beam_args', unsupported)
     remote = beam_workers.remote_workers(run.beam_args)
     if remote and run.runner != 'kubeflow':
         root = config.paths.pipeline_root

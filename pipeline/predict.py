@@ -147,8 +147,11 @@ def check_workers(workers: int, given: Sequence[str]) -> int:
         raise PredictError(f'--beam-workers: expected 0 or more, got {workers}')
     placement = beam_workers.placement_flags(given)
     if workers and placement:
-        raise PredictError(f'--beam-workers sends the job to its own worker pool; it cannot be '
-                           f'combined with {", ".join(placement)} (leave one of them out)')
+        raise PredictError(f'--beam-workers (default: run.beam_workers) sends the job to its own '
+                           f'worker pool; it cannot be combined with {", ".join(placement)} '
+                           '(leave one of them out, or give --beam-workers 0)')
+    if beam_workers.unsupported_runner(given):
+        raise PredictError(beam_workers.unsupported_runner(given))
     remote = beam_workers.remote_workers(given)
     if remote:
         raise PredictError(f'the Beam arguments run Beam\'s workers {remote}, but the job reads '

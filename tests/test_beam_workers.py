@@ -69,6 +69,11 @@ def test_the_command_line_refuses_beam_args_it_cannot_run(capsys):
            'combined with --runner in run.beam_args' in err
     assert pipeline_runner.main(['--beam-workers', '-1']) == 2
     assert 'run.beam_workers: expected 0 or more, got -1' in capsys.readouterr().err
+    # The Dask runner runs none of the pipeline's Beam jobs (docs/orchestrators.md).
+    assert pipeline_runner.main(['--beam-arg=--runner=apache_beam.runners.dask.dask_runner.'
+                                 'DaskRunner']) == 2
+    assert ("run.beam_args: --runner=apache_beam.runners.dask.dask_runner.DaskRunner: Beam "
+            "2.56's Dask runner runs none of the pipeline's Beam jobs") in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------

@@ -166,8 +166,8 @@ def test_refusals_name_what_is_wrong(scored, taxi_e2e, tmp_path, capsys):
         (['--data', str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.csv')], 2,
          f'--data: {tmp_path / "missing"} does not exist'),
         (['--data', str(scored['data']), '--out', str(tmp_path / 'x.csv'), '--beam-workers', '2',
-          '--runner', 'FlinkRunner'], 2, '--beam-workers sends the job to its own worker pool; '
-         'it cannot be combined with --runner'),
+          '--runner', 'FlinkRunner'], 2, '--beam-workers (default: run.beam_workers) sends the job '
+         'to its own worker pool; it cannot be combined with --runner'),
         (['--data', str(scored['data']), '--out', str(tmp_path / 'x.csv'),
           '--runner', 'DataflowRunner'], 2, "the Beam arguments run Beam's workers on Dataflow "
          '(--runner=DataflowRunner), but the job reads --data and the model and writes --out '
