@@ -33,9 +33,10 @@ No process is left behind: the pool and its harnesses share a process group, whi
 ``worker_pool`` ends (SIGTERM, then SIGKILL) when the run ends, fails or is interrupted
 (SIGINT; SIGTERM is turned into the same interruption while the pool runs). If the
 launcher itself dies (SIGKILL), the pool sees its stdin close and ends its group.
-A harness that dies mid-job fails the job: Beam's runner raises when a worker's control
-stream ends, and the component, then the run, fail with that error (``check_workers``
-names the dead worker in the summary's error).
+A harness that dies mid-job fails the job at once: the pool reports how each harness
+ended, and ``Pool._watch`` fails the running jobs with a message naming the dead worker
+(Beam's FnApiRunner does not abort a bundle whose worker is gone: the job would wait); the
+component, then the run, fail with that message.
 """
 import contextlib
 import os
@@ -341,7 +342,6 @@ class Pool:
         self.pool_address = f'127.0.0.1:{_read_port(proc, start_timeout)}'
         self.service = JobService(workers)
         self.job_endpoint = f'localhost:{self.service.port}'
-        self.deaths: List[str] = []   # how each harness that failed a job ended
         self.stopping = False
         self._reader = threading.Thread(target=self._watch, name='beam-pool', daemon=True)
         self._reader.start()
@@ -363,8 +363,7 @@ class Pool:
     def _died(self, what: str) -> None:
         message = (f'{what} while the job ran on the worker pool (run.beam_workers: '
                    f'{self.workers}); the job failed')
-        if self.service.fail_running(message):
-            self.deaths.append(what)
+        self.service.fail_running(message)
 
     def stop(self) -> None:
         self.stopping = True
