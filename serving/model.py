@@ -39,7 +39,9 @@ def load_saved_model(path: str):
     import costs start-up time and prints a version notice)."""
     try:
         return tf.saved_model.load(path)
-    except tf.errors.NotFoundError as e:
+    except (tf.errors.NotFoundError, RuntimeError, ValueError) as e:
+        # "Op type not registered 'SimpleMLLoadModelFromPathWithHandle'" (the error's type
+        # depends on where loading meets the op)
         if 'SimpleML' not in str(e):
             raise
     import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import

@@ -33,7 +33,6 @@ data:
   root: {root}/data
   label: price
   task: regression
-  schema: {root}/schema/schema.pbtxt   # drafted by the first run
 training: {training}
 evaluation:
   slices: [[neighbourhood]]

@@ -98,7 +98,7 @@ def test_the_pushed_gbt_model_is_served_by_the_projects_server(gbt_runs, tmp_pat
 def test_the_server_loads_tf_df_ops_itself(gbt_runs):
     # A fresh process that imports only the server's loader (no TFMA, no TFT to import TF-DF).
     code = ('import sys; from serving.model import LoadedVersion; '
-            'v = LoadedVersion(1, sys.argv[1]); print(sorted(v.signatures))')
+            'v = LoadedVersion("taxi", 1, sys.argv[1]); print(sorted(v.signatures))')
     proc = subprocess.run([sys.executable, '-c', code, gbt_runs['gbt']['push']['path']],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -114,7 +114,6 @@ data:
   root: {root}/data
   label: price
   task: regression
-  schema: {root}/schema/schema.pbtxt
 training: {training}
 evaluation:
   beat_trivial: true

@@ -74,7 +74,7 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from pipeline.schema import load_schema
-    drafted = {f.name: f for f in load_schema(str(tmp_path / 'schema' / 'schema.pbtxt')).feature}
+    drafted = {f.name: f for f in load_schema(str(tmp_path / 'schemas' / 'penguins' / 'schema.pbtxt')).feature}
     assert drafted['observed'].time_domain.string_format == '%d.%m.%Y'
     assert [drafted[c].type for c in ('bill_length_mm', 'flipper_length_mm')] == [
         schema_pb2.FLOAT, schema_pb2.INT]

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfx.types import standard_artifacts
 
 from components.bulk_inferrer import executor
+from components.csv_format import NA_VALUES, CsvFormat
 from serving import demo_model
 
 FEATURES = {'trip_miles': 'float', 'company': 'string', 'trip_start_hour': 'int'}
@@ -28,15 +29,16 @@ def pushed_model(root, pushed=True):
 def infer(tmp_path, pushed):
     directory = tmp_path / 'infer'
     directory.mkdir()
-    (directory / 'a.csv').write_text('trip_miles,company,trip_start_hour,note\n'
-                                     '1.5,Sun Taxi,7,x\n2.5,,8,y\nfar,Flash Cab,9,z\n'
-                                     '0.5,Flash Cab,23,w\n')
+    # Read as the run reads its data: the delimiter detected, 'NA' a missing value.
+    (directory / 'a.csv').write_text('trip_miles;company;trip_start_hour;note\n'
+                                     '1.5;Sun Taxi;7;x\n2.5;NA;8;y\nfar;Flash Cab;9;z\n'
+                                     '0.5;Flash Cab;23;w\n')
     result = standard_artifacts.InferenceResult()
     result.uri = str(tmp_path / 'result')
     executor.Executor().Do({'pushed_model': [pushed]}, {'inference_result': [result]}, {
         'infer_dir': str(directory), 'features': '{"trip_miles": "float", "company": '
         '"string", "trip_start_hour": "int"}', 'output_format': 'csv', 'keep': '["note"]',
-        'input_files': '{}'})
+        'input_files': '{}', **CsvFormat(delimiter='', na_values=NA_VALUES).exec_properties()})
     return result
 
 
