@@ -50,6 +50,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '
                         '(repeatable; added to run.beam_args)')
+    p.add_argument('--beam-workers', type=int, metavar='N',
+                   help='run every Beam job on N local Beam SDK worker processes of their own, '
+                        'through the portable runner (run.beam_workers; 0: in this process)')
     p.add_argument('--allow-anomalies', action='store_true',
                    help='go on when the data has anomalies (validation.on_anomalies=warn)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
@@ -64,7 +67,7 @@ def overrides_from_args(args: argparse.Namespace) -> List[str]:
              'paths.metadata': args.metadata, 'paths.serving_dir': args.serving_dir,
              'run.runner': args.runner, 'training.trainer': args.trainer,
              'training.train_steps': args.train_steps, 'run.image': args.image,
-             'run.kfp_output': args.kfp_output}
+             'run.kfp_output': args.kfp_output, 'run.beam_workers': args.beam_workers}
     out = [f'{k}={v}' for k, v in flags.items() if v is not None]
     out += list(args.set)
     if args.allow_anomalies:
@@ -75,10 +78,13 @@ def overrides_from_args(args: argparse.Namespace) -> List[str]:
 
 
 def load(args: argparse.Namespace):
+    from pipeline.config import validate
+
     config = load_config(args.config, overrides_from_args(args))
     if args.beam_arg:
         config = config.replace(run=dataclasses.replace(
             config.run, beam_args=tuple(config.run.beam_args) + tuple(args.beam_arg)))
+        validate(config, check_data=False, source=args.config)  # what the Beam arguments imply
     return config
 
 
@@ -118,8 +124,11 @@ def cmd_run(argv: List[str]) -> int:
         return 0
     from pipeline.run import run_pipeline
 
+    workers = config.run.beam_workers
     print(f'Running pipeline {config.name!r} on {config.data.root} '
-          f'({config.run.runner} runner, {config.training.trainer} trainer)', flush=True)
+          f'({config.run.runner} runner, {config.training.trainer} trainer'
+          f'{f", Beam jobs on {workers} worker process" + "es" * (workers > 1) if workers else ""})',
+          flush=True)
     try:
         summary = run_pipeline(config, inputs=inputs)
     except ConfigError as e:  # resolved again after waiting for another run

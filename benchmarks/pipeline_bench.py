@@ -48,6 +48,9 @@ EXAMPLE_ARGS = {
 PIPELINES = ('shipped', 'tuned', 'ours')
 # 'main' (not run by default) is ours as checked out at --main-repo: the "before" of a change.
 OURS_REPOS = {'ours': REPO, 'main': '/work/main'}
+# Ours with every Beam job on N worker processes of their own (run.beam_workers; not run by
+# default): --pipelines ours,workers1,workers2 compares them with the in-process default.
+WORKERS = {'workers1': 1, 'workers2': 2}
 
 
 # ----------------------------------------------------------------------------------------
@@ -149,11 +152,12 @@ def pipeline_paths(work: str, name: str) -> Dict[str, str]:
 
 
 def command(name: str, data_root: str, paths: Dict[str, str], ours_args: List[str]) -> List[str]:
-    if name in OURS_REPOS:
-        return [sys.executable, os.path.join(OURS_REPOS[name], 'pipeline_runner.py'),
+    if name in OURS_REPOS or name in WORKERS:
+        workers = ['--beam-workers', str(WORKERS[name])] if name in WORKERS else []
+        return [sys.executable, os.path.join(OURS_REPOS.get(name, REPO), 'pipeline_runner.py'),
                 '--data-root', data_root, '--pipeline-root', paths['pipeline_root'],
                 '--metadata', paths['metadata'], '--serving-dir', paths['serving_dir'],
-                *ours_args]
+                *workers, *ours_args]
     return [sys.executable, os.path.abspath(__file__), 'example', '--mode', name,
             '--data-root', data_root, '--pipeline-root', paths['pipeline_root'],
             '--metadata', paths['metadata'], '--serving-dir', paths['serving_dir']]
@@ -262,7 +266,7 @@ def run_example(args: argparse.Namespace) -> None:
 
 def pipeline_schema(name: str, work: str) -> str:
     """The schema a pipeline's model parses with: our curated one, or the example's inferred."""
-    if name in OURS_REPOS:
+    if name in OURS_REPOS or name in WORKERS:
         return SCHEMA
     found = glob.glob(os.path.join(pipeline_paths(work, name)['pipeline_root'], 'SchemaGen',
                                    'schema', '*', 'schema.pbtxt'))
@@ -466,6 +470,23 @@ def report(results: Dict) -> str:
     if rows:
         out.append("\n### the issue's targets\n")
         out.append(table(['target', 'measured', 'bound', 'verdict'], rows))
+    workers = [n for n in WORKERS if ('cold', n) in by]
+    if workers and ('cold', 'ours') in by:
+        out.append('\n### Beam workers / in-process (cold runs; time ratios per component)\n')
+        base = {c['node']: c['seconds'] for c in by[('cold', 'ours')]['components']}
+        nodes = ('StatisticsGen', 'Transform', 'Trainer', 'Evaluator')
+        rows = []
+        for n in workers:
+            r = by[('cold', n)]
+            own = {c['node']: c['seconds'] for c in r['components']}
+            rows.append([n, *[ratio(own.get(k), base.get(k)) for k in nodes],
+                         ratio(r['seconds'], by[('cold', 'ours')]['seconds']),
+                         ratio(r.get('cpu_seconds'), by[('cold', 'ours')].get('cpu_seconds')),
+                         ratio(r['peak_rss_mb'], by[('cold', 'ours')]['peak_rss_mb']),
+                         f'{scores.get(n, {}).get("auc", 0) - scores.get("ours", {}).get("auc", 0):+.4f}'
+                         if scores.get(n) and scores.get('ours') else '-'])
+        out.append(table(['workers', *nodes, 'total', 'CPU', 'peak memory', 'AUC - in-process'],
+                         rows))
     return '\n'.join(out)
 
 
@@ -482,7 +503,8 @@ def main(argv=None) -> int:
     p.add_argument('--rows', type=int, default=0,
                    help='resample the training CSV to this many rows (default: the 12,000 kept rows)')
     p.add_argument('--holdout', type=int, default=3002, help='rows put aside for scoring')
-    p.add_argument('--pipelines', default=','.join(PIPELINES), help='subset of ' + ','.join(PIPELINES))
+    p.add_argument('--pipelines', default=','.join(PIPELINES),
+                   help='subset of ' + ','.join(PIPELINES + tuple(WORKERS)) + ', main')
     p.add_argument('--repeat', type=int, default=1,
                    help='run the phases this many times, alternating the pipelines; the '
                         'tables and ratios use each figure\'s median (default 1)')

@@ -230,6 +230,14 @@ class RunConfig:
     # An unchanged rerun is answered from the last run's record without starting TFX
     # (pipeline/fast_rerun.py); false always runs through TFX.
     fast_rerun: bool = True
+    # Every Beam job of the run on this many local Beam SDK worker processes of their own
+    # (Beam's worker pool, through the portable runner: pipeline/beam_workers.py), as a
+    # cluster runs them; 0: in this process (Beam's direct runner).
+    beam_workers: int = 0
+    # The most rows a component handles in its own process, without Beam: StatisticsGen
+    # computes the statistics of up to this many rows in memory, and goes to Beam's runner
+    # above it. Lower it to send small data to the runner (e.g. to the workers, in tests).
+    in_memory_rows: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -449,6 +457,41 @@ def read_header(path: str, fmt: Optional[csv_format.CsvFormat] = None) -> List[s
     return csv_format.read_header(path, fmt or csv_format.resolve(path), errors='replace')
 
 
+def check_beam(config: PipelineConfig, fail) -> None:
+    """``run.beam_workers``, ``run.in_memory_rows`` and where ``run.beam_args`` run Beam's
+    workers: workers elsewhere cannot see a local pipeline root (``fail(key, message)``)."""
+    from pipeline import beam_workers
+
+    run = config.run
+    for key in ('beam_workers', 'in_memory_rows'):
+        if getattr(run, key) < 0:
+            fail(f'run.{key}', f'expected 0 or more, got {getattr(run, key)}')
+    if run.beam_workers and run.runner == 'kubeflow':
+        fail('run.beam_workers', 'the kubeflow runner runs each component in its image; '
+             'local Beam workers do not apply (leave run.beam_workers at 0)')
+    if run.beam_workers:
+        given = beam_workers.placement_flags(run.beam_args)
+        if given:
+            fail('run.beam_workers', f'sends every Beam job to its own worker pool; it cannot '
+                 f'be combined with {", ".join(given)} in run.beam_args (leave one of them out)')
+    unsupported = beam_workers.unsupported_runner(run.beam_args)
+    if unsupported:
+        fail('run.beam_args', unsupported)
+    remote = beam_workers.remote_workers(run.beam_args)
+    if remote and run.runner != 'kubeflow':
+        root = config.paths.pipeline_root
+        if '://' not in root:
+            fail('paths.pipeline_root', f'{root} is a local path, but run.beam_args run Beam\'s '
+                 f'workers {remote}, which cannot read or write it; give a URI they can '
+                 f'reach (gs://BUCKET/..., s3://..., hdfs://...)')
+        if config.inference.infer_dir:
+            # components/batch_inference.py reads, writes and joins its files with local I/O.
+            fail('inference.infer_dir', f'the BulkInferrer reads and writes files on this '
+                 f'machine, but run.beam_args run Beam\'s workers {remote}; leave '
+                 f'inference.infer_dir empty for such a run (the predict command scores files '
+                 f'with Beam on this machine)')
+
+
 def validate(config: PipelineConfig, check_data: bool = True, source: str = '') -> None:
     """Refuses a bad config before anything runs; each message names the key."""
     def fail(key: str, message: str) -> None:
@@ -514,6 +557,7 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             fail(key, f'expected an existing .py file, got {path}')
     if config.data.positive_class and config.data.task != 'binary':
         fail('data.positive_class', 'only applies to binary tasks')
+    check_beam(config, fail)
     if config.run.runner == 'kubeflow':
         for key in ('transform', 'trainer'):
             path = getattr(config.modules, key)

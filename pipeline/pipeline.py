@@ -36,7 +36,7 @@ from components.bulk_inferrer import BulkInferrer
 from components.infra_validator import InfraValidator
 from components.pusher.component import Pusher
 from components.tflite_export import TFLiteExport
-from pipeline import code_digest, spans
+from pipeline import beam_workers, code_digest, spans
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
 from pipeline.inputs import RunInputs
@@ -63,27 +63,38 @@ DEPENDENCY_FLAGS = ('--setup_file', '--extra_package', '--extra_packages', '--re
 SETUP_FILE = os.path.join(os.path.dirname(COMPONENTS_DIR), 'setup.py')
 
 
-def beam_args(config: PipelineConfig, image_root: str = '') -> List[str]:
-    """The defaults, then the config's (and the command line's) arguments, which win."""
+def beam_args(config: PipelineConfig, image_root: str = '') -> List:
+    """The defaults, then the config's (and the command line's) arguments, which win.
+
+    With ``run.beam_workers``, the arguments that send every job to the run's worker pool
+    (``pipeline.beam_workers.beam_args``: the pool's addresses are placeholders, resolved
+    while the run goes)."""
     given = {a.split('=', 1)[0] for a in config.run.beam_args}
-    defaults = list(DEFAULT_BEAM_ARGS)
+    defaults = list(DEFAULT_BEAM_ARGS) + (beam_workers.beam_args() if config.run.beam_workers
+                                          else [])
     if not given & set(DEPENDENCY_FLAGS):
         setup_file = os.path.join(image_root, 'setup.py') if image_root else SETUP_FILE
         defaults.append(f'--setup_file={setup_file}')
-    return [a for a in defaults if a.split('=', 1)[0] not in given] + list(config.run.beam_args)
+    return [a for a in defaults if not isinstance(a, str) or a.split('=', 1)[0] not in given
+            ] + list(config.run.beam_args)
 
 
 # Above this many rows (estimated from the CSV files' size), StatisticsGen computes its
 # statistics on a uniform sample of about this many rows (TFDV's StatsOptions.sample_rate),
 # with Beam. Validation then sees every column and its distribution, but can miss a value
-# that occurs in fewer than ~1 in STATS_SAMPLE_ROWS rows. Up to it, every row, in memory.
+# that occurs in fewer than ~1 in STATS_SAMPLE_ROWS rows. Up to it, every row.
 STATS_SAMPLE_ROWS = 200_000
 
 
-def statistics_options(rows: int):
-    if rows <= STATS_SAMPLE_ROWS:
+def statistics_options(rows: int, in_memory_rows: int = STATS_SAMPLE_ROWS):
+    """None (every row, in memory: components/fast_statistics_gen) up to ``in_memory_rows``
+    rows (``run.in_memory_rows``); TFDV's options otherwise, which send the statistics to
+    Beam: a sample above STATS_SAMPLE_ROWS rows, every row below."""
+    if rows <= in_memory_rows:
         return None
     import tensorflow_data_validation as tfdv
+    if rows <= STATS_SAMPLE_ROWS:
+        return tfdv.StatsOptions()
     return tfdv.StatsOptions(sample_rate=round(STATS_SAMPLE_ROWS / rows, 4))
 
 
@@ -165,7 +176,7 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
         example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=eval_buckets)]))
     root = config.data.root
-    stats_options = statistics_options(inputs.rows)
+    stats_options = statistics_options(inputs.rows, config.run.in_memory_rows)
 
     def read_span(span: Optional[int], example_gen_id: str, statistics_id: str,
                   input_base: Union[str, RuntimeParameter] = root):

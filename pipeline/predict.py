@@ -2,7 +2,8 @@
 
     python pipeline_runner.py predict --data DIR_OR_CSV --out PATH.csv|PATH.parquet
         [--config configs/taxi.yaml] [--serving-dir DIR] [--model-version V]
-        [--keep COL[,COL...]] [--runner RUNNER] [--beam-arg ARG ...] [--verbose]
+        [--keep COL[,COL...]] [--runner RUNNER] [--beam-arg ARG ...] [--beam-workers N]
+        [--verbose]
 
 The model is the newest version in the serving directory (the config's ``paths.serving_dir``
 unless ``--serving-dir``), or ``--model-version``. The job itself, its output and its rejects
@@ -14,7 +15,12 @@ less the label and the excluded columns).
 Beam: ``--runner`` names Beam's runner (DirectRunner by default; PortableRunner, FlinkRunner,
 SparkRunner, DataflowRunner), and the arguments are the pipeline's: this command's defaults
 for the in-process runner, then ``run.beam_args`` of the config, then ``--beam-arg``s, the
-later winning for the same flag.
+later winning for the same flag. ``--beam-workers N`` (default: the config's
+``run.beam_workers``) runs the job on N local Beam SDK worker processes of their own, as a
+run's Beam jobs (``pipeline/beam_workers.py``); it cannot be combined with ``--runner`` or
+the other arguments that say where Beam's workers run. The job reads ``--data`` and the model
+and writes ``--out`` on this machine, so workers that run elsewhere (Dataflow, Docker
+containers, a remote pool) are refused before the job starts.
 
 Exit status: 0 when the job ran (rejected rows are counted, listed in the rejects file, and do
 not fail it), 1 when the data was refused before the job (a file without a column the model
@@ -64,6 +70,9 @@ def parser(default_config: str) -> argparse.ArgumentParser:
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '
                         '(repeatable; after run.beam_args)')
+    p.add_argument('--beam-workers', type=int, metavar='N',
+                   help='run the job on N local Beam SDK worker processes of their own '
+                        '(default: run.beam_workers of the config; 0: in this process)')
     p.add_argument('--verbose', action='store_true', help="show the libraries' own logs")
     return p
 
@@ -131,6 +140,29 @@ def beam_arguments(defaults: Sequence[str], *given: Sequence[str]) -> List[str]:
     return list(merged.values())
 
 
+def check_workers(workers: int, given: Sequence[str]) -> int:
+    """``workers`` (``--beam-workers``), if the Beam arguments ``given`` leave the job on
+    this machine; a PredictError naming the flag otherwise."""
+    from pipeline import beam_workers
+
+    if workers < 0:
+        raise PredictError(f'--beam-workers: expected 0 or more, got {workers}')
+    placement = beam_workers.placement_flags(given)
+    if workers and placement:
+        raise PredictError(f'--beam-workers (default: run.beam_workers) sends the job to its own '
+                           f'worker pool; it cannot be combined with {", ".join(placement)} '
+                           '(leave one of them out, or give --beam-workers 0)')
+    if beam_workers.unsupported_runner(given):
+        raise PredictError(beam_workers.unsupported_runner(given))
+    remote = beam_workers.remote_workers(given)
+    if remote:
+        raise PredictError(f'the Beam arguments run Beam\'s workers {remote}, but the job reads '
+                           '--data and the model and writes --out on this machine, where they '
+                           'cannot; run it here (the default runner, --beam-workers N, or the '
+                           'portable runner with --environment_type=LOOPBACK)')
+    return workers
+
+
 def main(argv: List[str], default_config: str, out=None) -> int:
     out = out or sys.stdout
     args = parser(default_config).parse_args(argv)
@@ -150,12 +182,22 @@ def main(argv: List[str], default_config: str, out=None) -> int:
         print('Predict refused: --keep: "line" and "file" are columns the output adds itself',
               file=sys.stderr)
         return 2
-    beam_args = beam_arguments(DEFAULT_BEAM_ARGS, config.run.beam_args,
-                               [f'--runner={args.runner}'] if args.runner else [], args.beam_arg)
+    given = [*config.run.beam_args, *([f'--runner={args.runner}'] if args.runner else []),
+             *args.beam_arg]
+    beam_args = beam_arguments(DEFAULT_BEAM_ARGS, given)
+    try:
+        workers = check_workers(config.run.beam_workers if args.beam_workers is None
+                                else args.beam_workers, given)
+    except PredictError as e:
+        print(f'Predict refused: {e}', file=sys.stderr)
+        return 2
     runner = next((a.split('=', 1)[1] for a in beam_args if a.startswith('--runner=')),
                   'DirectRunner')
+    where = (f'{workers} Beam worker process{"es" * (workers > 1)} (PortableRunner)' if workers
+             else runner)
     print(f'Scoring {args.data} ({len(files)} file{"s" * (len(files) != 1)}) with {config.name} '
-          f'version {version} ({model_path}) on {runner}', file=out, flush=True)
+          f'version {version} ({model_path}) on {where}', file=out, flush=True)
+    from pipeline.beam_workers import beam_args as pool_args, worker_pool
     from pipeline.run import configure_logging, quiet_output
     stamp = time.strftime('%Y%m%d-%H%M%S')
     log_path = os.path.join(config.paths.pipeline_root, '_logs', f'predict-{stamp}.log')
@@ -176,13 +218,18 @@ def main(argv: List[str], default_config: str, out=None) -> int:
                 batch_inference.check_inputs(job)
             except batch_inference.InputError as e:
                 raise DataRefused(str(e)) from None
-            result = batch_inference.run(job, beam_args)
+            with worker_pool(workers) as pool:  # None when workers is 0
+                result = batch_inference.run(
+                    job, beam_arguments(beam_args, pool_args(pool)) if pool else beam_args)
     except DataRefused as e:
         print(f'Data refused: {e}', file=sys.stderr)
         return 1
     except PredictError as e:
         print(f'Predict refused: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while on the workers (beam_workers)
+        print(f'Predict interrupted: {args.out} is as it was', file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - a failed job is reported, with the log
         print(f'Predict failed: {type(e).__name__}: {e}', file=sys.stderr)
         if not args.verbose:

@@ -212,6 +212,7 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout,
 
 def _run_pipeline(config: PipelineConfig, inputs, out: TextIO) -> Dict[str, Any]:
     from components.input_files import changed_files
+    from pipeline.beam_workers import worker_pool
     from pipeline.preflight import DataError
 
     start = time.time()
@@ -220,7 +221,8 @@ def _run_pipeline(config: PipelineConfig, inputs, out: TextIO) -> Dict[str, Any]
     os.makedirs(os.path.dirname(os.path.abspath(config.paths.metadata)), exist_ok=True)
     configure_logging(config.run.verbose)
     error = None
-    with (contextlib.nullcontext(out) if config.run.verbose else quiet_output(log_path, out)) as term:
+    with (contextlib.nullcontext(out) if config.run.verbose else quiet_output(log_path, out)) as term, \
+            worker_pool(config.run.beam_workers):  # run.beam_workers: the run's Beam workers
         from pipeline import html_report, report  # TensorFlow and TFX start up here, behind the log
         from pipeline.pipeline import create_pipeline
         tfx_pipeline = create_pipeline(config, inputs)

@@ -1,7 +1,8 @@
 """``pipeline_runner.py predict`` on the model the end-to-end run pushed (conftest.taxi_e2e):
-a 20-row CSV with bad rows, on Beam's in-process and portable runners; and the line numbering
-on its own."""
+a 20-row CSV with bad rows, on Beam's in-process and portable runners and on two worker
+processes of its own (--beam-workers 2); and the line numbering on its own."""
 import csv
+import glob
 import os
 
 import numpy as np
@@ -77,12 +78,17 @@ def scored(taxi_e2e, tmp_path_factory):
     header, good = bad_file(str(data / 'a.csv'))
     write_csv(str(data / 'b.csv'), header, good[:3])
     runs = {}
-    for name, args in (('local', []), ('portable', PORTABLE)):
+    logs = os.path.join(taxi_e2e['config'].paths.pipeline_root, '_logs', 'predict-*.log')
+    for name, args in (('local', []), ('portable', PORTABLE), ('workers', ['--beam-workers', '2'])):
         out = directory / name / 'preds.csv'
+        before = set(glob.glob(logs))
         code = pipeline_runner.main(['predict', '--config', taxi_e2e['config_path'],
                                      '--data', str(data / 'a.csv'), '--out', str(out),
                                      '--keep', 'company,fare', *args])
         runs[name] = (code, out)
+        [log] = set(glob.glob(logs)) - before or [None]
+        with open(log or os.devnull, encoding='utf-8') as f:
+            runs[name + '_log'] = f.read()
     parquet = directory / 'dir' / 'preds.parquet'
     code = pipeline_runner.main(['predict', '--config', taxi_e2e['config_path'],
                                  '--data', str(data), '--out', str(parquet)])
@@ -96,7 +102,7 @@ def read(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize('runner', ['local', 'portable'])
+@pytest.mark.parametrize('runner', ['local', 'portable', 'workers'])
 def test_every_good_row_is_scored_in_order_and_every_bad_one_rejected(scored, runner):
     code, out = scored['runs'][runner]
     assert code == 0
@@ -115,6 +121,14 @@ def test_every_good_row_is_scored_in_order_and_every_bad_one_rejected(scored, ru
         (24, "column company: 'Caf\ufffd' is not UTF-8 text"),
         (25, "column trip_start_hour: '9.5' is not an integer")]
     assert {r['file'] for r in rejects} == {str(scored['data'] / 'a.csv')}
+
+
+def test_beam_workers_run_the_job_on_worker_processes_of_their_own(scored):
+    # The job went to the pool's two SDK harnesses (each started by Beam's worker pool),
+    # through the portable runner: not to the direct runner, nor to a harness in this process.
+    log = scored['runs']['workers_log']
+    assert log.count('Starting worker with command') == 2, log[-3000:]
+    assert 'Starting worker with command' not in scored['runs']['local_log']
 
 
 def test_a_directory_is_scored_file_by_file_into_parquet(scored):
@@ -150,6 +164,13 @@ def test_refusals_name_what_is_wrong(scored, taxi_e2e, tmp_path, capsys):
           '--model-version', '7'], 2, '--model-version: no version 7 in'),
         (['--data', str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.csv')], 2,
          f'--data: {tmp_path / "missing"} does not exist'),
+        (['--data', str(scored['data']), '--out', str(tmp_path / 'x.csv'), '--beam-workers', '2',
+          '--runner', 'FlinkRunner'], 2, '--beam-workers (default: run.beam_workers) sends the job '
+         'to its own worker pool; it cannot be combined with --runner'),
+        (['--data', str(scored['data']), '--out', str(tmp_path / 'x.csv'),
+          '--runner', 'DataflowRunner'], 2, "the Beam arguments run Beam's workers on Dataflow "
+         '(--runner=DataflowRunner), but the job reads --data and the model and writes --out '
+         'on this machine'),
     ]
     for args, status, message in cases:
         assert pipeline_runner.main(['predict', '--config', config, *args]) == status
