@@ -5,6 +5,10 @@
 #
 # Tag it with something that changes with the code (the commit): KFP's cache key includes
 # the image, so a new tag re-runs what the new code could change.
+#
+# tests/test_kubeflow_run.py lays out this image's WORKDIR from the COPY and RUN lines below
+# (tests/kfp_launcher.py, build_image) and runs the compiled spec in it: a file the
+# components need and the image lacks fails that test.
 FROM python:3.10-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1

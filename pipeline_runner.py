@@ -3,6 +3,9 @@
     python pipeline_runner.py [run] [--config configs/taxi.yaml] [flags]
     python pipeline_runner.py serve [--config configs/taxi.yaml] [server flags]
     python pipeline_runner.py draft-schema [--config ...] [--out PATH]
+    python pipeline_runner.py report [RUN] [--config ...] [--out PATH]
+    python pipeline_runner.py runs [show RUN | diff A B] [--config ...]
+    python pipeline_runner.py predict --data DIR_OR_CSV --out PATH [--model-version V] [...]
 
 Exit status (one refusal policy, README "What a run shows"): 0 when the run succeeded
 (blessed and pushed, or not blessed and nothing pushed); 1 when the data was refused or the
@@ -19,7 +22,7 @@ import os
 import sys
 from typing import Callable, Dict, List, Optional
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import TRAINERS, ConfigError, load_config
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'taxi.yaml')
@@ -42,7 +45,7 @@ def run_parser() -> argparse.ArgumentParser:
                                    '(run.image)')
     p.add_argument('--kfp-output', help='kubeflow: where the spec goes, .json (PipelineJob, '
                                         'Vertex AI) or .yaml (PipelineSpec, KFP) (run.kfp_output)')
-    p.add_argument('--trainer', choices=['keras', 'estimator'], help='training.trainer')
+    p.add_argument('--trainer', choices=list(TRAINERS), help='training.trainer')
     p.add_argument('--train-steps', type=int, help='training.train_steps')
     p.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
                    help='a Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2 '
@@ -175,17 +178,21 @@ def cmd_draft_schema(argv: List[str]) -> int:
     from pipeline import inputs
     from pipeline.preflight import DataError
     from pipeline.schema import describe_schema, write_schema
+    # The schema text alone on stdout when it is printed, so that it can be redirected.
+    notes = sys.stdout if args.out else sys.stderr
     try:
         window, drift_span = inputs.read_spans(config)
-        pattern, schema = inputs.draft(config, inputs.fingerprint(
-            inputs.files_to_read(config, window[-1:], None)))  # the newest span's files
+        fmt = inputs.reading_format(config)
+        files = inputs.fingerprint(inputs.files_to_read(config, window[-1:], None))
+        print(f'Reading {len(files)} CSV file{"s" if len(files) != 1 else ""}: '
+              f'{fmt.describe()}', file=notes)
+        pattern, schema = inputs.draft(config, files, fmt)  # the newest span's files
     except DataError as e:
         return data_refused(e)
+    print(f'Drafted a schema from {pattern} (TFDV inference):', file=notes)
+    print('\n'.join(describe_schema(schema)), file=notes)
     if args.out:
         write_schema(schema, args.out)
-        print(f'Drafted a schema from {pattern} (TFDV inference):', file=sys.stderr)
-        for line in describe_schema(schema):
-            print(f'  {line}', file=sys.stderr)
         curated = config.data.schema if config.data.schema not in ('', inputs.DRAFT) \
             else inputs.default_schema_path(config)
         print(f'Wrote {args.out}; compare: diff {curated} {args.out}')
@@ -194,9 +201,113 @@ def cmd_draft_schema(argv: List[str]) -> int:
     return 0
 
 
+RUN_HELP = 'a run id as `runs` lists it, a unique prefix of it, latest or latest~N'
+
+
+def reading_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The flags that say where a pipeline's runs are, as the run took them."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument('--config', default=DEFAULT_CONFIG, help='pipeline YAML (default: %(default)s)')
+    p.add_argument('--pipeline-root', help='where the artifacts are (paths.pipeline_root)')
+    p.add_argument('--metadata', help='the ML Metadata SQLite file (paths.metadata)')
+    return p
+
+
+def load_for_reading(args: argparse.Namespace):
+    overrides = [f'{key}={value}' for key, value in (('paths.pipeline_root', args.pipeline_root),
+                                                     ('paths.metadata', args.metadata)) if value]
+    return load_config(args.config, overrides, check_data=False)
+
+
+def cmd_report(argv: List[str]) -> int:
+    p = reading_parser('pipeline_runner.py report', 'Write the HTML report of a recorded run again.')
+    p.add_argument('run', nargs='?', default='latest', help=f'{RUN_HELP} (default: latest)')
+    p.add_argument('--out', help='where to write it (default: <pipeline_root>/_runs/<run>.html)')
+    p.add_argument('--verbose', action='store_true', help='show the libraries\' own logs')
+    args = p.parse_args(argv)
+    try:
+        config = load_for_reading(args)
+    except ConfigError as e:
+        return refused(e)
+    import contextlib
+    import time
+
+    from pipeline import run_record
+    from pipeline.metadata import RunNotFound, find_run, open_store
+    from pipeline.run import configure_logging, quiet_output
+    if not os.path.exists(config.paths.metadata):
+        print(f'No runs: {config.paths.metadata} does not exist yet', file=sys.stderr)
+        return 1
+    store = open_store(config.paths.metadata, read_only=True)
+    try:
+        run = find_run(store, config.name, args.run)
+    except RunNotFound as e:
+        print(f'Run not found: {e}', file=sys.stderr)
+        return 1
+    out = os.path.abspath(args.out or run_record.path_for(config.paths.pipeline_root, run.name, '.html'))
+    log_path = os.path.join(config.paths.pipeline_root, '_logs',
+                            f'report-{time.strftime("%Y%m%d-%H%M%S")}.log')
+    print(f'Writing the report of run {run.name} ...', flush=True)
+    configure_logging(args.verbose)
+    start = time.time()
+    try:
+        with contextlib.nullcontext() if args.verbose else quiet_output(log_path):
+            from pipeline.html_report import write_report
+            try:
+                size = write_report(config, store, run,
+                                    run_record.read(config.paths.pipeline_root, run.name), out)
+            except Exception:  # noqa: BLE001 - reported below, traceback in the log
+                logging.getLogger(__name__).exception('The report could not be written')
+                raise
+    except Exception as e:  # noqa: BLE001
+        print(f'Report failed: {type(e).__name__}: {e}'
+              + ('' if args.verbose else f' (full log: {log_path})'), file=sys.stderr)
+        return 1
+    if not args.verbose and os.path.exists(log_path):
+        os.remove(log_path)
+    print(f'Report: {out} ({size / 2**20:.1f} MB, {time.time() - start:.1f}s)')
+    return 0
+
+
+def cmd_runs(argv: List[str]) -> int:
+    p = reading_parser('pipeline_runner.py runs',
+                       f'The runs ML Metadata recorded: list them, show one, or compare two. '
+                       f'RUN, A, B: {RUN_HELP}.')
+    p.add_argument('action', nargs='?', default='list', choices=['list', 'show', 'diff'],
+                   help='list (default), show RUN, or diff A B')
+    p.add_argument('runs', nargs='*', metavar='RUN')
+    args = p.parse_args(argv)
+    wanted = {'list': 0, 'show': 1, 'diff': 2}[args.action]
+    if len(args.runs) != wanted:
+        p.error(f'{args.action} takes {wanted} run id{"s" if wanted != 1 else ""}, '
+                f'got {len(args.runs)}')
+    try:
+        config = load_for_reading(args)
+    except ConfigError as e:
+        return refused(e)
+    from pipeline import runs
+    from pipeline.metadata import RunNotFound
+    if args.action != 'list' and not os.path.exists(config.paths.metadata):
+        print(f'No runs: {config.paths.metadata} does not exist yet', file=sys.stderr)
+        return 1
+    try:
+        print({'list': lambda: runs.list_runs(config), 'show': lambda: runs.show(config, *args.runs),
+               'diff': lambda: runs.diff(config, *args.runs)}[args.action]())
+    except RunNotFound as e:
+        print(f'Run not found: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(argv: List[str]) -> int:
+    from pipeline.predict import main as predict_main
+    return predict_main(argv, DEFAULT_CONFIG)
+
+
 # The subcommands: name -> function of the remaining arguments, returning the exit status.
 COMMANDS: Dict[str, Callable[[List[str]], int]] = {
-    'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema}
+    'run': cmd_run, 'serve': cmd_serve, 'draft-schema': cmd_draft_schema,
+    'report': cmd_report, 'runs': cmd_runs, 'predict': cmd_predict}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,11 +9,15 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'components',
                                                'components.*', 'serving', 'serving.*']),
     py_modules=['pipeline_runner'],
+    # The HTML run report's template and the Vega files it inlines.
+    package_data={'pipeline.html_report': ['templates/*', 'assets/*']},
     python_requires='>=3.9,<3.11',
     # The exact versions are in requirements.lock; these are the direct dependencies.
     install_requires=[
         'tfx==1.15.1', 'tensorflow==2.15.1', 'tensorflow-data-validation==1.15.1',
         'tensorflow-transform==1.15.0', 'tensorflow-model-analysis==0.46.0',
         'apache-beam[gcp]==2.56.0', 'tensorflow-serving-api==2.15.1', 'pyyaml>=6',
+        'tensorflow-decision-forests==1.8.1',  # training.trainer: gbt
+        'jinja2==3.1.6',
     ],
 )

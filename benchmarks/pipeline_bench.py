@@ -15,7 +15,8 @@ What it does, in one invocation:
      (create -> last update); peak RSS of the whole process tree (sampled every 0.2 s) overall
      and inside each component's window; AUC and accuracy of the pushed model on the
      held-out rows (both labels mean tip > 20% of fare: TFX's example computes it from
-     tips/fare in its preprocessing_fn, ours reads ``big_tipper``).
+     tips/fare in its preprocessing_fn, ours reads ``big_tipper``); for ours, the time and
+     size of the HTML run report it wrote at the end (from its run record, ``_runs/``).
 It prints Markdown tables and writes everything to ``<work>/results.json``.
 """
 import argparse
@@ -170,9 +171,28 @@ def run_one(name: str, data_root: str, work: str, ours_args: List[str], fresh: b
               'load': [round(load_before, 1), round(os.getloadavg()[0], 1)],
               'peak_rss_mb': round(max((s for _, s in samples), default=0) / 2**20),
               'components': component_times(paths['metadata'], start, samples)}
+    result.update(report_figures(paths['pipeline_root'], start))
     print(f'  {name}: exit {code}, {result["seconds"]} s, {result["cpu_seconds"]} CPU s, peak {result["peak_rss_mb"]} MB '
-          f'(log: {paths["log"]})', flush=True)
+          + (f'(HTML report {result["report_seconds"]} s, {result["report_cpu_seconds"]} CPU s, '
+             f'{result["report_mb"]} MB) '
+             if result.get('report_seconds') is not None else '')
+          + f'(log: {paths["log"]})', flush=True)
     return result
+
+
+def report_figures(pipeline_root: str, since: float) -> Dict:
+    """The time and size of the HTML report our run wrote (from its run record), if any."""
+    records = [p for p in glob.glob(os.path.join(pipeline_root, '_runs', '*.json'))
+               if os.path.getmtime(p) >= since]
+    if not records:
+        return {}
+    with open(max(records, key=os.path.getmtime)) as f:
+        record = json.load(f)
+    if record.get('report_seconds') is None:
+        return {}
+    return {'report_seconds': record['report_seconds'],
+            'report_cpu_seconds': record.get('report_cpu_seconds'),
+            'report_mb': round(record.get('report_bytes', 0) / 2**20, 2)}
 
 
 def component_times(metadata_path: str, since: float, samples: List) -> List[Dict]:
@@ -271,6 +291,10 @@ def auc(labels, scores) -> float:
 def score(serving_dir: str, serialized, labels) -> Dict:
     import numpy as np
     import tensorflow as tf
+    try:  # a gbt model (--ours-arg=--trainer --ours-arg=gbt) needs TF-DF's ops to load
+        import tensorflow_decision_forests  # noqa: F401
+    except ImportError:
+        pass
 
     versions = sorted((d for d in glob.glob(os.path.join(serving_dir, '*'))
                        if os.path.basename(d).isdigit()), key=lambda d: int(os.path.basename(d)))
@@ -308,11 +332,13 @@ def report(results: Dict) -> str:
         rows = [[r['pipeline'], r['exit_code'], r['seconds'], r.get('cpu_seconds', '-'),
                  '/'.join(map(str, r.get('load', []))), r['peak_rss_mb'],
                  sum(c['state'] == 'COMPLETE' for c in r['components']),
-                 sum(c['state'] == 'CACHED' for c in r['components'])]
+                 sum(c['state'] == 'CACHED' for c in r['components']),
+                 r.get('report_seconds', '-'), r.get('report_cpu_seconds', '-'),
+                 r.get('report_mb', '-')]
                 for r in runs.get(phase, [])]
         out.append(f'### {phase}: whole run (subprocess wall time, peak RSS of the process tree)\n')
         out.append(table(['pipeline', 'exit', 'wall s', 'CPU s', 'load before/after', 'peak MB',
-                          'ran', 'cached'], rows))
+                          'ran', 'cached', 'HTML report s', 'report CPU s', 'report MB'], rows))
         for r in runs.get(phase, []):
             out.append(f'\n{phase}, {r["pipeline"]}: per component (MLMD execution times)\n')
             out.append(table(['component', 'state', 'start s', 'seconds', 'peak MB'],

@@ -1,9 +1,11 @@
-"""Keras trainer vs Estimator trainer on the bundled data, side by side.
+"""The Keras, Estimator and gradient-boosted-trees trainers on the bundled data, side by side.
 
     python benchmarks/trainers.py [--workdir DIR] [--config configs/taxi.yaml] [--set KEY=VALUE ...]
 
-Each trainer gets a fresh pipeline root, metadata store and serving dir under ``--workdir``
-(default: a new temporary directory), and runs the whole pipeline with the default config
+``--trainers keras,gbt,keras,gbt`` alternates them, for ratios measured in one invocation on
+a shared machine. Each run gets a fresh pipeline root, metadata store and serving dir under
+``--workdir`` (default: a new temporary directory), and runs the whole pipeline with the
+default config
 (``configs/taxi.yaml``: data/taxi/data.csv, 2000 train steps) in its own process, one after
 the other. Printed per trainer: the held-out AUC (the Evaluator's, on the eval split), the
 Trainer component's seconds and the whole run's wall time. ``--set`` overrides go to both.
@@ -19,11 +21,11 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAINERS = ('keras', 'estimator')
+TRAINERS = ('keras', 'estimator', 'gbt')
 
 
-def run(trainer: str, workdir: str, config: str, overrides):
-    root = os.path.join(workdir, trainer)
+def run(trainer: str, workdir: str, config: str, overrides, index: int = 0):
+    root = os.path.join(workdir, f'{index}-{trainer}')  # a fresh root for each run
     summary_path = os.path.join(root, 'summary.json')
     cmd = [sys.executable, os.path.join(REPO, 'pipeline_runner.py'), '--config', config,
            '--trainer', trainer, '--pipeline-root', os.path.join(root, 'pipeline'),
@@ -51,12 +53,13 @@ def main(argv=None) -> int:
     p.add_argument('--workdir', help='where the fresh roots go (default: a temp dir)')
     p.add_argument('--config', default=os.path.join(REPO, 'configs', 'taxi.yaml'))
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+    p.add_argument('--trainers', default=','.join(TRAINERS), help='subset, in order')
     args = p.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix='trainers-bench-')
     results = []
-    for trainer in TRAINERS:
+    for i, trainer in enumerate(args.trainers.split(',')):
         print(f'running the pipeline with the {trainer} trainer ...', flush=True)
-        results.append(run(trainer, workdir, args.config, args.set))
+        results.append(run(trainer, workdir, args.config, args.set, i))
     print(f'\n{"trainer":<10} {"held-out AUC":>12} {"eval rows":>9} {"Trainer s":>9} '
           f'{"run wall s":>10}  status')
     for r in results:

@@ -35,7 +35,6 @@ seconds without a training step (``Heartbeat``). Then every process is terminate
 error names the task, its exit status and the end of its log. The children also exit on
 their own if the Trainer's process disappears (``_exit_with_parent``), so none outlives it.
 """
-import dataclasses
 import importlib
 import json
 import os
@@ -45,6 +44,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -164,7 +164,8 @@ def scaled(training, replicas: int):
     (the global batch grows with them; the rate stays as configured otherwise)."""
     if not training.scale_lr or replicas == 1:
         return training
-    return dataclasses.replace(training, learning_rate=training.learning_rate * replicas)
+    return types.SimpleNamespace(**{**vars(training),
+                                    'learning_rate': training.learning_rate * replicas})
 
 
 def serve(task: Task) -> None:

@@ -17,6 +17,7 @@ imported only by :func:`search_space`, when tuning is on.
 import dataclasses
 import json
 import math
+import types
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 # (name, is an integer) of every searched hyperparameter, in the order the summary shows.
@@ -117,9 +118,10 @@ def values_of(hyperparameters: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 def apply(training, hyperparameters: Optional[Mapping[str, Any]]):
-    """``training`` (a ``TrainingConfig``) with the tuned values in place of its own."""
+    """``training`` (the training settings as attributes, ``types.SimpleNamespace``) with
+    the tuned values in place of its own."""
     values = values_of(hyperparameters)
-    return dataclasses.replace(training, **values) if values else training
+    return types.SimpleNamespace(**{**vars(training), **values}) if values else training
 
 
 def epochs(train_steps: int, steps_per_epoch: int) -> int:

@@ -15,9 +15,12 @@ of a 25-slice evaluation whatever the data's size); ``roc_auc`` does the same ar
 with numpy.
 ``pipeline/evaluation.py`` uses them for binary tasks.
 """
+import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import (binary_confusion_matrices, calibration_histogram,
                                                metric_types, metric_util)
+
+from components.features import GAIN_OVER_TRIVIAL, TRIVIAL_BASELINE
 
 THRESHOLD = 0.5
 # The first bucket whose predictions are >= THRESHOLD (bucket 0 holds predictions below 0).
@@ -147,3 +150,117 @@ class HistogramAUC(_FromHistogram):
 # TFMA's metric class -> the class above that replaces it in binary evaluations.
 HISTOGRAM_METRICS = {name: f'Histogram{name}' for name in (
     'AUC', 'BinaryAccuracy', 'Precision', 'Recall', 'Calibration')}
+
+
+# ---------------------------------------------------------------------------------------
+# The trivial baseline: how a model that ignores the features would score on the eval
+# split, and how much better the candidate does (pipeline/evaluation.py adds it to every
+# evaluation; evaluation.beat_trivial gates on it; the summary warns when it is <= 0).
+
+# Its names, and the key metric of each task, are in components/features.py (the summary
+# reads them without importing TFMA).
+
+
+def trivial_value(task: str, totals) -> float:
+    """The trivial model's key metric from an accumulator's totals (``_Totals``)."""
+    if task == 'binary':
+        return 0.5  # a constant score ranks no positive above a negative: AUC 0.5
+    if task == 'multiclass':
+        return ratio(max(totals.class_weights.values(), default=0.0), totals.weight)
+    mean = ratio(totals.label, totals.weight)
+    return ratio(totals.squared_label, totals.weight) - mean * mean  # the labels' variance
+
+
+class _Totals:
+    """Weighted sums over the examples: all a trivial baseline and the key metric need."""
+    __slots__ = ('weight', 'label', 'squared_label', 'squared_error', 'correct', 'class_weights')
+
+    def __init__(self):
+        self.weight = self.label = self.squared_label = self.squared_error = self.correct = 0.0
+        self.class_weights = {}
+
+    def merge(self, other: '_Totals') -> '_Totals':
+        for name in ('weight', 'label', 'squared_label', 'squared_error', 'correct'):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for c, w in other.class_weights.items():
+            self.class_weights[c] = self.class_weights.get(c, 0.0) + w
+        return self
+
+
+class _TotalsCombiner(beam.CombineFn):
+    """Multi-class: per-class label weights and the weight of correct argmax predictions.
+    Regression: the weighted label, its square, and the squared error."""
+
+    def __init__(self, key, eval_config, task: str, example_weighted: bool):
+        self._key, self._eval_config = key, eval_config
+        self._task, self._example_weighted = task, example_weighted
+
+    def create_accumulator(self):
+        return _Totals()
+
+    def add_input(self, totals, element):
+        for label, prediction, weight in metric_util.to_label_prediction_example_weight(
+                element, eval_config=self._eval_config, model_name=self._key.model_name,
+                output_name=self._key.output_name, example_weighted=self._example_weighted,
+                flatten=False, squeeze=False):
+            weight = float(np.sum(weight))
+            totals.weight += weight
+            if self._task == 'multiclass':
+                label = int(np.asarray(label).reshape(-1)[0])
+                totals.class_weights[label] = totals.class_weights.get(label, 0.0) + weight
+                totals.correct += weight * (int(np.argmax(prediction)) == label)
+            else:
+                y, p = float(np.asarray(label).reshape(-1)[0]), float(np.asarray(prediction).reshape(-1)[0])
+                totals.label += weight * y
+                totals.squared_label += weight * y * y
+                totals.squared_error += weight * (y - p) ** 2
+        return totals
+
+    def merge_accumulators(self, accumulators):
+        merged, *others = list(accumulators)
+        for totals in others:
+            merged.merge(totals)
+        return merged
+
+    def extract_output(self, totals):
+        trivial = trivial_value(self._task, totals)
+        if self._task == 'multiclass':
+            gain = ratio(totals.correct, totals.weight) - trivial
+        else:
+            gain = trivial - ratio(totals.squared_error, totals.weight)
+        return {self._key: gain, self._key._replace(name=TRIVIAL_BASELINE): trivial}
+
+
+class GainOverTrivial(metric_types.Metric):
+    """``gain_over_trivial``: how much better than a trivial model the model's key metric
+    is on the eval split (> 0: better), and beside it ``trivial_baseline``, the trivial
+    model's value (``features.KEY_METRICS``, ``features.TRIVIAL_MODELS``):
+
+    binary      AUC - 0.5 (read off the calibration histogram AUC computes anyway);
+    multi-class accuracy - the share of the most frequent class on the split;
+    regression  the labels' variance (the MSE of always predicting their mean) - the MSE.
+    """
+
+    def __init__(self, task: str = 'binary', name: str = GAIN_OVER_TRIVIAL):
+        super().__init__(metric_util.merge_per_key_computations(_gain_over_trivial),
+                         name=name, task=task)
+
+
+def _gain_over_trivial(name, task, eval_config=None, model_name='', output_name='',
+                       sub_key=None, aggregation_type=None, class_weights=None,
+                       example_weighted=False):
+    key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                                 sub_key=sub_key, example_weighted=example_weighted)
+    trivial = key._replace(name=TRIVIAL_BASELINE)
+    if task != 'binary':
+        return [metric_types.MetricComputation(
+            keys=[key, trivial], preprocessors=None,
+            combiner=_TotalsCombiner(key, eval_config, task, example_weighted))]
+    histogram = calibration_histogram.calibration_histogram(
+        eval_config=eval_config, model_name=model_name, output_name=output_name,
+        sub_key=sub_key, aggregation_type=aggregation_type, class_weights=class_weights,
+        example_weighted=example_weighted)
+    source = histogram[-1].keys[-1]
+    return histogram + [metric_types.DerivedMetricComputation(
+        keys=[key, trivial],
+        result=lambda metrics: {key: roc_auc(metrics[source]) - 0.5, trivial: 0.5})]

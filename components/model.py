@@ -1,13 +1,16 @@
 """The Keras wide-and-deep model, built from the feature plan and the Transform output.
 
 Wide part: one-hot of every categorical and bucketized feature, straight to the output.
-Deep part: scaled numeric features, plus categoricals (one-hot when small, embedded when
-large), through ``hidden_layers`` dense layers, each half as wide as the one before.
-The two parts' logits are summed; the head depends on the task.
+Deep part: scaled numeric features and date parts, plus categoricals (one-hot when small,
+embedded when large), through ``hidden_layers`` dense layers, each half as wide as the one
+before. The two parts' logits are summed; the head depends on the task. A regression model
+learns the label's z-score (the plan's ``label_mean`` and ``label_std``): its loss is the
+z-scores' squared error, and its last layer (``output``, a fixed ``Rescaling``) returns
+``z * std + mean``, so the model, its signatures and the Evaluator speak the label's scale.
 """
 import tensorflow as tf
 
-from components.features import BUCKETIZED, CATEGORICAL, LABEL_VOCAB, NUMERIC, FeaturePlan
+from components.features import BUCKETIZED, CATEGORICAL, LABEL_VOCAB, FeaturePlan
 
 
 def category_count(plan: FeaturePlan, tft_output, feature) -> int:
@@ -29,14 +32,15 @@ def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model
     """``training`` is a ``pipeline.config.TrainingConfig`` (or anything with its fields)."""
     transformed_spec = tft_output.transformed_feature_spec()
     inputs, deep, wide = {}, [], []
-    planned = {f.xf for f in plan.features}
+    planned = {name for f in plan.features for name in f.outputs}
 
     for f in plan.features:
-        dtype = tf.float32 if f.kind == NUMERIC else tf.int64
-        x = inputs[f.xf] = tf.keras.Input(shape=(), name=f.xf, dtype=dtype)
-        if f.kind == NUMERIC:
-            deep.append(tf.keras.layers.Reshape((1,))(x))
+        if f.kind not in (CATEGORICAL, BUCKETIZED):  # numbers, date parts
+            for name in f.outputs:
+                x = inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
+                deep.append(tf.keras.layers.Reshape((1,))(x))
             continue
+        x = inputs[f.xf] = tf.keras.Input(shape=(), name=f.xf, dtype=tf.int64)
         n = category_count(plan, tft_output, f)
         one_hot = tf.keras.layers.CategoryEncoding(n, output_mode='one_hot')(x)
         wide.append(one_hot)
@@ -66,6 +70,7 @@ def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model
     # epoch ~0.9 s less, later ones ~20% faster: docs/performance.md). model_to_estimator
     # converts to it anyway.
     optimizer = tf.keras.optimizers.legacy.Adam(learning_rate=training.learning_rate)
+    loss_weights = None
     if plan.task == 'binary':
         output = tf.keras.layers.Activation('sigmoid', name='output')(logits)
         loss, metrics = 'binary_crossentropy', [tf.keras.metrics.AUC(name='auc'), 'binary_accuracy']
@@ -73,8 +78,10 @@ def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model
         output = tf.keras.layers.Activation('softmax', name='output')(logits)
         loss, metrics = 'sparse_categorical_crossentropy', ['sparse_categorical_accuracy']
     else:
-        output = tf.keras.layers.Activation('linear', name='output')(logits)
-        loss, metrics = 'mse', ['mae']
+        output = tf.keras.layers.Rescaling(plan.label_std, offset=plan.label_mean,
+                                           name='output')(logits)
+        # The squared error of the z-scores: that of the label, divided by its variance.
+        loss, metrics, loss_weights = 'mse', ['mae'], [1.0 / plan.label_std ** 2]
     model = tf.keras.Model(inputs=inputs, outputs=output)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=loss_weights)
     return model

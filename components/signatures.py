@@ -3,7 +3,9 @@
 ``serving_default``     TF Serving clients and the Evaluator: serialized raw ``tf.Example``s
                         (no label) in ``examples``.
 ``serving_json``        JSON / REST clients: one tensor per raw feature, each shape [batch].
-                        A missing value is "" for a string and NaN for a float.
+                        A missing value is "" for a string, NaN for a float and
+                        ``MISSING_INT64`` for an integer (the model server turns JSON's
+                        ``null`` or an absent key into these).
 ``transform_features``  TFMA: serialized raw examples, label included, to transformed
                         features (it reads the transformed label from here).
 
@@ -12,9 +14,10 @@ binary ``probability`` [batch] (of the positive class); multi-class ``probabilit
 [batch, K] and ``classes`` [batch, K]; regression ``value`` [batch].
 The TFT graph travels inside the SavedModel, so clients send raw features.
 
-The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``keras`` or
-``estimator``; also ``tf.saved_model.load(path).trainer_name.asset_path``). Nothing else
-differs between the trainers' exports.
+The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``keras``,
+``estimator`` or ``gbt``; also ``tf.saved_model.load(path).trainer_name.asset_path``).
+Nothing else differs between the trainers' exports (a ``gbt`` model also needs TensorFlow
+Decision Forests' ops to load: ``import tensorflow_decision_forests`` first).
 """
 import os
 import tempfile
@@ -36,20 +39,47 @@ def serving_feature_spec(plan: FeaturePlan, tft_output):
     return spec
 
 
-def _from_dense(value, spec):
-    """One JSON feature column ([batch]) to what parsing a tf.Example would have given."""
-    if isinstance(spec, tf.io.FixedLenFeature):
-        return tf.reshape(value, [-1, *spec.shape])
+# The integer a `serving_json` client sends for a missing integer feature (int64's smallest
+# value): JSON's numbers and TensorProtos have no null, and NaN is a float. The model server
+# sends it for a JSON `null` or an absent key; a gRPC client sends it itself.
+MISSING_INT64 = -2**63
+
+
+def _from_dense(value, spec, name):
+    """One JSON feature column ([batch]) to what parsing a tf.Example would have given.
+
+    A missing value ("" for a string, NaN for a float, ``MISSING_INT64`` for an integer)
+    is as a feature the example lacks: no entry of a VarLenFeature; a FixedLenFeature's
+    default, or, without one, a refusal naming the feature (as parsing refuses the example).
+    """
     if value.dtype == tf.string:
         present = tf.not_equal(value, '')
     elif value.dtype.is_floating:
         present = tf.logical_not(tf.math.is_nan(value))
     else:
-        present = tf.ones_like(value, dtype=tf.bool)
+        present = tf.not_equal(value, MISSING_INT64)
+    if isinstance(spec, tf.io.FixedLenFeature):
+        if spec.default_value is None:
+            check = tf.debugging.Assert(
+                tf.reduce_all(present),
+                [f'Feature: {name} (data type: {value.dtype.name}) is required but could '
+                 'not be found (a missing value in serving_json).'])
+            with tf.control_dependencies([check]):
+                value = tf.identity(value)
+        else:
+            default = tf.reshape(tf.constant(spec.default_value, value.dtype), [])
+            value = tf.where(present, value, default)
+        return tf.reshape(value, [-1, *spec.shape])
     rows = tf.where(present)  # [n, 1]
     indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
     return tf.SparseTensor(indices, tf.gather_nd(value, rows),
                            tf.stack([tf.shape(value, out_type=tf.int64)[0], 1]))
+
+
+def raw_features_from_json(features, feature_spec):
+    """``serving_json``'s inputs (one [batch] tensor per raw feature) as parsing tf.Examples
+    with ``feature_spec`` would have given them."""
+    return {name: _from_dense(features[name], spec, name) for name, spec in feature_spec.items()}
 
 
 def transform_function(tft_output):
@@ -73,11 +103,14 @@ def transform_function(tft_output):
     return transform
 
 
-def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transform=None):
+def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transform=None,
+                    input_names=None):
     """The three signatures for ``model.save``; the model keeps the TFT layer as an attribute.
 
     ``transform``: the ``transform_function`` the trainer already applied, if any.
+    ``input_names``: the transformed features the model takes (default: its Keras inputs).
     """
+    input_names = list(input_names or model.input_names)
     model.tft_layer = tft_output.transform_features_layer()
     transform = transform or transform_function(tft_output)
     serving_spec = serving_feature_spec(plan, tft_output)
@@ -88,7 +121,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
 
     def predict(raw):
         transformed = transform(raw)
-        scores = model({name: transformed[name] for name in model.input_names})
+        scores = model({name: transformed[name] for name in input_names})
         if plan.task != 'multiclass':
             return {plan.output_key: tf.reshape(scores, [-1])}
         classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
@@ -105,8 +138,7 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
                                    for name, spec in sorted(serving_spec.items())}],
                  autograph=False)
     def serve_json(features):
-        return predict({name: _from_dense(features[name], serving_spec[name])
-                        for name in serving_spec})
+        return predict(raw_features_from_json(features, serving_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
                  autograph=False)
@@ -124,8 +156,8 @@ TRAINER_ASSET = 'trainer.txt'
 
 
 def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, path: str,
-                         trainer: str = 'keras', transform=None) -> None:
-    signatures = make_signatures(model, tft_output, plan, transform)
+                         trainer: str = 'keras', transform=None, input_names=None) -> None:
+    signatures = make_signatures(model, tft_output, plan, transform, input_names)
     with tempfile.TemporaryDirectory() as tmp:
         asset = os.path.join(tmp, TRAINER_ASSET)
         with open(asset, 'w', encoding='utf-8') as f:

@@ -11,7 +11,8 @@ records what it was trained with (``components/training_record.py``).
 import contextlib
 import math
 import os
-from typing import Optional, Tuple
+import types
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -19,21 +20,20 @@ from absl import logging
 from tfx_bsl.public import tfxio
 
 from components import distribute, hyperparameters, training_record
-from components.features import FeaturePlan
+from components.features import LABEL_VOCAB, FeaturePlan
 from components.model import build_keras_model
 from components.signatures import export_serving_model, transform_function
-from pipeline.config import TrainingConfig
 
 RAW_BATCH = 1024
 
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
                  raw: bool = False, num_epochs: Optional[int] = None, transform=None,
-                 shard: Optional[Tuple[int, int]] = None):
+                 shuffle: bool = True, shard: Optional[Tuple[int, int]] = None):
     """Shuffled (transformed features, label) batches: repeated forever, or, with
-    ``num_epochs``, that many passes. ``shard``: (input pipelines, this one's index) of a
-    distributed input; each keeps every n-th batch read, the same seed giving every
-    pipeline the same order, so the shards are disjoint.
+    ``num_epochs``, that many passes. ``shuffle=False``: in the files' order. ``shard``:
+    (input pipelines, this one's index) of a distributed input; each keeps every n-th batch
+    read, the same seed giving every pipeline the same order, so the shards are disjoint.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
@@ -45,7 +45,7 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
     # the result is cut into training batches (rebatch keeps every row, in order).
     dataset = fn_args.data_accessor.tf_dataset_factory(files, tfxio.TensorFlowDatasetOptions(
         batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
-        num_epochs=num_epochs, shuffle=True,
+        num_epochs=num_epochs, shuffle=shuffle,
         label_key=None if raw else plan.label_xf), schema)
     if shard:
         dataset = dataset.shard(*shard)
@@ -71,11 +71,25 @@ def validation_dataset(fn_args, plan: FeaturePlan, tft_output, training, raw: bo
                         transform=transform).take(fn_args.eval_steps).cache()
 
 
+def class_weights(plan: FeaturePlan, tft_output) -> Optional[Dict[int, float]]:
+    """The plan's class weights by class id, for ``fit(class_weight=...)`` (None: unweighted).
+    Binary ids are the plan's keys; multi-class ids are the positions in the label's
+    vocabulary (a class the plan has no weight for weighs 1)."""
+    if not plan.class_weights:
+        return None
+    if plan.task == 'binary':
+        return {int(c): w for c, w in plan.class_weights.items()}
+    classes = [c.decode() for c in tft_output.vocabulary_by_name(LABEL_VOCAB)]
+    return {i: plan.class_weights.get(c, 1.0) for i, c in enumerate(classes)}
+
+
 def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir: str = '',
                 callbacks=(), epochs: Optional[int] = None, initial_epoch: int = 0,
-                validation_steps: Optional[int] = None):
+                validation_steps: Optional[int] = None, class_weight=None):
     """``eval_ds`` is finite (or, with ``validation_steps``, that many batches of it are one
-    validation). ``epochs``: the tuner's (Hyperband's rounds); default, ``train_steps``."""
+    validation). ``epochs``: the tuner's (Hyperband's rounds); default, ``train_steps``.
+    ``class_weight``: the training loss's weight of each class id (the validation loss is
+    unweighted)."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
     callbacks = list(callbacks)
     if log_dir:
@@ -87,12 +101,15 @@ def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir: str = 
     return model.fit(train_ds, epochs=epochs or math.ceil(train_steps / steps_per_epoch),
                      initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
                      validation_data=eval_ds, validation_steps=validation_steps,
-                     callbacks=callbacks, verbose=2)
+                     callbacks=callbacks, class_weight=class_weight, verbose=2)
 
 
 def parse_custom_config(custom_config):
+    """(the feature plan, the ``training`` settings as attributes: the config's
+    ``training`` section as the pipeline recorded it). Components never import ``pipeline/``:
+    what they need arrives in ``custom_config``."""
     return (FeaturePlan.from_dict(custom_config['features']),
-            TrainingConfig(**custom_config['training']))
+            types.SimpleNamespace(**custom_config['training']))
 
 
 def training_of(fn_args):
@@ -165,7 +182,8 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
         model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'),
-                callbacks=distribute.heartbeat_callbacks(training), validation_steps=validation_steps)
+                callbacks=distribute.heartbeat_callbacks(training), validation_steps=validation_steps,
+                class_weight=class_weights(plan, tft_output))
     if not fn_args.serving_model_dir:  # a task of a cluster other than the chief
         return
     if strategy is not None:

@@ -14,8 +14,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.beam.experimental import PTransformAnalyzer
 
-from components.features import (BUCKETIZED, CATEGORICAL, LABEL_VOCAB, NUMERIC, STRING,
-                                 FeaturePlan)
+from components.features import (BUCKETIZED, CATEGORICAL, DATE_PARTS, DATE_PERIODS, DATETIME,
+                                 LABEL_VOCAB, NUMERIC, STRING, UNIX_FORMATS, FeaturePlan,
+                                 date_regex, has_time, transformed_name)
 
 
 def dense(x, default):
@@ -45,8 +46,9 @@ def nan_filled(x):
     return dense(tf.cast(x, tf.float32) if x.dtype != tf.float32 else x, float('nan'))
 
 
-def numeric_columns(plan: FeaturePlan, inputs):
-    """z-scores of the numeric columns and quantile buckets of the bucketized ones.
+def numeric_columns(plan: FeaturePlan, inputs, strings=None):
+    """z-scores of the numeric columns and of the date parts, the date parts' sin and cos,
+    and quantile buckets of the bucketized columns.
 
     All of them go through a few analyzers over a [batch, columns] matrix (NaN where a value
     is missing, which TFT's mean, variance and quantiles ignore) instead of a few per
@@ -54,11 +56,26 @@ def numeric_columns(plan: FeaturePlan, inputs):
     the number of columns (Transform's fixed cost on small data). A missing value becomes
     the column's mean: z-score 0, and the mean's bucket. Bucket boundaries are quantiles of
     the present values (filled values would pile up at the mean and shift them).
+    ``strings``: the date columns' values as strings (NA tokens already blanked).
     """
-    columns = plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED)
+    columns, names, outputs = [], [], {}
+    for f in plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED):
+        x = nan_filled(inputs[f.name])
+        # log1p of a negative value (never in the data profiled) is that of 0.
+        columns.append(tf.math.log1p(tf.maximum(x, 0.0)) if f.log_scale else x)
+        names.append(f.xf if f.kind == NUMERIC else None)
+    for f in plan.of_kind(DATETIME):
+        raw = strings[f.name] if f.dtype == STRING else inputs[f.name]
+        parts = date_parts(raw, f.time_format)
+        for part, value in parts.items():
+            columns.append(value)
+            names.append(transformed_name(f'{f.name}_{part}'))
+            if part in DATE_PERIODS:
+                outputs.update(cyclic(value, f'{f.name}_{part}', DATE_PERIODS[part],
+                                      0 if part in ('weekday', 'hour') else 1))
     if not columns:
-        return {}
-    matrix = tf.stack([nan_filled(inputs[f.name]) for f in columns], axis=1)
+        return outputs
+    matrix = tf.stack(columns, axis=1)
     missing = tf.math.is_nan(matrix)
     mean = tft.mean(matrix, reduce_instance_dims=False)
     mean = tf.where(tf.math.is_nan(mean), tf.zeros_like(mean), mean)  # a column with no values
@@ -70,28 +87,125 @@ def numeric_columns(plan: FeaturePlan, inputs):
     filled = tf.where(missing, tf.broadcast_to(mean, tf.shape(matrix)), matrix)
     scale = tf.where(var > 0, tf.math.rsqrt(var), tf.ones_like(var))
     z_scores = (filled - mean) * scale
-    outputs = {}
-    for i, f in enumerate(columns):
-        if f.kind == NUMERIC:
-            outputs[f.xf] = z_scores[:, i]
+    for i, name in enumerate(names):
+        if name:
+            outputs[name] = z_scores[:, i]
     # Quantile boundaries: one analyzer per distinct bucket count (usually one).
-    for n in sorted({f.buckets for f in columns if f.kind == BUCKETIZED}):
-        index = [i for i, f in enumerate(columns) if f.kind == BUCKETIZED and f.buckets == n]
+    bucketized = plan.of_kind(BUCKETIZED)
+    first = len(plan.of_kind(NUMERIC))
+    for n in sorted({f.buckets for f in bucketized}):
+        index = [first + i for i, f in enumerate(bucketized) if f.buckets == n]
         boundaries = tft.quantiles(  # TFT.bucketize's default error tolerance
             tf.gather(matrix, index, axis=1), n, epsilon=min(1.0 / n, 0.01),
             reduce_instance_dims=False)
         for row, i in enumerate(index):
-            outputs[columns[i].xf] = tft.apply_buckets(filled[:, i], boundaries[row:row + 1])
+            outputs[bucketized[i - first].xf] = tft.apply_buckets(filled[:, i],
+                                                                  boundaries[row:row + 1])
     return outputs
 
 
-def as_string(x):
-    """Categorical column as strings; missing values become the empty string."""
+def cyclic(value, name: str, period: int, first: int):
+    """sin and cos of a part that wraps (``first``: its smallest value); 0 and 0 where it is
+    missing (NaN), the centre of the circle."""
+    angle = (value - first) * (2 * np.pi / period)
+    missing = tf.math.is_nan(value)
+    zero = tf.zeros_like(value)
+    return {transformed_name(f'{name}_sin'): tf.where(missing, zero, tf.sin(angle)),
+            transformed_name(f'{name}_cos'): tf.where(missing, zero, tf.cos(angle))}
+
+
+def days_from_civil(year, month, day):
+    """Days since 1970-01-01 of a proleptic Gregorian date (int64 tensors; H. Hinnant's
+    algorithm, exact for every year)."""
+    y = year - tf.cast(month <= 2, tf.int64)
+    era = tf.math.floordiv(y, 400)
+    yoe = y - era * 400
+    doy = (153 * tf.math.floormod(month + 9, 12) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(days):
+    """(year, month, day) of days since 1970-01-01 (the inverse of ``days_from_civil``)."""
+    z = days + 719468
+    era = tf.math.floordiv(z, 146097)
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = tf.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + tf.cast(month <= 2, tf.int64), month, day
+
+
+def parse_date_strings(x, time_format: str):
+    """(valid, year, month, day, hour) of [batch] strings in a strptime ``time_format``, as
+    int64; a value that does not match (or is missing: '') is not valid."""
+    pattern, groups = date_regex(time_format)
+    valid = tf.strings.regex_full_match(x, pattern)
+
+    def group(directive, default):
+        if directive not in groups:
+            return tf.fill(tf.shape(x), tf.constant(default, tf.int64))
+        text = tf.strings.regex_replace(x, f'^{pattern}$', f'\\{groups.index(directive) + 1}')
+        # Only digits when valid; '0' stands in where not (to_number refuses other text).
+        return tf.strings.to_number(tf.where(valid, text, '0'), tf.int64)
+
+    if 'Y' in groups:
+        year = group('Y', 1970)
+    else:  # %y: 69-99 are 1969-1999, 00-68 2000-2068, as Python's strptime
+        short = group('y', 70)
+        year = short + tf.where(short < 69, tf.constant(2000, tf.int64), 1900)
+    month, day, hour = group('m', 1), group('d', 1), group('H', 0)
+    valid &= ((month >= 1) & (month <= 12) & (day >= 1) & (day <= 31) & (hour <= 23)
+              & (day <= days_in_month(year, month)))
+    return valid, year, month, day, hour
+
+
+def days_in_month(year, month):
+    next_month = tf.where(month == 12, days_from_civil(year + 1, tf.ones_like(month), 1),
+                          days_from_civil(year, month + 1, 1))
+    return next_month - days_from_civil(year, month, 1)
+
+
+def date_parts(x, time_format: str) -> Dict[str, tf.Tensor]:
+    """A date/time column's parts (``features.DATE_PARTS``) as [batch] float32, NaN where the
+    value is missing or not in ``time_format``: strings in a strptime format, or integers
+    in one of ``features.UNIX_FORMATS`` (UTC)."""
+    if time_format in UNIX_FORMATS:
+        present = ~tf.math.is_nan(nan_filled(x))
+        seconds = tf.cast(dense(x, tf.zeros([], x.dtype)), tf.float64) * UNIX_FORMATS[time_format]
+        whole = tf.cast(tf.math.floor(seconds), tf.int64)
+        days = tf.math.floordiv(whole, 86400)
+        hour = tf.math.floormod(whole, 86400) // 3600
+        year, month, day = civil_from_days(days)
+    else:
+        present, year, month, day, hour = parse_date_strings(x, time_format)
+        days = days_from_civil(year, month, day)
+    parts = {'year': year, 'month': month, 'day': day,
+             'weekday': tf.math.floormod(days + 3, 7),  # 1970-01-01 was a Thursday (3)
+             'yearday': days - days_from_civil(year, tf.ones_like(month), 1) + 1,
+             'hour': hour}
+    nan = tf.constant(float('nan'), tf.float32)
+    return {part: tf.where(present, tf.cast(parts[part], tf.float32), nan)
+            for part in (DATE_PARTS if has_time(time_format) else DATE_PARTS[:-1])}
+
+
+def as_string(x, na_values: Sequence[str] = ()):
+    """Categorical column as strings; missing values, and strings in ``na_values`` (the
+    data's NA tokens, for a client that sends "NA" as the CSV had it), become the empty
+    string."""
     if isinstance(x, tf.SparseTensor):
         if x.dtype != tf.string:
             x = tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
-        return dense(x, '')
-    return tf.reshape(x if x.dtype == tf.string else tf.strings.as_string(x), [-1])
+        x = dense(x, '')
+    else:
+        x = tf.reshape(x if x.dtype == tf.string else tf.strings.as_string(x), [-1])
+    tokens = [t for t in na_values if t]
+    if not tokens:
+        return x
+    is_na = tf.reduce_any(tf.equal(x[:, tf.newaxis], tf.constant(tokens)[tf.newaxis, :]), axis=1)
+    return tf.where(is_na, tf.constant('', tf.string), x)
 
 
 def transform_label(plan: FeaturePlan, label, vocabulary=None):
@@ -199,8 +313,11 @@ def vocabularies(columns: Dict[str, tf.Tensor],
 
 
 def transform_features(plan: FeaturePlan, inputs):
-    outputs = numeric_columns(plan, inputs)
-    strings = {f.name: as_string(inputs[f.name]) for f in plan.of_kind(CATEGORICAL)}
+    # NA tokens count as missing in string columns only: a number column's are not numbers.
+    strings = {f.name: as_string(inputs[f.name], plan.na_values if f.dtype == STRING else ())
+               for f in plan.of_kind(CATEGORICAL) + plan.of_kind(DATETIME)
+               if f.kind == CATEGORICAL or f.dtype == STRING}
+    outputs = numeric_columns(plan, inputs, strings)
     computed = {f.name: strings[f.name] for f in plan.of_kind(CATEGORICAL) if not f.vocabulary}
     top_ks = dict.fromkeys(computed, plan.vocab_size)
     if plan.task == 'multiclass' and plan.label in inputs:  # every class, no top-k

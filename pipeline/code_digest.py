@@ -62,6 +62,15 @@ class _Finder(modulefinder.ModuleFinder):
             self.imports[self._scanning[-1]].add(fqname)
         return m
 
+    def ensure_fromlist(self, m, fromlist, recursive=0):
+        # ``from package import module``: modulefinder skips a submodule it loaded before
+        # (it is an attribute of the package by then), so it is recorded here.
+        super().ensure_fromlist(m, fromlist, recursive)
+        for sub in fromlist:
+            name = f'{m.__name__}.{sub}'
+            if name in self.modules and self._scanning:
+                self.imports[self._scanning[-1]].add(name)
+
     def digest(self, name: str, roots: List[str]) -> str:
         """The digest of module ``name``'s file, its parent packages' and those of every
         module it imports, transitively, that lie under ``roots``."""

@@ -12,22 +12,23 @@ Every refusal raises :class:`ConfigError` with the dotted key at fault, before a
 from __future__ import annotations
 
 import collections.abc
-import csv
 import dataclasses
 import os
+import shutil
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import yaml
 
+from components import csv_format, datetimes
 from pipeline import spans
 
 TASKS = ('binary', 'multiclass', 'regression')
 # tuning.reuse: the newest tuning results in the pipeline's metadata store.
 LATEST = 'latest'
 RUNNERS = ('local', 'beam', 'kubeflow')
-TRAINERS = ('keras', 'estimator')
+TRAINERS = ('keras', 'estimator', 'gbt')
 ON_ANOMALIES = ('fail', 'warn')
 
 
@@ -55,6 +56,41 @@ class DataConfig:
     # fewer exist). Each is read, summarized and validated on its own; the model is
     # evaluated on the newest span's eval split. A flat root has one body of data: keep 1.
     spans: int = 1
+    # How the CSV files are read (components/csv_format.py). Cells that mean "missing",
+    # besides the empty cell, in every column: pandas' list by default (NA, N/A, NaN, null,
+    # None, ...); [] leaves only empty cells missing. A column of numbers with NA cells stays
+    # numeric.
+    na_values: Tuple[str, ...] = csv_format.NA_VALUES
+    # The field delimiter: one character (",", ";", "|", "tab"...); empty: detected from the
+    # first records among , ; tab | (printed when the run starts).
+    delimiter: str = ''
+    # The files' text encoding (a Python codec name: utf-8, cp1252, latin-1, utf-16...).
+    # UTF-8 may start with a byte-order mark.
+    encoding: str = 'utf-8'
+
+
+@dataclass(frozen=True)
+class RolesConfig:
+    """The feature plan's automatic rules, each on by default (components/features.py says
+    how each decides; the run's summary prints what each column became and why). A column
+    named in features.categorical / numeric / bucketize is taken as configured, whatever
+    these say."""
+    # Drop near-unique string columns (IDs, names, free text: at least 90% distinct and
+    # 20 values) and unique consecutive integers (row numbers).
+    id: bool = True
+    # Drop columns with a single value in every row (or no value at all).
+    constant: bool = True
+    # log1p a numeric column before its z-score when it is non-negative and skewed (> 2).
+    log_scale: bool = True
+    # Expand a column the schema gives a time_domain into its date parts (year, month, day,
+    # day of week, day of year, hour, with sin/cos of those that wrap). Off: the schema's
+    # type decides, as for any column (features.datetime still applies).
+    datetime: bool = True
+    # Regression: train on the label's z-score, de-standardized in the model's last layer.
+    standardize_label: bool = True
+    # Classification: balanced class weights when the rarest class is under 10% of the
+    # rows (Keras trainer only; the estimator and gbt trainers train unweighted).
+    class_weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,11 +106,20 @@ class FeaturesConfig:
     oov_buckets: int = 10           # out-of-vocabulary buckets per categorical column
     one_hot_max: int = 64           # categorical columns up to this size are one-hot in the deep part
     embedding_dim: int = 8          # otherwise they are embedded with this width
+    # Date/time columns, overriding what schema drafting recognises: {column: format}, a
+    # strptime format of %Y %m %d %H %M %S %f %z (components/datetimes.py), or
+    # 'unix_seconds' for an integer column of seconds since 1970. Drafting records it as
+    # the column's time_domain; the preflight refuses values that do not read in it.
+    datetime: Mapping[str, str] = field(default_factory=dict)
+    roles: RolesConfig = RolesConfig()
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    trainer: Literal['keras', 'estimator'] = 'keras'
+    # keras: the wide-and-deep network (components/trainer.py); estimator: the same network
+    # as a tf.estimator (docs/estimator.md); gbt: TensorFlow Decision Forests' gradient
+    # boosted trees (components/gbt_trainer.py), which ignores the network's settings.
+    trainer: Literal['keras', 'estimator', 'gbt'] = 'keras'
     train_steps: int = 2000
     eval_steps: int = 100           # validation: one pass over at most this many eval batches
     batch_size: int = 128
@@ -91,6 +136,10 @@ class TrainingConfig:
     keep_checkpoint_max: int = 3
     save_summary_steps: int = 50
     warm_start: bool = False
+    # gbt trainer only: at most this many trees (early stopping on the eval batches may
+    # stop sooner), each at most this deep (TF-DF's defaults).
+    gbt_num_trees: int = 300
+    gbt_max_depth: int = 6
     # Both trainers (docs/distributed.md): none; mirrored (every local GPU, one process);
     # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
     # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or
@@ -175,6 +224,11 @@ class EvaluationConfig:
     slices: Tuple[Tuple[str, ...], ...] = ()
     thresholds: Tuple[Threshold, ...] = ()
     change_thresholds: Tuple[ChangeThreshold, ...] = ()
+    # Bless a model only if its key metric (binary AUC, multi-class accuracy, regression
+    # MSE) beats a trivial model's on the eval split: AUC 0.5 (a constant score), the share
+    # of the most frequent class, the variance of the label (always predicting the mean).
+    # Off, the summary still warns when the model does not beat it.
+    beat_trivial: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,9 +247,26 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class InfraConfig:
+    """Infra validation (components/infra_validator): before the push, the candidate is served
+    by the product's model server in a subprocess (and by ``tensorflow_model_server`` when it
+    is on PATH), asked about ``examples`` eval examples on every signature over REST and gRPC,
+    and pushed only if every answer equals the in-process prediction. Off by default: it adds
+    a server start and a model load, ~15 s of a 12k-row taxi run (README, "Infra validation").
+    """
+    enabled: bool = False
+    examples: int = 10
+    # From a server's start to the model's AVAILABLE status, at most this long.
+    load_timeout_seconds: float = 60.0
+    # Refuse to push unless tensorflow_model_server is on PATH and serves the model too.
+    require_tf_serving: bool = False
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     on_anomalies: Literal['fail', 'warn'] = 'fail'
     drift: DriftConfig = DriftConfig()
+    infra: InfraConfig = InfraConfig()
 
 
 @dataclass(frozen=True)
@@ -223,6 +294,34 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``tflite: true`` adds ``assets.extra/model.tflite`` (and ``model_tflite.json``: sizes,
+    latencies, the check) to the pushed model (components/tflite_export), checked against the
+    SavedModel on the eval split within ``tflite_tolerance`` (absolute; default 1e-5, or 0.05
+    with ``tflite_quantization: dynamic_range``)."""
+    tflite: bool = False
+    tflite_quantization: Literal['none', 'dynamic_range'] = 'none'
+    tflite_tolerance: Optional[float] = None
+    tflite_examples: int = 1000
+
+    @property
+    def tolerance(self) -> float:
+        if self.tflite_tolerance is not None:
+            return self.tflite_tolerance
+        return 1e-5 if self.tflite_quantization == 'none' else 0.05
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """``infer_dir``: a directory of unlabelled CSV files that the BulkInferrer node scores
+    after the push with the model this run pushed (components/bulk_inferrer), into
+    ``predictions.<format>`` of its InferenceResult artifact. Empty: no such node."""
+    infer_dir: str = ''
+    format: Literal['csv', 'parquet'] = 'csv'
+    keep: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModulesConfig:
     """Escape hatch: replace the generic Transform / Trainer code with a module of your own.
 
@@ -246,6 +345,8 @@ class PipelineConfig:
     validation: ValidationConfig = ValidationConfig()
     run: RunConfig = RunConfig()
     modules: ModulesConfig = ModulesConfig()
+    export: ExportConfig = ExportConfig()
+    inference: InferenceConfig = InferenceConfig()
     # Directory the relative paths in the file were resolved against.
     base_dir: str = ''
 
@@ -385,8 +486,10 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
     reuse = config.tuning.reuse
     tuning = dataclasses.replace(config.tuning,
                                  reuse=reuse if reuse in ('', LATEST) else absolute(reuse))
+    inference = dataclasses.replace(config.inference,
+                                    infer_dir=absolute(config.inference.infer_dir))
     return dataclasses.replace(config, data=data, paths=paths, modules=modules, run=run,
-                               tuning=tuning, base_dir=root)
+                               inference=inference, tuning=tuning, base_dir=root)
 
 
 def csv_files(data_root: str) -> List[str]:
@@ -394,10 +497,21 @@ def csv_files(data_root: str) -> List[str]:
     return spans.input_files(data_root)
 
 
-def read_header(path: str) -> List[str]:
+def read_format(config: PipelineConfig, path: str = '') -> csv_format.CsvFormat:
+    """How the run reads every CSV file: the encoding, the NA tokens, and ``data.delimiter``
+    or the delimiter detected in ``path`` (default: the first file of the newest span). A
+    remote data root is not read: its delimiter is ``data.delimiter``, or a comma."""
+    data = config.data
+    path = path or next(iter(csv_files(data.root) if '://' not in data.root else []), '')
+    if not path:
+        return csv_format.CsvFormat(csv_format.delimiter_char(data.delimiter) or ',',
+                                    data.encoding, tuple(data.na_values))
+    return csv_format.resolve(path, data.delimiter, data.encoding, data.na_values)
+
+
+def read_header(path: str, fmt: Optional[csv_format.CsvFormat] = None) -> List[str]:
     # Undecodable bytes are the preflight's to report (pipeline/preflight.py), with the line.
-    with open(path, encoding='utf-8', errors='replace', newline='') as f:
-        return next(csv.reader(f), [])
+    return csv_format.read_header(path, fmt or csv_format.resolve(path), errors='replace')
 
 
 def check_tuning(config: PipelineConfig, fail) -> None:
@@ -438,7 +552,8 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('data.spans', f'expected a positive number of spans to train on, got {config.data.spans}')
     t = config.training
     for key in ('train_steps', 'eval_steps', 'batch_size', 'hidden_units', 'hidden_layers',
-                'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps'):
+                'steps_per_epoch', 'checkpoint_steps', 'keep_checkpoint_max', 'save_summary_steps',
+                'gbt_num_trees', 'gbt_max_depth'):
         if getattr(t, key) <= 0:
             fail(f'training.{key}', f'expected a positive integer, got {getattr(t, key)}')
     if t.early_stopping_patience < 0:
@@ -460,11 +575,33 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     for col, n in config.features.bucketize.items():
         if n < 2:
             fail(f'features.bucketize.{col}', f'expected at least 2 buckets, got {n}')
+    for col, fmt in config.features.datetime.items():
+        if fmt != datetimes.UNIX_SECONDS and datetimes.format_error(fmt):
+            fail(f'features.datetime.{col}', datetimes.format_error(fmt))
+    for key, error in (('data.delimiter', csv_format.delimiter_error(config.data.delimiter)),
+                       ('data.encoding', csv_format.encoding_error(config.data.encoding))):
+        if error:
+            fail(key, error)
     drift = config.validation.drift
     for key, value in ([('default_linf', drift.default_linf), ('default_js', drift.default_js)]
                        + [(f'per_feature.{k}', v) for k, v in drift.per_feature.items()]):
         if value is not None and not 0 <= value <= 1:
             fail(f'validation.drift.{key}', f'expected a number in [0, 1] or null, got {value}')
+    infra = config.validation.infra
+    if infra.examples < 1:
+        fail('validation.infra.examples', f'expected a positive number of examples, got {infra.examples}')
+    if infra.load_timeout_seconds <= 0:
+        fail('validation.infra.load_timeout_seconds',
+             f'expected a positive number of seconds, got {infra.load_timeout_seconds}')
+    if (infra.enabled and infra.require_tf_serving and config.run.runner != 'kubeflow'
+            and not shutil.which('tensorflow_model_server')):
+        fail('validation.infra.require_tf_serving', 'tensorflow_model_server is not on PATH; '
+             'install TF Serving\'s binary, or set require_tf_serving: false to validate with '
+             'the product\'s model server alone')
+    if config.export.tflite_examples < 1:
+        fail('export.tflite_examples', f'expected a positive number, got {config.export.tflite_examples}')
+    if config.export.tflite_tolerance is not None and config.export.tflite_tolerance < 0:
+        fail('export.tflite_tolerance', f'expected 0 or more, got {config.export.tflite_tolerance}')
     for i, th in enumerate(config.evaluation.thresholds):
         if th.lower is None and th.upper is None:
             fail(f'evaluation.thresholds[{i}]', 'give a lower or an upper bound')
@@ -487,6 +624,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
             if '://' not in getattr(config.paths, key):
                 fail(f'paths.{key}', 'the kubeflow runner needs a URI the cluster can reach '
                      f'(gs://..., s3://...), got {getattr(config.paths, key)}')
+    infer_dir = config.inference.infer_dir
+    if check_data and infer_dir and '://' not in infer_dir and not (
+            os.path.isdir(infer_dir) and any(n.lower().endswith('.csv') for n in os.listdir(infer_dir))):
+        fail('inference.infer_dir', f'no *.csv files in {infer_dir}'
+             + ('' if os.path.isdir(infer_dir) else ' (the directory does not exist)'))
     if not check_data or '://' in config.data.root:  # remote data is read by ExampleGen only
         return
     root = config.data.root
@@ -497,18 +639,27 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if not files:
         fail('data.root', f'no CSV files in {config.data.root}'
              + ('' if os.path.isdir(config.data.root) else ' (the directory does not exist)'))
-    header = read_header(files[0])
+    try:
+        fmt = read_format(config, files[0])
+        header = read_header(files[0], fmt)
+    except csv_format.GZIP_ERRORS as e:
+        fail('data.root', f'{files[0]}: {csv_format.gzip_error(e)}')
     if not header:
         fail('data.root', f'{files[0]} is empty: expected a header row of column names')
     columns = set(header)
+    split = (f'fields separated by {csv_format.describe_delimiter(fmt.delimiter)}'
+             + (', detected: set data.delimiter if that is wrong' if fmt.detected else
+                ' (data.delimiter)'))
     if config.data.label not in columns:
         fail('data.label', f'column {config.data.label!r} is not in {files[0]} '
-             f'(columns: {", ".join(header)})')
+             f'(columns: {", ".join(header)}; {split})')
     named = [('data.exclude', c) for c in config.data.exclude]
     named += [('features.categorical', c) for c in config.features.categorical]
     named += [('features.numeric', c) for c in config.features.numeric]
     named += [('features.bucketize', c) for c in config.features.bucketize]
+    named += [('features.datetime', c) for c in config.features.datetime]
     named += [(f'evaluation.slices[{i}]', c) for i, s in enumerate(config.evaluation.slices) for c in s]
     for key, col in named:
         if col not in columns:
-            fail(key, f'column {col!r} is not in {files[0]} (columns: {", ".join(header)})')
+            fail(key, f'column {col!r} is not in {files[0]} (columns: {", ".join(header)}; '
+                 f'{split})')

@@ -7,13 +7,20 @@ Metric names in the YAML (``evaluation.metrics``) are TFMA / Keras metric class 
 ``check_evaluation`` holds the refusals and needs no TensorFlow: it runs while a run's
 inputs are resolved, before anything heavy loads (``pipeline/inputs.py``). TFMA and the
 component modules are imported by the functions that build TFMA's config.
+
+Every evaluation also computes ``gain_over_trivial`` and ``trivial_baseline``
+(``components.metrics.GainOverTrivial``): the key metric of a trivial model on the eval
+split and how much better the candidate is. ``evaluation.beat_trivial: true`` gates on it:
+a model is blessed only if the gain is above 0 (``BEAT_TRIVIAL_MARGIN``, on the whole
+split).
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Dict, List
 
-from components.features import FeaturePlan
+from components.features import GAIN_OVER_TRIVIAL, FeaturePlan
 from pipeline.config import ConfigError, PipelineConfig
 
 DEFAULT_METRICS = {
@@ -67,6 +74,19 @@ def metric_config(class_name: str, task: str) -> tfma.MetricConfig:
     return tfma.MetricConfig(class_name=class_name)
 
 
+# The least gain over the trivial baseline that evaluation.beat_trivial accepts: strictly
+# better (TFMA's bounds are inclusive), by any margin.
+BEAT_TRIVIAL_MARGIN = 1e-9
+
+
+def trivial_metric(task: str) -> tfma.MetricConfig:
+    import tensorflow_model_analysis as tfma
+
+    from components import metrics
+    return tfma.MetricConfig(class_name='GainOverTrivial', module=metrics.__name__,
+                             config=json.dumps({'task': task}))
+
+
 def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalConfig:
     import tensorflow_model_analysis as tfma
 
@@ -77,6 +97,10 @@ def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalCon
     classes = list(ev.metrics or DEFAULT_METRICS[plan.task])
     by_name: Dict[str, tfma.MetricConfig] = {
         metric_name(c): metric_config(c, plan.task) for c in classes}
+    by_name[GAIN_OVER_TRIVIAL] = trivial_metric(plan.task)
+    if ev.beat_trivial:
+        overall_only(by_name[GAIN_OVER_TRIVIAL]).value_threshold.CopyFrom(
+            tfma.GenericValueThreshold(lower_bound={'value': BEAT_TRIVIAL_MARGIN}))
 
     for th in ev.thresholds:
         bounds = {}

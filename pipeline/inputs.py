@@ -20,7 +20,6 @@ happens only when asked for (see ``choose_schema``).
 """
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import hashlib
 import json
@@ -30,11 +29,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from components import csv_format
+from components.csv_format import CsvFormat
 from components.features import FeaturePlan, plan_from_schema
 from pipeline import code_digest, spans
-from pipeline.config import ConfigError, PipelineConfig, read_header
+from pipeline.config import ConfigError, PipelineConfig, read_format, read_header
 from pipeline.evaluation import check_evaluation
 from pipeline.preflight import DataError, check_file
+from pipeline.profile import data_profile
 from pipeline.schema import describe_schema, draft_schema, parse_schema, staged_path, write_schema
 
 # ``data.schema: draft``: draft the schema from the data (again whenever the data changes).
@@ -63,10 +65,15 @@ class RunInputs:
     files: Tuple[Tuple[str, int, int], ...]
     # Rows of the newest span (or flat root), estimated from the files' size.
     rows: int
+    # How every CSV file is read: delimiter (given or detected), encoding, NA tokens.
+    csv_format: CsvFormat
     schema: SchemaInputs
     plan: FeaturePlan
     # {module name or module file: digest of its code and of the project code it imports}.
     code: Mapping[str, str]
+    # inference.infer_dir's CSV files, as (path, size, mtime in ns): new or changed files
+    # re-run the BulkInferrer. () when batch predictions are off.
+    infer_files: Tuple[Tuple[str, int, int], ...] = ()
 
     @property
     def newest_span(self) -> Optional[int]:
@@ -84,8 +91,11 @@ class RunInputs:
     def from_dict(cls, d: Mapping[str, Any]) -> 'RunInputs':
         return cls(spans=tuple(d['spans']), drift_span=d['drift_span'],
                    files=tuple(tuple(f) for f in d['files']), rows=d['rows'],
+                   csv_format=CsvFormat(**dict(d['csv_format'], na_values=tuple(
+                       d['csv_format']['na_values']))),
                    schema=SchemaInputs(**d['schema']), plan=FeaturePlan.from_dict(d['plan']),
-                   code=dict(d['code']))
+                   code=dict(d['code']),
+                   infer_files=tuple(tuple(f) for f in d.get('infer_files', ())))
 
 
 def drift_enabled(config: PipelineConfig) -> bool:
@@ -125,22 +135,23 @@ def fingerprint(paths: List[str]) -> Tuple[Tuple[str, int, int], ...]:
     return tuple(result)
 
 
-def estimated_rows(paths: List[str]) -> int:
-    """Rows in ``paths``: their total bytes / the mean bytes of the first lines."""
-    total = sum(os.path.getsize(f) for f in paths)
-    if not paths or not total:
-        return 0
-    with open(paths[0], 'rb') as f:
-        head = f.readlines(1 << 16)
-    return int(total / max(1.0, sum(map(len, head)) / max(1, len(head))))
-
-
 def default_schema_path(config: PipelineConfig) -> str:
     return os.path.join(config.base_dir, 'schemas', config.name, 'schema.pbtxt')
 
 
-def draft(config: PipelineConfig, files) -> Tuple[str, Any]:
-    """(the glob read, TFDV's draft of the schema) of the data ``files`` (resolved ones).
+def reading_format(config: PipelineConfig) -> CsvFormat:
+    """How the run reads its CSV files (``pipeline.config.read_format``); a damaged gzip file
+    met while detecting the delimiter is a ``DataError`` naming it."""
+    try:
+        return read_format(config)
+    except csv_format.GZIP_ERRORS as e:
+        first = next(iter(spans.input_files(config.data.root)), config.data.root)
+        raise DataError(f'{first}: {csv_format.gzip_error(e)}') from None
+
+
+def draft(config: PipelineConfig, files, fmt: CsvFormat) -> Tuple[str, Any]:
+    """(the glob read, TFDV's draft of the schema) of the data ``files`` (resolved ones),
+    read as ``fmt`` says.
 
     The files must be readable as tables before TFDV infers anything from them (the
     preflight's checks that need no schema: a ``DataError`` names the file and line); a run
@@ -149,26 +160,28 @@ def draft(config: PipelineConfig, files) -> Tuple[str, Any]:
     from pipeline.run import quiet_output
 
     for file, _, _ in files:
-        check_file(file, {}, config.data.label)
+        check_file(file, {}, config.data.label, fmt=fmt)
     pattern = spans.input_glob(config.data.root)
     logs = (os.path.join(config.paths.pipeline_root, '_logs')
             if '://' not in config.paths.pipeline_root else tempfile.gettempdir())
     # TFDV's inference: the one step of resolving that loads TensorFlow; what it prints
     # goes to a log, as a run's libraries' output does.
     with quiet_output(os.path.join(logs, f'draft-{time.strftime("%Y%m%d-%H%M%S")}.log')):
-        return pattern, draft_schema(pattern, config.data.label, config.data.exclude)
+        return pattern, draft_schema(pattern, config.data.label, config.data.exclude, fmt,
+                                     config.features.datetime)
 
 
-def _draft(config: PipelineConfig, files, path: str, log: Callable[[str], None],
-           why: str) -> None:
-    pattern, schema = draft(config, files)
+def _draft(config: PipelineConfig, files, fmt: CsvFormat, path: str,
+           log: Callable[[str], None], why: str) -> None:
+    pattern, schema = draft(config, files, fmt)
     write_schema(schema, path)
     log(f'{why}: drafted a schema from {pattern} (TFDV inference) and wrote it to {path}:')
     for line in describe_schema(schema):
-        log(f'  {line}')
+        log(line)
 
 
-def choose_schema(config: PipelineConfig, files, log: Callable[[str], None]) -> Tuple[str, bool]:
+def choose_schema(config: PipelineConfig, files, fmt: CsvFormat,
+                  log: Callable[[str], None]) -> Tuple[str, bool]:
     """(the schema file to use, whether it was drafted now).
 
     ``data.schema`` names a file: it must exist (a mistyped path is refused, never drafted
@@ -190,7 +203,7 @@ def choose_schema(config: PipelineConfig, files, log: Callable[[str], None]) -> 
                             'schema.pbtxt')
         if os.path.exists(path):
             return path, False
-        _draft(config, files, path, log, 'data.schema is "draft"')
+        _draft(config, files, fmt, path, log, 'data.schema is "draft"')
         return path, True
     if configured:
         if not os.path.isfile(configured):
@@ -204,20 +217,18 @@ def choose_schema(config: PipelineConfig, files, log: Callable[[str], None]) -> 
     path = default_schema_path(config)
     if os.path.isfile(path):
         return path, False
-    _draft(config, files, path, log, f'No schema at {path} yet (a new dataset)')
+    _draft(config, files, fmt, path, log, f'No schema at {path} yet (a new dataset)')
     log('  Review it, tighten it and commit it: later runs validate against it.')
     return path, True
 
 
-def check_columns(schema, schema_path: str, paths: List[str]) -> None:
+def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) -> None:
     """Every column of the schema is in every file's header (else ``data.schema`` is refused:
     the schema and the data disagree before any row is read)."""
     names = [f.name for f in schema.feature]
     for path in paths:
-        header = read_header(path)
-        with open(path, 'rb') as f:
-            bom = f.read(3) == codecs.BOM_UTF8
-        if not header or bom or len(set(header)) != len(header) or not all(map(str.strip, header)):
+        header = read_header(path, fmt)
+        if not header or len(set(header)) != len(header) or not all(map(str.strip, header)):
             continue  # a malformed header: the preflight refuses it, saying how
         missing = [n for n in names if n not in header]
         if missing:
@@ -227,14 +238,14 @@ def check_columns(schema, schema_path: str, paths: List[str]) -> None:
                 f'column of the schema {schema_path} (header: {", ".join(header)})')
 
 
-def check_plan(config: PipelineConfig, schema, schema_path: str) -> FeaturePlan:
+def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat) -> FeaturePlan:
     """The feature plan; what it refuses, refused here with the key it names."""
     features = {f.name for f in schema.feature}
     if config.data.label not in features:
         raise ConfigError(f'data.label: {config.data.label!r} is not a feature of the schema '
                           f'{schema_path} (features: {", ".join(sorted(features))})')
     try:
-        return plan_from_schema(schema, config)
+        return plan_from_schema(schema, config, data_profile(config, schema, fmt))
     except ValueError as e:  # its messages start with the key at fault
         raise ConfigError(str(e)) from None
 
@@ -249,7 +260,8 @@ def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunIn
     window, drift_span = read_spans(config)
     paths = files_to_read(config, window, drift_span)
     files = fingerprint(paths)
-    schema_path, drafted = choose_schema(config, files, log)
+    fmt = reading_format(config)
+    schema_path, drafted = choose_schema(config, files, fmt, log)
     try:
         with open(schema_path, 'rb') as f:
             content = f.read()
@@ -263,15 +275,17 @@ def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunIn
         schema = parse_schema(text, schema_path)
     except ValueError as e:
         raise ConfigError(f'data.schema: {e}') from None
-    check_columns(schema, schema_path, paths)
-    plan = check_plan(config, schema, schema_path)
+    check_columns(schema, schema_path, paths, fmt)
+    plan = check_plan(config, schema, schema_path, fmt)
     check_evaluation(config, plan.task)
     newest = ([p for p in paths if os.path.dirname(p) == spans.span_dir(config.data.root, window[-1])]
               if window else paths)
     digest = hashlib.sha256(content).hexdigest()
     return RunInputs(
-        spans=window, drift_span=drift_span, files=files, rows=estimated_rows(newest),
+        spans=window, drift_span=drift_span, files=files, rows=csv_format.estimated_rows(newest), csv_format=fmt,
         schema=SchemaInputs(path=schema_path, text=text, drafted=drafted,
                             staged=staged_path(digest, config.paths.pipeline_root)),
         plan=plan,
-        code=code_digest.module_digests([config.modules.transform, config.modules.trainer]))
+        code=code_digest.module_digests([config.modules.transform, config.modules.trainer]),
+        infer_files=fingerprint(spans.input_files(config.inference.infer_dir))
+        if config.inference.infer_dir else ())

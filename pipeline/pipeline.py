@@ -12,10 +12,10 @@ from typing import List, Optional, Union
 
 # TFX's modules, not ``tfx.v1``: importing that loads its Google Cloud extensions
 # (google.cloud.aiplatform), ~12 s of every run's start-up on this machine.
-from tfx.components import (Evaluator, ExampleValidator, Pusher, SchemaGen, Trainer,
+from tfx.components import (Evaluator, ExampleValidator, SchemaGen, Trainer,
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.base import base_node, executor_spec
+from tfx.dsl.components.base import base_node
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -32,7 +32,10 @@ from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
 from components.fast_csv_example_gen import FastCsvExampleGen
 from components.fast_statistics_gen import FastStatisticsGen
-from components.pusher import executor as pusher_executor
+from components.bulk_inferrer import BulkInferrer
+from components.infra_validator import InfraValidator
+from components.pusher.component import Pusher
+from components.tflite_export import TFLiteExport
 from pipeline import code_digest, spans
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import build_eval_config
@@ -42,7 +45,8 @@ from pipeline.schema import staged_path
 COMPONENTS_DIR = os.path.dirname(os.path.abspath(components.__file__))
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, 'transform.py')
 TRAINER_MODULES = {'keras': os.path.join(COMPONENTS_DIR, 'trainer.py'),
-                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py')}
+                   'estimator': os.path.join(COMPONENTS_DIR, 'estimator_trainer.py'),
+                   'gbt': os.path.join(COMPONENTS_DIR, 'gbt_trainer.py')}
 
 # Beam defaults that suit a small machine: one in-process worker, no multi-process start-up.
 # cloudpickle rather than Beam 2.56's default, dill, to serialize the ~3,000 DoFns and
@@ -112,15 +116,15 @@ def keyed_on_code(node: base_node.BaseNode, inputs: RunInputs, *modules: str):
 def materialize_transform(config: PipelineConfig) -> bool:
     """Whether Transform writes the transformed examples for the Trainer.
 
-    The built-in Keras trainer reads the raw examples and applies the TFT graph in its
-    tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
+    The built-in Keras and gbt trainers read the raw examples and apply the TFT graph in
+    their tf.data input (``components/trainer.py``), so no transformed copy is written: that copy
     is a Beam pass that encodes and writes every row, ~60% of Transform's time at 1M rows,
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
     the estimator trainer runs Transform again.
     """
-    return config.training.trainer != 'keras' or bool(config.modules.trainer)
+    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
 
 
 def union_of(channels: List[Channel]):
@@ -172,7 +176,7 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         input_config, range_config = spans.example_gen_config(span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
-            output_config=output_config).with_id(example_gen_id)
+            output_config=output_config, csv_format=inputs.csv_format).with_id(example_gen_id)
         return (keyed_on_code(gen, inputs),
                 keyed_on_code(FastStatisticsGen(examples=gen.outputs['examples'],
                                                 stats_options=stats_options
@@ -197,13 +201,14 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     window = list(inputs.spans[:-1])
     drift_span = inputs.drift_span
     older = sorted(set(window) | ({drift_span} if drift_span is not None else set()))
-    span_nodes, span_stats = [], {}
+    span_nodes, span_stats, span_examples = [], {}, {}
     train_examples = [example_gen.outputs['examples']]
     anomalies = [example_validator.outputs['anomalies']]
     for span in older:
         gen, stats = read_span(span, f'ExampleGen_span{span}', f'StatisticsGen_span{span}')
         span_nodes += [gen, stats]
         span_stats[span] = stats
+        span_examples[span] = gen.outputs['examples']
         if span in window:
             validator = ExampleValidator(
                 statistics=stats.outputs['statistics'], schema=schema_gen.outputs['schema'],
@@ -225,7 +230,12 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         anomalies=union_of(anomalies),
         on_anomalies=config.validation.on_anomalies,
         drift=drift_check.outputs['anomalies'] if drift_check else None,
-        input_files=inputs.fingerprints), inputs)
+        # The files each ExampleGen read, as recorded on its examples, against the
+        # preflight's fingerprints of this machine's files: only where the components run on
+        # this machine (in the image, the gate checks ExampleGen's records alone).
+        examples=union_of(train_examples),
+        drift_examples=None if drift_span in window else span_examples.get(drift_span),
+        input_files=None if image_root else inputs.fingerprints), inputs)
 
     transform_module = config.modules.transform or TRANSFORM_MODULE
     trainer_module = config.modules.trainer or TRAINER_MODULES[config.training.trainer]
@@ -235,11 +245,12 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     # each component that uses it (~4 s per install). Custom modules stay module files.
     # Either way the cache key holds the digest of the module's code (and of what it
     # imports): TFX's own keys on the function's path, or on the module file alone.
-    package_root = config.base_dir if image_root else os.path.dirname(COMPONENTS_DIR)
+    # A built-in module is named in this package; a custom one in the config's repository.
     code, code_key = {}, {}
     for part, module, custom, fn in (('transform', transform_module, config.modules.transform,
                                       'preprocessing_fn'),
                                      ('trainer', trainer_module, config.modules.trainer, 'run_fn')):
+        package_root = config.base_dir if custom else os.path.dirname(COMPONENTS_DIR)
         code[part] = ({fn: image_module(module, package_root) + '.' + fn}
                       if image_root or not custom else dict(module_file=module))
         code_key[part] = module if custom else image_module(module, os.path.dirname(COMPONENTS_DIR))
@@ -308,14 +319,38 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
     keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
                                        for m in spec.metrics if m.module})
 
+    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
+    tflite = keyed_on_code(TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
+        num_examples=config.export.tflite_examples), inputs) if config.export.tflite else None
+    to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
+
+    # Before the push: the candidate in a real model server (validation.infra; off by default).
+    infra = config.validation.infra
+    infra_validator = keyed_on_code(InfraValidator(
+        model=to_push, examples=example_gen.outputs['examples'],
+        model_blessing=evaluator.outputs['blessing'], model_name=config.name,
+        num_examples=infra.examples, load_timeout_seconds=infra.load_timeout_seconds,
+        require_tf_serving=infra.require_tf_serving), inputs) if infra.enabled else None
+
     pusher_component = Pusher(
-        model=trainer.outputs['model'],
+        model=to_push,
         model_blessing=evaluator.outputs['blessing'],
+        examples=example_gen.outputs['examples'],  # for the warmup file (eval split)
+        infra_blessing=infra_validator.outputs['blessing'] if infra_validator else None,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.paths.serving_dir)),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor))
+                base_directory=config.paths.serving_dir)))
     keyed_on_code(pusher_component, inputs)
+
+    # After the push: inference.infer_dir scored with the pushed model (off by default).
+    inference = config.inference
+    bulk_inferrer = keyed_on_code(BulkInferrer(
+        pushed_model=pusher_component.outputs['pushed_model'], infer_dir=inference.infer_dir,
+        features={f.name: f.dtype for f in plan.features},
+        input_files={path: [size, mtime] for path, size, mtime in inputs.infer_files},
+        csv=inputs.csv_format, output_format=inference.format, keep=inference.keep), inputs) if inference.infer_dir else None
 
     return Pipeline(
         pipeline_name=config.name,
@@ -323,7 +358,9 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), trainer, baseline,
-                    evaluator, pusher_component],
+                    evaluator, *([tflite] if tflite else []),
+                    *([infra_validator] if infra_validator else []),
+                    pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(config.paths.metadata)),

@@ -3,65 +3,23 @@
 ``collect(config, since)`` returns a plain dict (it is also what ``--summary-json`` writes);
 ``render(summary)`` turns it into the lines printed at the end of a run.
 """
+import json
 import os
 from typing import Any, Dict, List, Optional
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from pipeline import spans
-
-STATES = {metadata_store_pb2.Execution.COMPLETE: 'ran', metadata_store_pb2.Execution.CACHED: 'cached',
-          metadata_store_pb2.Execution.FAILED: 'failed', metadata_store_pb2.Execution.RUNNING: 'running',
-          metadata_store_pb2.Execution.CANCELED: 'canceled', metadata_store_pb2.Execution.NEW: 'new'}
-
-
-def open_store(path: str) -> metadata_store.MetadataStore:
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-    return metadata_store.MetadataStore(connection)
-
-
-def _tfx_artifact(artifact_proto, store):
-    """A TFX artifact object for an MLMD artifact proto (for the TFX readers)."""
-    from tfx.types import artifact_utils
-    [artifact_type] = store.get_artifact_types_by_id([artifact_proto.type_id])
-    return artifact_utils.deserialize_artifact(artifact_type, artifact_proto)
-
-
-def latest_run(store, pipeline_name: str, since_ms: int = 0):
-    """The newest pipeline_run context of the pipeline, created at or after ``since_ms``."""
-    pipeline = store.get_context_by_type_and_name('pipeline', pipeline_name)
-    if pipeline is None:
-        return None
-    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
-            if c.type == 'pipeline_run'] or store.get_contexts_by_type('pipeline_run')
-    runs = [r for r in runs if r.create_time_since_epoch >= since_ms]
-    return max(runs, key=lambda r: r.id) if runs else None
+# The ML Metadata readers live in pipeline/metadata.py (shared with the HTML report and the
+# run browser); these names stay importable from here.
+from pipeline.metadata import STATES, latest_run, open_store, read_runs, tfx_artifact  # noqa: F401
 
 
 def run_outputs(store, run_context) -> Dict[str, Dict[str, Any]]:
     """{node id: {'state': ..., 'inputs': {key: [artifacts]}, 'outputs': {key: [artifacts]}}}
     for one pipeline run (TFX artifact objects)."""
-    kinds = {metadata_store_pb2.Event.OUTPUT: 'outputs',
-             metadata_store_pb2.Event.DECLARED_OUTPUT: 'outputs',
-             metadata_store_pb2.Event.INPUT: 'inputs',
-             metadata_store_pb2.Event.DECLARED_INPUT: 'inputs'}
-    result = {}
-    for execution in store.get_executions_by_context(run_context.id):
-        nodes = [c.name.split('.', 1)[-1] for c in store.get_contexts_by_execution(execution.id)
-                 if c.type == 'node']
-        node = nodes[0] if nodes else execution.type
-        found: Dict[str, Dict[str, List[Any]]] = {'inputs': {}, 'outputs': {}}
-        events = [e for e in store.get_events_by_execution_ids([execution.id]) if e.type in kinds]
-        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-        for e in events:
-            key = e.path.steps[0].key if e.path.steps else ''
-            found[kinds[e.type]].setdefault(key, []).append(
-                _tfx_artifact(artifacts[e.artifact_id], store))
-        result[node] = {'state': STATES.get(execution.last_known_state, 'unknown'), **found}
-    return result
+    return {node: {'state': n.state,
+                   'inputs': {k: [tfx_artifact(a, store) for a in v] for k, v in n.inputs.items()},
+                   'outputs': {k: [tfx_artifact(a, store) for a in v] for k, v in n.outputs.items()}}
+            for node, n in read_runs(store, [run_context])[run_context.id].items()}
 
 
 def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
@@ -104,8 +62,33 @@ def evaluation_summary(evaluation_uri: str) -> Dict[str, Any]:
             'missing_thresholds': validation.missing_thresholds, 'failures': failures}
 
 
+def recorded_plan(store, run_context) -> Optional[Dict[str, Any]]:
+    """The feature plan the run's Transform was given (its ``custom_config``), as a dict."""
+    for execution in store.get_executions_by_context(run_context.id):
+        if execution.type.endswith('.Transform') and 'custom_config' in execution.custom_properties:
+            config = json.loads(execution.custom_properties['custom_config'].string_value)
+            return config.get('features')
+    return None
+
+
+def trivial_comparison(task: str, metrics: Dict[str, float]) -> Optional[Dict[str, Any]]:
+    """The candidate's key metric beside a trivial model's (``components.metrics.
+    GainOverTrivial``); ``weak`` when it is no better."""
+    from components.features import (GAIN_OVER_TRIVIAL, KEY_METRICS, TRIVIAL_BASELINE,
+                                      TRIVIAL_MODELS)
+    if GAIN_OVER_TRIVIAL not in metrics or TRIVIAL_BASELINE not in metrics:
+        return None
+    gain, trivial = metrics[GAIN_OVER_TRIVIAL], metrics[TRIVIAL_BASELINE]
+    value = trivial - gain if task == 'regression' else trivial + gain  # MSE: lower is better
+    return {'metric': KEY_METRICS[task], 'value': value, 'trivial': trivial, 'gain': gain,
+            'trivial_model': TRIVIAL_MODELS[task], 'weak': not gain > 0}
+
+
 def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]] = None,
-            error: Optional[str] = None, total_seconds: float = 0.0) -> Dict[str, Any]:
+            error: Optional[str] = None, total_seconds: float = 0.0,
+            run=None) -> Dict[str, Any]:
+    """The summary of the newest run since ``since_ms``, or of ``run`` (a pipeline_run
+    context, for reading back any recorded run)."""
     summary: Dict[str, Any] = {
         'pipeline': config.name, 'runner': config.run.runner, 'trainer': config.training.trainer,
         'status': 'failed' if error else 'succeeded', 'error': error,
@@ -113,17 +96,21 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
         'spans': spans.window(config.data.root, config.data.spans),  # [] for a flat root
         'anomalies': None, 'drift': None, 'evaluation': None, 'blessed': None, 'push': None,
+        # The InfraValidator's verdict (components/infra_validator), or why it did not run.
+        'infra_validation': (None if config.validation.infra.enabled
+                             else {'skipped': 'off (validation.infra.enabled: false)'}),
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
     }
     if not os.path.exists(config.paths.metadata):
         return summary
     store = open_store(config.paths.metadata)
-    run = latest_run(store, config.name, since_ms)
+    run = run or latest_run(store, config.name, since_ms)
     if run is None:
         return summary
     nodes = run_outputs(store, run)
     summary['run_id'] = run.name
+    summary['features'] = recorded_plan(store, run)
     states = {n: v['state'] for n, v in nodes.items()}
     for c in summary['components']:
         c.setdefault('state', states.get(c['id'], 'not run'))
@@ -149,8 +136,18 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
         # Resolvers record no outputs; the Evaluator records the baseline it was given.
         baseline = nodes.get('Evaluator', {}).get('inputs', {}).get('baseline_model')
         summary['evaluation']['baseline_model'] = baseline[0].uri if baseline else None
+        summary['evaluation']['trivial'] = trivial_comparison(
+            config.data.task, summary['evaluation']['metrics'])
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+    exported = nodes.get('TFLiteExport', {}).get('outputs', {}).get('exported_model')
+    if exported:
+        from components.tflite_export.executor import read_report  # imports TF: only here
+        summary['tflite'] = read_report(exported[0])
+    infra = nodes.get('InfraValidator', {}).get('outputs', {}).get('blessing')
+    if infra:
+        from components.infra_validator.executor import read_blessing  # imports TF: only here
+        summary['infra_validation'] = read_blessing(infra[0])
     pushed = nodes.get('Pusher', {}).get('outputs', {}).get('pushed_model')
     if pushed:
         p = pushed[0]
@@ -158,6 +155,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
                            'path': p.get_string_custom_property('pushed_destination') or None,
                            'version': p.get_string_custom_property('pushed_version') or None,
                            'from_cache': states.get('Pusher') == 'cached'}
+    inferred = nodes.get('BulkInferrer', {}).get('outputs', {}).get('inference_result')
+    if inferred:
+        from components.bulk_inferrer.executor import read_summary
+        summary['inference'] = dict(read_summary(inferred[0]), artifact=inferred[0].uri)
     trainer = nodes.get('Trainer', {}).get('outputs', {})
     if trainer.get('model'):
         # The trainer the model records (assets/trainer.txt), which wins over the config's
@@ -179,6 +180,41 @@ def _fmt(value) -> str:
     return 'n/a' if value is None else f'{value:.4f}'
 
 
+def plan_lines(plan: Optional[Dict[str, Any]]) -> List[str]:
+    """One line per column of the recorded feature plan: what it became, and why."""
+    if not plan:
+        return []
+    from components.features import describe
+    rows = describe(plan)
+    width = min(28, max(len(name) for name, _ in rows))
+    return ['Features (what each column became, and why):'] + [
+        f'  {name:{width}s} {what}' for name, what in rows]
+
+
+def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
+    """The warning when the model does not beat a trivial one (empty when it does)."""
+    if not trivial or not trivial['weak']:
+        return []
+    better = 'lower' if trivial['metric'] == 'mean_squared_error' else 'higher'
+    return [f'Weak model: its {trivial["metric"]} on the eval split, {_fmt(trivial["value"])}, is '
+            f'no better than a trivial model\'s, {_fmt(trivial["trivial"])} '
+            f'({trivial["trivial_model"]}; {better} is better). Check the label, the features '
+            f'the plan kept and the training settings; evaluation.beat_trivial: true refuses '
+            f'to bless such a model.']
+
+
+def infra_line(infra: Dict[str, Any]) -> str:
+    if infra.get('skipped'):
+        return f'skipped: {infra["skipped"]}'
+    if infra['blessed']:
+        servers = ' and '.join(infra['servers'])
+        return (f'passed ({servers}: {len(infra["signatures"])} signatures over REST and gRPC, '
+                f'{infra["examples"]} examples, {infra["seconds"]:.1f}s)'
+                + ('' if infra.get('tf_serving', '').startswith('/') else
+                   f'; {infra.get("tf_serving")}'))
+    return f'FAILED: {infra["reason"]}'
+
+
 def render(summary: Dict[str, Any]) -> str:
     lines = ['', f'== {summary["pipeline"]}: run {summary["status"]} in '
                  f'{summary["total_seconds"]:.1f}s ({summary["runner"]} runner, '
@@ -188,6 +224,7 @@ def render(summary: Dict[str, Any]) -> str:
     if summary.get('spans'):
         lines.append('Data: span' + ('s ' if len(summary['spans']) > 1 else ' ')
                      + ', '.join(map(str, summary['spans'])))
+    lines += plan_lines(summary.get('features'))
     for key, title in (('anomalies', 'Data validation'), ('drift', 'Drift against the previous span')):
         anomalies = summary.get(key)
         if anomalies is None:
@@ -223,6 +260,7 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append(f'  baseline: {ev["baseline_model"]}')
         elif not ev['baseline_metrics']:
             lines.append('  no baseline: no model was blessed before this one')
+        lines += trivial_line(ev.get('trivial'))
     if summary.get('blessed') is not None:
         if summary['blessed']:
             lines.append('Blessed: yes')
@@ -230,18 +268,52 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('Blessed: NO')
             for f in (ev or {}).get('failures', []):
                 what = 'change vs baseline' if f['diff_vs_baseline'] else 'value'
+                trivial = (ev or {}).get('trivial')
+                if f['metric'] == 'gain_over_trivial' and not f['diff_vs_baseline'] and trivial:
+                    lines.append(f'  no better than a trivial model (evaluation.beat_trivial): '
+                                 f'{trivial["metric"]} {_fmt(trivial["value"])} against '
+                                 f'{_fmt(trivial["trivial"])} ({trivial["trivial_model"]})')
+                    continue
                 lines.append(f'  {f["metric"]} [{f["slice"]}] {what} {_fmt(f["value"])} '
                              f'fails {f["bound"]}' + (f' ({f["message"].strip()})' if f['message'] else ''))
             if ev and ev.get('missing_thresholds'):
                 lines.append('  no thresholds are configured: TFMA blesses nothing without one')
+    tflite = summary.get('tflite')
+    if tflite:
+        lines.append(
+            f'TFLite: {tflite["file"]} {tflite["tflite_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["tflite_seconds_per_example"] * 1e3:.2f} ms/example (SavedModel '
+            f'{tflite["saved_model_bytes"] / 1024:,.0f} KiB, '
+            f'{tflite["saved_model_seconds_per_example"] * 1e3:.2f} ms); '
+            f'{tflite["quantization"]} quantization, largest difference '
+            f'{tflite["max_difference"]:.2g} on {tflite["examples_checked"]} eval examples '
+            f'(<= {tflite["tolerance"]:g})')
+    infra = summary.get('infra_validation')
+    if infra:
+        lines.append(f'Infra validation: {infra_line(infra)}')
     push = summary.get('push')
     if push:
         if push['pushed']:
             lines.append(f'Pushed: {push["path"]} (version {push["version"]})'
                          + (' [from an earlier run; nothing changed]' if push['from_cache'] else ''))
         else:
-            lines.append('Pushed: nothing (the model was not blessed); serving is unchanged')
+            why = ('infra validation failed: ' + infra['reason']
+                   if summary.get('blessed') and infra and infra.get('blessed') is False
+                   else 'the model was not blessed')
+            lines.append(f'Pushed: nothing ({why}); serving is unchanged')
+    inference = summary.get('inference')
+    if inference:
+        if inference.get('skipped'):
+            lines.append(f'Batch predictions: skipped ({inference["skipped"]})')
+        else:
+            lines.append(f'Batch predictions: {inference["rows"]:,} rows of {inference["files"]} '
+                         f'file(s) -> {inference["output"]}; {inference["rejected"]:,} rejected'
+                         + (f' ({inference["rejects"]})' if inference['rejected'] else ''))
     if summary.get('tensorboard_logdir'):
         lines.append(f'TensorBoard: tensorboard --logdir {summary["tensorboard_logdir"]}')
+    if summary.get('report'):
+        lines.append(f'Report: {summary["report"]}')
+    elif summary.get('report_error'):
+        lines.append(f'Report: not written ({summary["report_error"]})')
     lines.append(f'Artifacts: {summary["pipeline_root"]}   Metadata: {summary["metadata"]}')
     return '\n'.join(lines)

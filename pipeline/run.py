@@ -203,7 +203,7 @@ def run_pipeline(config: PipelineConfig, out: TextIO = sys.stdout,
             if unchanged is not None:
                 return unchanged
         # Before the heavy imports: a refusal should take a moment, not a TF start-up.
-        preflight(config, inputs)
+        preflight(config, inputs, log=say)
         write_staged(inputs.schema.text.encode('utf-8'), inputs.schema.staged)
         summary = _run_pipeline(config, inputs, out)
         fast_rerun.record(config, key, summary)
@@ -221,7 +221,7 @@ def _run_pipeline(config: PipelineConfig, inputs, out: TextIO) -> Dict[str, Any]
     configure_logging(config.run.verbose)
     error = None
     with (contextlib.nullcontext(out) if config.run.verbose else quiet_output(log_path, out)) as term:
-        from pipeline import report  # TensorFlow and TFX start up here, behind the log
+        from pipeline import html_report, report  # TensorFlow and TFX start up here, behind the log
         from pipeline.pipeline import create_pipeline
         tfx_pipeline = create_pipeline(config, inputs)
         changed = changed_files(inputs.fingerprints)
@@ -249,6 +249,7 @@ def _run_pipeline(config: PipelineConfig, inputs, out: TextIO) -> Dict[str, Any]
                                  components=progress.components, error=error,
                                  total_seconds=time.time() - start)
         summary['spans'] = list(inputs.spans)  # the run's, whatever the data root holds now
+        html_report.write_run_report(config, summary, inputs.fingerprints, log_path)
     if error and not config.run.verbose:
         summary['log'] = log_path
     return summary

@@ -1,14 +1,20 @@
-"""The curated schema: loading it, and making a first draft of it from the data.
+"""The curated schema: loading it, making a first draft of it from the data, and showing it.
 
-A draft is TFDV's inferred schema with the two environments set up: the label (and the
-excluded columns) are required in TRAINING only, so a serving request need not carry them.
-Closed string domains are kept only for columns with few values; numeric shapes are left
-out so that a missing value is a validation anomaly, not a parse error; an optional column
-may have zero values (CsvExampleGen's empty cell).
+A draft is TFDV's inferred schema of the data as ExampleGen reads it, with the two
+environments set up: the label (and the excluded columns) are required in TRAINING only,
+so a serving request need not carry them. The files are read by the reader ExampleGen uses
+(``components/csv_format.py``: delimiter, encoding, gzip, NA tokens, its column types), and
+the statistics are TFDV's in-memory ones, as StatisticsGen computes them, so the draft and
+the examples agree (``NA`` in a column of numbers leaves it a number). Closed string
+domains are kept only for columns with few values; numeric shapes are left out so that a
+missing value is a validation anomaly, not a parse error; an optional column may have zero
+values (an empty cell). Date columns get a ``time_domain`` (``components/datetimes.py``),
+and a column that looked like dates but was left a string says why in its
+``annotation.comment``.
 """
 import hashlib
 import os
-from typing import List
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -16,6 +22,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 TRAINING, SERVING = 'TRAINING', 'SERVING'
 # A string column with more distinct values than this gets no closed domain in the draft.
 MAX_DOMAIN_VALUES = 20
+# How many of a closed domain's values the schema's description shows.
+SHOWN_VALUES = 5
 
 
 def parse_schema(text: str, path: str) -> schema_pb2.Schema:
@@ -38,21 +46,55 @@ def write_schema(schema: schema_pb2.Schema, path: str) -> None:
     os.replace(tmp, path)
 
 
-def draft_schema(csv_pattern: str, label: str, training_only=()) -> schema_pb2.Schema:
-    """TFDV's inferred schema of the CSV files, with environments and modest domains."""
-    import tensorflow_data_validation as tfdv
+def _draft_files(csv_pattern: Union[str, Sequence[str]]) -> List[str]:
+    import glob
 
-    stats = tfdv.generate_statistics_from_csv(data_location=csv_pattern)
+    from components.csv_format import is_csv_name
+    if isinstance(csv_pattern, str):
+        return sorted(f for f in glob.glob(csv_pattern) if is_csv_name(f))
+    return list(csv_pattern)
+
+
+def draft_schema(csv_pattern: Union[str, Sequence[str]], label: str, training_only=(),
+                 csv_format=None, datetime: Optional[Mapping[str, str]] = None
+                 ) -> schema_pb2.Schema:
+    """TFDV's inferred schema of the CSV files, with environments, modest domains and dates.
+
+    ``csv_pattern``: a glob (its ``*.csv`` and ``*.csv.gz`` files) or a list of files.
+    ``csv_format``: how to read them (``components.csv_format.CsvFormat``; default: the
+    delimiter detected in the first file, UTF-8, pandas' NA tokens). ``datetime``: the
+    config's ``features.datetime`` ({column: strptime format or ``unix_seconds``}), which
+    overrides date recognition; a value that does not read in its given format is refused
+    (``DataError``).
+    """
+    import tensorflow_data_validation as tfdv
+    from tensorflow_data_validation.statistics import stats_impl
+
+    from components import csv_format as reader
+
+    files = _draft_files(csv_pattern)
+    if not files:
+        raise ValueError(f'{csv_pattern}: no *.csv or *.csv.gz files to draft a schema from')
+    fmt = csv_format or reader.resolve(files[0])
+    table, types = reader.read_tables(files, fmt)
+    if table.num_rows == 0:
+        raise ValueError(f'{files[0]}: a header but no data rows; cannot draft a schema')
+    batch = reader.to_record_batch(table.combine_chunks().to_batches()[0], types)
+    # The options FastStatisticsGen uses: the statistics the pipeline computes.
+    stats = stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
-    small = {d.name for d in schema.string_domain if len(d.value) <= MAX_DOMAIN_VALUES}
-    keep = [d for d in schema.string_domain if d.name in small]
+    _record_dates(schema, table, dict(datetime or {}), files[0])
+    referenced = {f.domain for f in schema.feature if f.HasField('domain')}
+    keep = [d for d in schema.string_domain
+            if d.name in referenced and len(d.value) <= MAX_DOMAIN_VALUES]
     del schema.string_domain[:]
     schema.string_domain.extend(keep)
+    small = {d.name for d in keep}
     for f in schema.feature:
         if f.HasField('domain') and f.domain not in small:
             f.ClearField('domain')
     for f in schema.feature:
-        # CsvExampleGen writes an empty cell as a feature with no values, so an optional
+        # ExampleGen writes a missing cell as a feature with no values, so an optional
         # column must allow zero values.
         if f.presence.min_fraction < 1.0 and f.HasField('value_count'):
             f.value_count.min = 0
@@ -63,33 +105,93 @@ def draft_schema(csv_pattern: str, label: str, training_only=()) -> schema_pb2.S
     return schema
 
 
-def describe_schema(schema: schema_pb2.Schema) -> List[str]:
-    """One line per column: name, type, presence, domain, and where it is not expected."""
-    domains = {d.name: list(d.value) for d in schema.string_domain}
-    rows = []
+def _record_dates(schema: schema_pb2.Schema, table, overrides: Dict[str, str],
+                  where: str) -> None:
+    """Sets the ``time_domain`` of date columns: the ``overrides``, else the format
+    ``components.datetimes.guess`` finds in a string column's distinct values."""
+    from pyarrow import compute as pc
+
+    from components import datetimes
+    from pipeline.preflight import DataError
+
     for f in schema.feature:
-        kind = schema_pb2.FeatureType.Name(f.type)
-        presence = ('required' if f.presence.min_fraction >= 1.0
-                    else f'optional (min {f.presence.min_count} value'
-                         f'{"" if f.presence.min_count == 1 else "s"})')
-        if f.HasField('int_domain') or f.HasField('float_domain'):
-            d = f.int_domain if f.HasField('int_domain') else f.float_domain
-            fmt = 'd' if f.HasField('int_domain') else 'g'
-            bounds = [format(getattr(d, b), fmt) if d.HasField(b) else '' for b in ('min', 'max')]
-            domain = ' '.join(([f'{bounds[0]}..{bounds[1]}'] if any(bounds) else [])
-                              + (['categorical'] if getattr(d, 'is_categorical', False) else [])
-                              ) or 'any value'
-        elif f.HasField('string_domain') or f.HasField('domain'):
-            values = list(f.string_domain.value) if f.HasField('string_domain') \
-                else domains.get(f.domain, [])
-            domain = '{' + ', '.join(values[:8]) + (', ...' if len(values) > 8 else '') + '}'
+        given = overrides.get(f.name, '')
+        key = f'features.datetime.{f.name}'
+        if given == datetimes.UNIX_SECONDS:
+            if f.type != schema_pb2.INT:
+                raise DataError(f'{key}: unix_seconds needs whole numbers, but {f.name!r} in '
+                                f'{where} holds {_kind(f)}')
+            f.time_domain.integer_format = schema_pb2.TimeDomain.UNIX_SECONDS
+            f.annotation.comment.append('draft: Unix seconds from features.datetime')
+            continue
+        if f.type != schema_pb2.BYTES:
+            if given:
+                raise DataError(f'{key}: {given!r} reads dates from text, but {f.name!r} in '
+                                f'{where} holds {_kind(f)} (digits alone, like 20210131, are '
+                                'read as numbers); expected a column of dates written with '
+                                'separators, or unix_seconds')
+            continue
+        values = pc.unique(table.column(f.name).drop_null()).to_pylist()
+        if given:
+            bad = datetimes.unreadable(values, given)
+            if bad:
+                raise DataError(f'{key}: {", ".join(map(repr, bad))} in {f.name!r} ({where}) '
+                                f'do not read as {given!r}; expected every value in that '
+                                'format, or a missing-value token (data.na_values)')
+            found = datetimes.Guess(given, 'date format from features.datetime')
         else:
-            domain = 'any value'
-        where = f'  not in {", ".join(f.not_in_environment)}' if f.not_in_environment else ''
-        rows.append((f.name, kind, presence, domain + where))
-    width = max([len(r[0]) for r in rows] + [0])
-    return [f'{name:{width}}  {kind:6}  {presence:24}  {domain}'
-            for name, kind, presence, domain in rows]
+            found = datetimes.guess(values)
+        if found.format:
+            f.time_domain.string_format = found.format  # replaces a string domain
+        if found.note:
+            f.annotation.comment.append('draft: ' + found.note)
+
+
+def _kind(feature) -> str:
+    return {schema_pb2.INT: 'integers', schema_pb2.FLOAT: 'numbers',
+            schema_pb2.BYTES: 'text'}.get(feature.type, 'no values')
+
+
+def describe_schema(schema: schema_pb2.Schema) -> List[str]:
+    """One line per column: its name, type, presence ("required": a value in every row),
+    and domain or date format; and under it, drafting's notes (``annotation.comment``)."""
+    width = max([len(f.name) for f in schema.feature] + [6])
+    lines = [f'  {"column":<{width}}  type   presence                 domain']
+    for f in schema.feature:
+        # Every CSV row has every column; a missing cell is a feature with no value.
+        presence = ('required' if f.HasField('value_count') and f.value_count.min >= 1
+                    and f.presence.min_fraction >= 1.0 else 'may be missing')
+        if SERVING in f.not_in_environment:
+            presence += ', training only'
+        kind = schema_pb2.FeatureType.Name(f.type)
+        lines.append(f'  {f.name:<{width}}  {kind:<5}  {presence:<23}  {_domain(schema, f)}')
+        lines += [f'  {"":<{width}}    {comment}' for comment in f.annotation.comment]
+    return lines
+
+
+def _domain(schema: schema_pb2.Schema, f) -> str:
+    which = f.WhichOneof('domain_info')
+    if which == 'time_domain':
+        if f.time_domain.HasField('string_format'):
+            return f'date/time, format {f.time_domain.string_format}'
+        return 'date/time, ' + schema_pb2.TimeDomain.IntegerTimeFormat.Name(
+            f.time_domain.integer_format)
+    if which in ('int_domain', 'float_domain'):
+        d = getattr(f, which)
+        low, high = (('{}' if which == 'int_domain' else '{:g}').format(getattr(d, k))
+                     if d.HasField(k) else '' for k in ('min', 'max'))
+        span = (f' {low}..{high}' if low and high else f' >= {low}' if low else
+                f' <= {high}' if high else '')
+        kind = 'integers' if which == 'int_domain' else 'numbers'
+        return f'{kind}{span}{", categorical" if getattr(d, "is_categorical", False) else ""}'
+    values = (f.string_domain.value if which == 'string_domain' else
+              next((d.value for d in schema.string_domain if d.name == f.domain), None)
+              if which == 'domain' else None)
+    if values is not None:
+        shown = ', '.join(values[:SHOWN_VALUES]) + (', …' if len(values) > SHOWN_VALUES else '')
+        return f'{len(values)} values: {shown}'
+    return {schema_pb2.INT: 'any integer', schema_pb2.FLOAT: 'any number',
+            schema_pb2.BYTES: 'any string'}.get(f.type, '')
 
 
 def staged_path(digest: str, root: str) -> str:

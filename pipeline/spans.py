@@ -6,6 +6,10 @@ Two layouts are accepted:
 * spans: ``<root>/span-<N>/*.csv`` — one directory per delivery, ``N`` a whole number that
   grows with time (``span-1``, ``span-2``, ... or ``span-20260101``).
 
+A CSV file is ``*.csv`` or gzipped ``*.csv.gz``, in any letter case
+(``components.csv_format.is_csv_name``). ExampleGen's glob is ``*.[cC][sS][vV]*`` and its
+executor keeps the files that rule names, so it reads exactly the files listed here.
+
 With spans, a run trains on the newest ``data.spans`` spans (default 1), each read by an
 ExampleGen of its own (``{SPAN}`` pattern with a static range pinned to the span the
 preflight checked, so the files that were checked are the files that are read), and, when
@@ -16,9 +20,11 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+from components.csv_format import CSV_GLOB, is_csv_name
+
 SPAN_DIR = re.compile(r'^span-(\d+)$')
-SPAN_PATTERN = 'span-{SPAN}/*.csv'
-FLAT_PATTERN = '*.csv'
+SPAN_PATTERN = 'span-{SPAN}/' + CSV_GLOB
+FLAT_PATTERN = CSV_GLOB
 
 
 def spans(root: str) -> List[int]:
@@ -33,8 +39,7 @@ def _csvs(directory: str) -> List[str]:
     if not os.path.isdir(directory):
         return []
     return sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                  if n.lower().endswith('.csv') and not n.startswith('.')
-                  and os.path.isfile(os.path.join(directory, n)))
+                  if is_csv_name(n) and os.path.isfile(os.path.join(directory, n)))
 
 
 def span_dir(root: str, span: int) -> str:
@@ -65,9 +70,10 @@ def input_files(root: str, span: Optional[int] = None) -> List[str]:
 
 
 def input_glob(root: str) -> str:
-    """A glob of the newest span's CSV files (or the flat root's), for TFDV's readers."""
+    """A glob of the newest span's CSV files (or the flat root's); it also matches other
+    names (``*.csv.bak``): keep those ``is_csv_name`` accepts, as ExampleGen and drafting do."""
     span = latest_span(root)
-    return os.path.join(root if span is None else span_dir(root, span), '*.csv')
+    return os.path.join(root if span is None else span_dir(root, span), CSV_GLOB)
 
 
 def example_gen_input(root: str, span: Optional[int] = None) -> Tuple[object, object]:

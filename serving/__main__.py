@@ -3,6 +3,12 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+if __name__ == "__main__":
+    from serving import forkserver
+
+    forkserver.context()  # its imports run while the server's do
+
 from serving.server import main  # noqa: E402
 
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # model processes (serving/worker.py) must not run the server again
+    sys.exit(main(sys.argv[1:]))

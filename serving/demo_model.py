@@ -10,6 +10,8 @@ import os
 
 import tensorflow as tf
 
+from components.signatures import raw_features_from_json
+
 FEATURES = {"trip_miles": tf.float32, "company": tf.string, "trip_start_hour": tf.int64}
 COMPANIES = ["Flash Cab", "Sun Taxi", "Taxi Affiliation Services"]
 CLASSES = ["cash", "card", "other"]
@@ -17,6 +19,7 @@ TASKS = ("binary", "multiclass", "regression")
 
 # How serving_default parses an example: missing strings are "", missing floats NaN (as in the
 # pipeline's contract); trip_start_hour has no default, so an example without it is refused.
+# serving_json reads missing values through the pipeline's own code, so the two agree.
 _PARSE_SPEC = {
     "trip_miles": tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
     "company": tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -70,7 +73,8 @@ class _DemoModel(tf.Module):
         input_signature=[tf.TensorSpec([None], dtype, name=name) for name, dtype in FEATURES.items()]
     )
     def serve_json(self, trip_miles, company, trip_start_hour):
-        return self._predict(trip_miles, company, trip_start_hour)
+        raw = dict(trip_miles=trip_miles, company=company, trip_start_hour=trip_start_hour)
+        return self._predict(**raw_features_from_json(raw, _PARSE_SPEC))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, examples):

@@ -1,11 +1,12 @@
 """One loaded version of a model: its signatures, how to call them, and the classify/regress
 views derived from `serving_default`.
 
-The pipeline's contract: `serving_default` takes serialized tf.Examples (`examples`, tf.string
-[None]) and returns `probability` (binary), `probabilities` + `classes` (multi-class) or
-`value` (regression); `serving_json` takes one [None] tensor per raw feature. Real TF Serving
-would want dedicated classify/regress method signatures; this server derives them from those
-outputs instead, so the pipeline need export only the signatures above.
+The pipeline's contract (`components.signatures`): `serving_default` takes serialized
+tf.Examples (`examples`, tf.string [None]) and returns `probability` (binary),
+`probabilities` + `classes` (multi-class) or `value` (regression); `serving_json` takes one
+[None] tensor per raw feature, a missing value being "", NaN or `MISSING_INT64`. Real TF
+Serving would want dedicated classify/regress method signatures; this server derives them
+from those outputs instead, so the pipeline need export only the signatures above.
 """
 
 import os
@@ -14,11 +15,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.errors import ServingError, invalid, precondition
-from serving.tensors import TensorSpec, feature_kinds, numpy_dtype
+from components.features import CLASSES_OUTPUT, OUTPUT_KEYS
+from components.signatures import SERVING_DEFAULT, SERVING_JSON
+from serving.errors import ServingError, invalid, precondition, without_paths
+from serving.tensors import TensorSpec, feature_kinds, missing_fills
 
-DEFAULT_SIGNATURE = "serving_default"
-RAW_FEATURES_SIGNATURE = "serving_json"
+PROBABILITY, PROBABILITIES, VALUE = OUTPUT_KEYS["binary"], OUTPUT_KEYS["multiclass"], OUTPUT_KEYS["regression"]
 
 # TensorFlow's canonical error codes (tf.errors.*.error_code) -> our code names.
 _TF_CODES = {
@@ -30,6 +32,20 @@ _TF_CODES = {
 }
 
 
+def load_saved_model(path: str):
+    """The one place the server loads a SavedModel. A model whose ops live in a library of
+    their own (TensorFlow Decision Forests' for the `gbt` trainer) needs that library
+    imported first: that import goes here, made only for a model that needs it (TF-DF's
+    import costs start-up time and prints a version notice)."""
+    try:
+        return tf.saved_model.load(path)
+    except tf.errors.NotFoundError as e:
+        if 'SimpleML' not in str(e):
+            raise
+    import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
+    return tf.saved_model.load(path)
+
+
 class Signature:
     """The inputs and outputs of one callable signature."""
 
@@ -39,25 +55,29 @@ class Signature:
         self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
         # Requests can share a model call only when every input is batched along dimension 0.
         self.batchable = bool(self.inputs) and all(spec.batched for spec in self.inputs.values())
+        self._batched = [name for name, spec in self.inputs.items() if spec.batched]
+        # The pipeline's serving_json takes missing values (null, or an input left out).
+        self.fills = missing_fills(self.inputs) if name == SERVING_JSON else None
 
     def batch_size(self, arrays: dict[str, np.ndarray]) -> int:
         """The number of rows in a request; every batched input must agree on it."""
-        sizes = {name: a.shape[0] for name, a in arrays.items() if self.inputs[name].batched}
+        sizes = {arrays[name].shape[0] for name in self._batched}
         if not sizes:
             return 1
-        if len(set(sizes.values())) > 1:
-            raise invalid(f"inputs disagree on the batch size (dimension 0): {sizes}")
-        return next(iter(sizes.values()))
+        if len(sizes) > 1:
+            raise invalid("inputs disagree on the batch size (dimension 0): "
+                          f"{ {name: arrays[name].shape[0] for name in self._batched} }")
+        return sizes.pop()
 
 
 def _error_message(error: tf.errors.OpError) -> str:
     """The line of a TF runtime error that tells the client what was wrong, without the
-    graph-construction traceback TF puts in front of it."""
+    graph-construction traceback TF puts in front of it, and without server paths."""
     lines = [ln.strip() for ln in error.message.splitlines() if ln.strip()]
     for line in reversed(lines):
         if not line.startswith(("[[", "File ", "Detected at node", "Graph execution error")):
-            return line.split("\t [[")[0].strip()
-    return lines[-1] if lines else type(error).__name__
+            return without_paths(line.split("\t [[")[0].strip())
+    return without_paths(lines[-1]) if lines else type(error).__name__
 
 
 def read_signature_defs(path: str) -> dict:
@@ -68,24 +88,25 @@ def read_signature_defs(path: str) -> dict:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-class LoadedVersion:
-    """A SavedModel version in memory, ready to run. Requests that resolved it keep it alive
+class VersionBase:
+    """What the server knows of a loaded version, wherever its model runs: its signatures,
+    the raw features' kinds, and its batchers. Requests that resolved it keep it alive
     while they run, so unloading it (dropping the registry's reference) never fails them."""
 
-    def __init__(self, version: int, path: str):
+    def __init__(self, model_name: str, version: int, path: str, signature_defs: dict, callable_names):
+        self.model_name = model_name
         self.version = version
         self.path = path
-        self.signature_defs = read_signature_defs(path)
-        self._module = tf.saved_model.load(path)
-        self._functions = dict(self._module.signatures)
-        self.signatures = {name: Signature(name, self.signature_defs[name]) for name in self._functions}
-        raw = self.signatures.get(RAW_FEATURES_SIGNATURE)
+        self.signature_defs = signature_defs  # all of them, as metadata shows them
+        self.signatures = {name: Signature(name, signature_defs[name]) for name in callable_names}
+        raw = self.signatures.get(SERVING_JSON)
         # Raw feature name -> kind, used to check classify/regress examples before the model sees them.
         self.feature_kinds = feature_kinds(raw.inputs) if raw else None
         self.batchers: dict = {}  # signature name -> Batcher, made by the server's event loop
+        self.warmup_requests = 0  # how many requests of its warmup file ran before it served
 
     def signature(self, name: str) -> Signature:
-        name = name or DEFAULT_SIGNATURE
+        name = name or SERVING_DEFAULT
         if name not in self.signatures:
             raise precondition(
                 f'Serving signature key "{name}" not found; this model has {sorted(self.signatures)}'
@@ -93,30 +114,27 @@ class LoadedVersion:
         return self.signatures[name]
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls a signature (blocking; runs in the server's model thread)."""
+        raise NotImplementedError
+
+
+class LoadedVersion(VersionBase):
+    """A SavedModel version in this process's memory (in a model process: serving/worker.py)."""
+
+    def __init__(self, model_name: str, version: int, path: str):
+        module = load_saved_model(path)
+        self._module = module
+        self._functions = dict(module.signatures)
+        super().__init__(model_name, version, path, read_signature_defs(path), list(self._functions))
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature (blocking)."""
         function = self._functions[signature_name]
         try:
-            outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+            outputs = function(**inputs)
         except tf.errors.OpError as e:
             code = _TF_CODES.get(e.error_code, "INTERNAL")
             raise ServingError(code, _error_message(e)) from None
         return {name: tensor.numpy() for name, tensor in outputs.items()}
-
-    def warm_up(self) -> None:
-        """Calls each batchable signature once on a one-row batch of empty values, so the first
-        client request does not pay for TF's first-call set-up. Failures are ignored (an empty
-        tf.Example may well not parse)."""
-        for sig in self.signatures.values():
-            if not sig.batchable:
-                continue
-            inputs = {}
-            for name, spec in sig.inputs.items():
-                shape = (1,) + tuple(max(d, 1) for d in spec.shape[1:])
-                inputs[name] = np.full(shape, b"", dtype=object) if spec.dtype == tf.string.as_datatype_enum else np.zeros(shape, numpy_dtype(spec.dtype))
-            try:
-                self.run(sig.name, inputs)
-            except Exception:  # noqa: BLE001 - warm-up is best effort
-                pass
 
 
 def examples_input_name(sig: Signature) -> str:
@@ -130,33 +148,34 @@ def examples_input_name(sig: Signature) -> str:
 
 
 def require_classifier(sig: Signature) -> None:
-    if "probability" not in sig.outputs and not {"classes", "probabilities"} <= set(sig.outputs):
+    if PROBABILITY not in sig.outputs and not {CLASSES_OUTPUT, PROBABILITIES} <= set(sig.outputs):
         raise precondition(
             f"signature '{sig.name}' is not a classifier: it outputs {sorted(sig.outputs)}, "
-            "not 'probability' (binary) or 'classes' + 'probabilities' (multi-class)"
+            f"not '{PROBABILITY}' (binary) or '{CLASSES_OUTPUT}' + '{PROBABILITIES}' (multi-class)"
         )
 
 
 def require_regressor(sig: Signature) -> None:
-    if "value" not in sig.outputs:
+    if VALUE not in sig.outputs:
         raise precondition(
-            f"signature '{sig.name}' is not a regressor: it outputs {sorted(sig.outputs)}, not 'value'"
+            f"signature '{sig.name}' is not a regressor: it outputs {sorted(sig.outputs)}, not '{VALUE}'"
         )
 
 
-def classification_results(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, float]]]:
+def classification_results(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, np.float32]]]:
     """Per example, (label, score) pairs: binary models give classes "0" and "1" with scores
-    1-p and p; multi-class models give their `classes` and `probabilities` outputs."""
-    if "probability" in outputs:
-        p = outputs["probability"].reshape(-1).astype(float)
-        return [[("0", 1.0 - x), ("1", x)] for x in p.tolist()]
-    labels = outputs["classes"]
-    scores = outputs["probabilities"].astype(float)
+    1-p and p; multi-class models give their `classes` and `probabilities` outputs. Scores
+    stay float32, so that JSON writes them as the model computed them."""
+    if PROBABILITY in outputs:
+        p = outputs[PROBABILITY].reshape(-1).astype(np.float32)
+        return [[("0", 1 - x), ("1", x)] for x in p]
+    labels = outputs[CLASSES_OUTPUT]
+    scores = outputs[PROBABILITIES].astype(np.float32)
     return [
-        [(label.decode("utf-8", "replace"), score) for label, score in zip(row_labels, row_scores.tolist())]
+        [(label.decode("utf-8", "replace"), score) for label, score in zip(row_labels, row_scores)]
         for row_labels, row_scores in zip(labels, scores)
     ]
 
 
-def regression_results(outputs: dict[str, np.ndarray]) -> list[float]:
-    return outputs["value"].reshape(-1).astype(float).tolist()
+def regression_results(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    return outputs[VALUE].reshape(-1).astype(np.float32)

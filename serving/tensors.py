@@ -3,6 +3,14 @@
 Three payload kinds meet here: TF Serving's REST JSON (row and columnar formats, with
 `{"b64": ...}` for bytes), gRPC TensorProtos, and JSON tf.Examples for classify/regress.
 Every check a client can fail raises `ServingError` with a message naming the input.
+
+Missing values: a signature that follows the pipeline's `serving_json` convention (see
+`components.signatures`) takes a missing value of any input as "" (strings), NaN (floats) or
+`MISSING_INT64` (integers). For such a signature, the `fills` these functions take map each
+input to that value, and JSON's `null` or an input left out (a key absent from a row, a
+column or a gRPC request) is filled with it. Without `fills`, both are refused, as TF
+Serving refuses them. In JSON examples (classify/regress), `null` leaves the feature out of
+the tf.Example, as an absent key does.
 """
 
 import base64
@@ -12,8 +20,9 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from components.signatures import MISSING_INT64
 from serving.errors import invalid
 
 _NUMPY_DTYPES = {
@@ -32,6 +41,14 @@ _NUMPY_DTYPES = {
     types_pb2.DT_STRING: object,
 }
 _FLOATS = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF}
+_NONE = type(None)
+# dtype -> the Python types of the JSON values that fill it as they are (bool is not an int here).
+_JSON_TYPES = {
+    **{d: frozenset({float, int}) for d in _FLOATS},
+    **{d: frozenset({int}) for d in _NUMPY_DTYPES if d not in _FLOATS | {types_pb2.DT_BOOL, types_pb2.DT_STRING}},
+    types_pb2.DT_BOOL: frozenset({bool}),
+    types_pb2.DT_STRING: frozenset({str}),
+}
 
 
 def numpy_dtype(dtype: int):
@@ -53,14 +70,31 @@ class TensorSpec:
             shape = tuple(d.size for d in info.tensor_shape.dim)
         return cls(name, info.dtype, shape)
 
+    def __post_init__(self):
+        # Worked out once: they are read for every input of every request.
+        # batched: the leading dimension is the (unknown) batch dimension.
+        object.__setattr__(self, "batched", self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1)
+        # column: a [batch] vector, as the pipeline's serving_json inputs are.
+        object.__setattr__(self, "column", self.shape == (-1,))
+        object.__setattr__(self, "json_types", _JSON_TYPES.get(self.dtype, frozenset()))
+
     @property
     def dtype_name(self) -> str:
         return types_pb2.DataType.Name(self.dtype)
 
-    @property
-    def batched(self) -> bool:
-        """True when the leading dimension is the (unknown) batch dimension."""
-        return self.shape is not None and len(self.shape) >= 1 and self.shape[0] == -1
+
+def missing_fills(inputs: dict[str, TensorSpec]) -> dict[str, object]:
+    """For a signature that takes missing values (the pipeline's `serving_json`): input name
+    -> the value that stands for "missing", for the inputs whose dtype has one."""
+    fills = {}
+    for name, spec in inputs.items():
+        if spec.dtype == types_pb2.DT_STRING:
+            fills[name] = b""
+        elif spec.dtype in _FLOATS:
+            fills[name] = float("nan")
+        elif spec.dtype == types_pb2.DT_INT64:
+            fills[name] = MISSING_INT64
+    return fills
 
 
 def _short(value) -> str:
@@ -72,12 +106,23 @@ def _describe_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _no_null(spec: TensorSpec) -> Exception:
+    return invalid(
+        f"input '{spec.name}' got null: this signature takes no missing values (the pipeline's "
+        "serving_json signature does)"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # JSON -> numpy
 
 
-def _leaf(value, spec: TensorSpec):
+def _leaf(value, spec: TensorSpec, fill):
     dtype = spec.dtype
+    if value is None:
+        if fill is None:
+            raise _no_null(spec)
+        return fill
     if dtype == types_pb2.DT_STRING:
         if isinstance(value, str):
             return value.encode("utf-8")
@@ -109,16 +154,19 @@ def decode_b64(text, name: str) -> bytes:
         raise invalid(f"'b64' value for '{name}' is not valid base64: {e}") from None
 
 
-def _flatten(value, spec: TensorSpec, out: list) -> tuple[int, ...]:
-    """Appends the leaves of a nested JSON list to `out`; returns its shape (must be rectangular)."""
+def _flatten(value, spec: TensorSpec, fill, out: list, levels: int) -> tuple[int, ...]:
+    """Appends the leaves of a nested JSON list to `out`; returns its shape (must be
+    rectangular). `levels`: how many more levels of list the input's shape allows."""
     if not isinstance(value, list):
-        out.append(_leaf(value, spec))
+        out.append(_leaf(value, spec, fill))
         return ()
+    if levels == 0:
+        raise invalid(f"input '{spec.name}' must have shape {_describe_shape(spec.shape)} (-1: any size), but nests deeper")
     if not value:
         return (0,)
-    inner = _flatten(value[0], spec, out)
+    inner = _flatten(value[0], spec, fill, out, levels - 1)
     for item in value[1:]:
-        if _flatten(item, spec, out) != inner:
+        if _flatten(item, spec, fill, out, levels - 1) != inner:
             raise invalid(f"input '{spec.name}' is ragged: all lists at one nesting level must have the same length")
     return (len(value),) + inner
 
@@ -134,23 +182,30 @@ def check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
         )
 
 
-def _flat_array(value: list, spec: TensorSpec) -> np.ndarray | None:
+def _flat_array(value: list, spec: TensorSpec, fill) -> np.ndarray | None:
     """The common case fast: a flat list of plain values of the right JSON type (checked
-    with one pass over their types). None when the general path must look closer."""
+    with one pass over their types), nulls filled when `fill` allows. None when the general
+    path must look closer (and name what is wrong)."""
     types = set(map(type, value))
+    if _NONE in types:
+        if fill is None:
+            return None
+        types.discard(_NONE)
+        if spec.dtype != types_pb2.DT_STRING:
+            value = [fill if v is None else v for v in value]
     dtype = spec.dtype
     if dtype == types_pb2.DT_STRING:
-        if types != {str}:
+        if not types <= {str}:
             return None
         array = np.empty(len(value), dtype=object)
-        array[:] = [v.encode("utf-8") for v in value]
+        array[:] = [fill if v is None else v.encode("utf-8") for v in value]
         return array
     if dtype in _FLOATS:
         ok = types <= {float, int}
     elif dtype == types_pb2.DT_BOOL:
-        ok = types == {bool}
+        ok = types <= {bool}
     else:
-        ok = types == {int} and dtype in _NUMPY_DTYPES
+        ok = types <= {int} and dtype in _NUMPY_DTYPES
     if not ok:
         return None
     try:
@@ -159,14 +214,16 @@ def _flat_array(value: list, spec: TensorSpec) -> np.ndarray | None:
         return None  # the general path names the input
 
 
-def json_to_array(value, spec: TensorSpec) -> np.ndarray:
+def json_to_array(value, spec: TensorSpec, fill=None) -> np.ndarray:
+    """A JSON value (nested lists) as the array `spec` wants; `fill` stands in for null."""
     if isinstance(value, list) and value:
-        array = _flat_array(value, spec)
+        array = _flat_array(value, spec, fill)
         if array is not None:
             check_shape(array.shape, spec)
             return array
     leaves: list = []
-    shape = _flatten(value, spec, leaves)
+    levels = len(spec.shape) if spec.shape is not None else 64
+    shape = _flatten(value, spec, fill, leaves, levels)
     check_shape(shape, spec)
     array = np.empty(len(leaves), dtype=_NUMPY_DTYPES[spec.dtype])
     try:
@@ -180,9 +237,10 @@ def _is_b64(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def rows_to_arrays(instances, inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+def rows_to_arrays(instances, inputs: dict[str, TensorSpec], fills: dict | None = None) -> dict[str, np.ndarray]:
     """TF Serving's row format: a list of instances, each an object keyed by input name
-    (or, for a signature with one input, the bare value of that input)."""
+    (or, for a signature with one input, the bare value of that input). With `fills`, an
+    instance may leave out an input: its value is missing."""
     if not isinstance(instances, list):
         raise invalid("'instances' must be a list")
     if not instances:
@@ -192,30 +250,87 @@ def rows_to_arrays(instances, inputs: dict[str, TensorSpec]) -> dict[str, np.nda
     if not named:
         if len(names) != 1:
             raise invalid(f"each instance must be an object with the inputs {sorted(names)}")
-        return {names[0]: json_to_array(instances, inputs[names[0]])}
+        name = names[0]
+        return {name: json_to_array(instances, inputs[name], _fill(fills, name))}
     expected = inputs.keys()
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict) or _is_b64(instance):
             raise invalid(f"instance {i} is not an object like instance 0")
         if instance.keys() != expected:
-            _check_names(instance.keys(), names, f"instance {i}")
-    return {name: json_to_array([instance[name] for instance in instances], inputs[name]) for name in names}
+            _check_names(instance.keys(), names, f"instance {i}", fills is not None)
+    if len(instances) == 1:
+        return _one_row(instances[0], inputs, fills)
+    if fills is None:
+        return {name: json_to_array([row[name] for row in instances], inputs[name]) for name in names}
+    return {name: json_to_array([row.get(name) for row in instances], inputs[name], _fill(fills, name)) for name in names}
 
 
-def columns_to_arrays(value, inputs: dict[str, TensorSpec]) -> dict[str, np.ndarray]:
+def _one_row(instance: dict, inputs: dict[str, TensorSpec], fills: dict | None) -> dict[str, np.ndarray]:
+    """A one-row request, the most common kind, without the general path's list work."""
+    arrays = {}
+    for name, spec in inputs.items():
+        value = instance.get(name)
+        kind = type(value)
+        if spec.column and kind in spec.json_types:
+            if kind is str:
+                array = np.empty(1, dtype=object)
+                array[0] = value.encode("utf-8")
+            else:
+                try:
+                    array = np.array([value], dtype=_NUMPY_DTYPES[spec.dtype])
+                except OverflowError:
+                    array = json_to_array([value], spec, _fill(fills, name))  # names the input
+            arrays[name] = array
+        else:
+            arrays[name] = json_to_array([value], spec, _fill(fills, name))
+    return arrays
+
+
+def _fill(fills: dict | None, name: str):
+    return fills.get(name) if fills is not None else None
+
+
+def columns_to_arrays(value, inputs: dict[str, TensorSpec], fills: dict | None = None) -> dict[str, np.ndarray]:
     """TF Serving's columnar format: `inputs` maps input name to a (batched) value, or is the
-    bare value of a signature's only input."""
+    bare value of a signature's only input. With `fills`, an input left out is missing in
+    every row."""
     names = list(inputs)
     if isinstance(value, dict) and not _is_b64(value):
-        _check_names(value.keys(), names, "'inputs'")
-        return {name: json_to_array(value[name], inputs[name]) for name in names}
+        _check_names(value.keys(), names, "'inputs'", fills is not None)
+        arrays = {name: json_to_array(value[name], inputs[name], _fill(fills, name)) for name in names if name in value}
+        return fill_absent(arrays, inputs, fills, "'inputs'")
     if len(names) != 1:
         raise invalid(f"'inputs' must be an object with the inputs {sorted(names)}")
-    return {names[0]: json_to_array(value, inputs[names[0]])}
+    return {names[0]: json_to_array(value, inputs[names[0]], _fill(fills, names[0]))}
 
 
-def _check_names(got, expected: list[str], where: str) -> None:
-    missing = sorted(set(expected) - set(got))
+def fill_absent(arrays: dict[str, np.ndarray], inputs: dict[str, TensorSpec], fills: dict | None, where: str) -> dict[str, np.ndarray]:
+    """Adds a column of missing values for each input a request left out (with `fills`), as
+    long as the inputs it did send tell the batch size."""
+    absent = [name for name in inputs if name not in arrays]
+    if not absent:
+        return arrays
+    sizes = {a.shape[0] for name, a in arrays.items() if inputs[name].batched and a.ndim}
+    if not sizes:
+        raise invalid(
+            f"{where}: missing input(s) {sorted(absent)}; send at least one batched input, so that "
+            "the number of rows is known"
+        )
+    if len(sizes) > 1:
+        raise invalid(f"{where}: inputs disagree on the batch size (dimension 0): {sorted(sizes)}")
+    rows = sizes.pop()
+    for name in absent:
+        spec = inputs[name]
+        if name not in fills or spec.shape is None or len(spec.shape) != 1:
+            raise invalid(f"{where}: input '{name}' ({spec.dtype_name}) cannot be left out")
+        column = np.empty(rows, dtype=_NUMPY_DTYPES[spec.dtype])
+        column[:] = fills[name]
+        arrays[name] = column
+    return arrays
+
+
+def _check_names(got, expected: list[str], where: str, absent_ok: bool = False) -> None:
+    missing = [] if absent_ok else sorted(set(expected) - set(got))
     unknown = sorted(set(got) - set(expected))
     if missing or unknown:
         parts = []
@@ -239,11 +354,6 @@ def _bytes_to_json(value: bytes, as_b64: bool):
     return {"b64": base64.b64encode(value).decode("ascii")}
 
 
-def float32_to_json(value: float):
-    # Shortest text that round-trips the float32 value: 0.7 rather than 0.699999988079071.
-    return float(repr(np.float32(value))) if math.isfinite(value) else value
-
-
 def _nest(flat: list, shape: tuple[int, ...]):
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
@@ -251,36 +361,90 @@ def _nest(flat: list, shape: tuple[int, ...]):
 
 
 def array_to_json(array: np.ndarray, name: str):
-    """Nested lists of JSON values. As in TF Serving, string outputs whose name ends in
-    `_bytes` are sent as `{"b64": ...}`; other strings as UTF-8 text."""
-    if array.dtype == object:
-        as_b64 = name.endswith("_bytes")
-        return _nest([_bytes_to_json(v, as_b64) for v in array.reshape(-1)], array.shape)
-    if array.dtype == np.float32:
-        return _nest([float32_to_json(v) for v in array.reshape(-1).tolist()], array.shape)
-    return array.tolist()
+    """A value `jsonio.dumps` writes: numeric arrays as they are (written directly, float32
+    as its shortest text); strings as UTF-8 text, or, as in TF Serving, `{"b64": ...}` when
+    the output's name ends in `_bytes` (or the bytes are not UTF-8)."""
+    if array.dtype != object:
+        return array
+    as_b64 = name.endswith("_bytes")
+    return _nest([_bytes_to_json(v, as_b64) for v in array.reshape(-1)], array.shape)
 
 
 # --------------------------------------------------------------------------------------
 # TensorProto <-> numpy (gRPC)
 
 
+# dtype -> the TensorProto field that lists its values (when not in tensor_content).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_INT8: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val", types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+}
+_DATA_TYPES = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if v is not object}
+
+
 def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
+    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~5)."""
     if proto.dtype != spec.dtype:
         raise invalid(
             f"input '{spec.name}' expects {spec.dtype_name} but the request sent "
             f"{types_pb2.DataType.Name(proto.dtype)}"
         )
-    try:
-        array = tf.make_ndarray(proto)
-    except Exception as e:  # malformed proto: value count does not match the shape, etc.
-        raise invalid(f"input '{spec.name}' is not a valid TensorProto: {e}") from None
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    count = math.prod(shape)
+    if any(d < 0 for d in shape):
+        raise invalid(f"input '{spec.name}' has a negative dimension in its TensorProto shape")
+    dtype = _NUMPY_DTYPES[proto.dtype]
+    if proto.tensor_content and dtype is not object:
+        if len(proto.tensor_content) != count * np.dtype(dtype).itemsize:
+            raise invalid(f"input '{spec.name}': tensor_content holds {len(proto.tensor_content)} bytes, "
+                          f"not the {count} values of its shape")
+        array = np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    else:
+        values = getattr(proto, _VALUE_FIELDS[proto.dtype])
+        if proto.dtype == types_pb2.DT_HALF:
+            flat = np.array(values, dtype=np.uint16).view(np.float16)
+        elif dtype is object:
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = list(values)
+        else:
+            flat = np.array(values, dtype=dtype)
+        if len(flat) == count:
+            array = flat.reshape(shape)
+        elif len(flat) == 1 or (len(flat) == 0 and count == 0):
+            array = np.full(shape, flat[0] if len(flat) else 0, dtype=dtype)  # one value fills the shape, as in TF
+        else:
+            raise invalid(f"input '{spec.name}' has {len(flat)} values for a shape of {count}")
     check_shape(array.shape, spec)
     return array
 
 
+def protos_to_arrays(protos, inputs: dict[str, TensorSpec], fills: dict | None, signature_name: str) -> dict[str, np.ndarray]:
+    """A PredictRequest's `inputs` map as arrays. With `fills`, an input left out is missing."""
+    missing = [] if fills is not None else sorted(set(inputs) - set(protos))
+    unknown = sorted(set(protos) - set(inputs))
+    if missing or unknown:
+        raise invalid(
+            f"request inputs do not match signature '{signature_name}': missing {missing}, "
+            f"unknown {unknown}; the signature takes {sorted(inputs)}"
+        )
+    arrays = {name: proto_to_array(protos[name], spec) for name, spec in inputs.items() if name in protos}
+    return fill_absent(arrays, inputs, fills, f"signature '{signature_name}'")
+
+
 def array_to_proto(array: np.ndarray):
-    return tf.make_tensor_proto(array)
+    """An output array as a TensorProto, in numpy (tf.make_tensor_proto takes ~90 us)."""
+    proto = tensor_pb2.TensorProto()
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    if array.dtype == object:
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1))
+        return proto
+    proto.dtype = _DATA_TYPES[array.dtype]
+    proto.tensor_content = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return proto
 
 
 # --------------------------------------------------------------------------------------
@@ -303,13 +467,16 @@ def feature_kinds(specs: dict[str, TensorSpec]) -> dict[str, str]:
     return kinds
 
 
-def _json_feature(name: str, value, kind: str | None) -> tf.train.Feature:
+def _json_feature(name: str, value, kind: str | None) -> tf.train.Feature | None:
+    """A JSON example's feature; None (left out of the example) for `null`."""
+    if value is None:
+        return None
     values = value if isinstance(value, list) else [value]
     for v in values:
         if isinstance(v, bool) or v is None or (isinstance(v, (list, dict)) and not _is_b64(v)):
             raise invalid(
-                f"feature '{name}' must be a number, a string, a {{\"b64\": ...}} object or a flat "
-                f"list of one of those; got {_short(value)}"
+                f"feature '{name}' must be a number, a string, a {{\"b64\": ...}} object, null, or a "
+                f"flat list of numbers or of strings; got {_short(value)}"
             )
     strings = [isinstance(v, (str, dict)) for v in values]
     if not values:
@@ -335,11 +502,21 @@ def _json_feature(name: str, value, kind: str | None) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
+def _json_features(example: dict, kinds_get) -> dict:
+    features = {}
+    for name, value in example.items():
+        feature = _json_feature(name, value, kinds_get(name))
+        if feature is not None:
+            features[name] = feature
+    return features
+
+
 def json_to_examples(examples, context, kinds: dict[str, str] | None) -> list[bytes]:
     """TF Serving's JSON example format: numbers with a fraction become float_list, other
-    numbers int64_list, strings and {"b64": ...} bytes_list. `context` features are merged into
-    every example. With `kinds` (from the model), an integer given for a float feature is taken
-    as a float, and unknown feature names are refused."""
+    numbers int64_list, strings and {"b64": ...} bytes_list; null leaves the feature out.
+    `context` features are merged into every example. With `kinds` (from the model), an
+    integer given for a float feature is taken as a float, and unknown feature names are
+    refused."""
     if not isinstance(examples, list):
         raise invalid("'examples' must be a list of objects")
     if not examples:
@@ -347,14 +524,16 @@ def json_to_examples(examples, context, kinds: dict[str, str] | None) -> list[by
     if context is not None and not isinstance(context, dict):
         raise invalid("'context' must be an object")
     kinds_get = (kinds or {}).get
-    base = {name: _json_feature(name, v, kinds_get(name)) for name, v in (context or {}).items()}
+    base = _json_features(context or {}, kinds_get)
     serialized = []
     for i, example in enumerate(examples):
         if not isinstance(example, dict):
             raise invalid(f"example {i} must be an object mapping feature names to values")
         features = dict(base)
         for name, value in example.items():
-            features[name] = _json_feature(name, value, kinds_get(name))
+            if value is None:
+                features.pop(name, None)  # null: missing, whatever the context says
+        features.update(_json_features(example, kinds_get))
         proto = tf.train.Example(features=tf.train.Features(feature=features))
         check_example(proto, kinds, i)
         serialized.append(proto.SerializeToString())

@@ -8,7 +8,6 @@ and are stopped by the config check or the preflight in well under a second; the
 cases share one real run (ExampleGen -> StatisticsGen -> ExampleValidator -> gate) on one
 file that has all of them, written with CRLF line endings, and changed while it is read.
 """
-import codecs
 import hashlib
 import logging
 import pathlib
@@ -165,14 +164,7 @@ def test_non_utf8_bytes(base, capsys, tmp_path):
     path = write(tmp_path, data=data)
     err = refuse(base, capsys, path.parent)
     assert f"{path}, line {line} (byte offset {data.index(bytes([0xe9]))}: b'\\xe9dit'): bytes that are not valid UTF-8; expected UTF-8 text" in err
-
-
-def test_byte_order_mark_is_refused(base, capsys, tmp_path):
-    text = '\n'.join(lines(good_rows())) + '\n'
-    path = write(tmp_path, data=codecs.BOM_UTF8 + text.encode('utf-8'))
-    err = refuse(base, capsys, path.parent)
-    assert f'{path}, line 1: the file starts with a UTF-8 byte-order mark (BOM)' in err
-    assert 'expected plain UTF-8' in err
+    assert 'set data.encoding to the encoding the file is in (cp1252 for most Windows exports' in err
 
 
 def test_duplicate_header_names(base, capsys, tmp_path):

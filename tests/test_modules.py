@@ -43,10 +43,12 @@ def make_plan(task='binary', oov=2, one_hot_max=64, hours=()):
         label='label', label_dtype='int', task=task, oov_buckets=oov, one_hot_max=one_hot_max)
 
 
-def run_tft(plan, rows, tmp):
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_SPEC))
+def run_tft(plan, rows, tmp, raw_spec=None, compat_v1=False):
+    """``compat_v1``: trace in TF1 mode, as the pipeline's Transform does."""
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_spec or RAW_SPEC))
     config = {'features': plan.to_dict()}
-    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=False):
+    with tft_beam.Context(temp_dir=os.path.join(tmp, 'tft_tmp'), force_tf_compat_v1=compat_v1):
         (transformed, _), transform_fn = (
             (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
                 lambda inputs: preprocessing_fn(inputs, config)))
@@ -150,7 +152,11 @@ def test_model_builder_is_wide_and_deep_from_the_plan(transformed, task, units):
     assert any(l.name == 'wide_logits' for l in model.layers)
     # company has 3 tokens + '' + 2 OOV = 6 > one_hot_max=4, so it is embedded in the deep part.
     assert any(isinstance(l, tf.keras.layers.Embedding) for l in model.layers)
-    assert model.layers[-1].get_config()['activation'] == ('sigmoid' if task == 'binary' else 'linear')
+    if task == 'binary':
+        assert model.layers[-1].get_config()['activation'] == 'sigmoid'
+    else:  # the z-score back on the label's scale: identity for the plan's default 0 and 1
+        assert isinstance(model.layers[-1], tf.keras.layers.Rescaling)
+        assert (model.layers[-1].scale, model.layers[-1].offset) == (1.0, 0.0)
 
 
 def serialized(row):

@@ -184,6 +184,30 @@ def test_kubeflow_cli_writes_the_spec_and_refuses_data_outside_the_repository(tm
     assert not (tmp_path / 'x.json').exists()
 
 
+def test_kfp_compiles_drift_against_the_previous_span_and_refuses_a_window_of_spans(tmp_path):
+    from pipeline.orchestrators.kubeflow import compile_pipeline
+    from testlib import write_config
+
+    for span in (1, 2):
+        write_sample(tmp_path / 'data' / f'span-{span}', rows=20)
+    # The config's directory is its repository: the spans are "in the image".
+    path = write_config(str(tmp_path), data={'root': str(tmp_path / 'data')},
+                        validation={'drift': {'default_linf': 0.3}})
+    kubeflow = ['run.runner=kubeflow', f'run.image={IMAGE}', 'paths.pipeline_root=gs://b/root',
+                'paths.serving_dir=gs://b/serving', f'run.kfp_output={tmp_path}/spec.json']
+    compile_pipeline(load_config(path, kubeflow))
+    with open(tmp_path / 'spec.json', encoding='utf-8') as f:
+        tasks = json.load(f)['pipelineSpec']['root']['dag']['tasks']
+    gate = {key: spec['taskOutputArtifact']['producerTask']
+            for key, spec in tasks['AnomalyGate']['inputs']['artifacts'].items()}
+    # The gate checks the files of both spans' ExampleGens (each input one channel).
+    assert gate == {'anomalies': 'ExampleValidator', 'drift': 'DriftCheck',
+                    'examples': 'CsvExampleGen', 'drift_examples': 'ExampleGen_span1'}
+    with pytest.raises(ConfigError, match=r'data\.spans: 2 spans cannot be trained on with the '
+                                          r'kubeflow runner'):
+        compile_pipeline(load_config(path, kubeflow + ['data.spans=2']))
+
+
 # --------------------------------------------------------------------------------------
 # setup.py: what Beam stages for remote workers with --setup_file.
 

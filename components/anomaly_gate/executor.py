@@ -7,9 +7,10 @@ from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components.input_files import changed_files
+from components import input_files
 
 
 class Anomaly(NamedTuple):
@@ -24,15 +25,16 @@ class AnomaliesFound(RuntimeError):
 
 
 class InputChanged(RuntimeError):
-    """A CSV file changed between the preflight check and the gate (while ExampleGen read it)."""
+    """A CSV file the run read is not the one the preflight checked, or changed since it was
+    read (``components/input_files.changes``)."""
 
 
 def read_anomalies(artifact: types.Artifact) -> List[Anomaly]:
-    """Every anomaly in an ExampleAnomalies artifact, over all its splits."""
+    """Every anomaly in an ExampleAnomalies artifact, over all its splits (local or gs://)."""
     found = []
     for split in artifact_utils.decode_split_names(artifact.split_names):
         path = os.path.join(artifact.uri, f'Split-{split}', 'SchemaDiff.pb')
-        with open(path, 'rb') as f:
+        with fileio.open(path, 'rb') as f:
             proto = anomalies_pb2.Anomalies.FromString(f.read())
         for feature, info in sorted(proto.anomaly_info.items()):
             kinds = sorted({anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in info.reason})
@@ -62,7 +64,10 @@ class Executor(base_executor.BaseExecutor):
                 anomalies = read_anomalies(artifact)
                 if anomalies:
                     messages.append(format_anomalies(anomalies, artifact.uri))
-        changed = changed_files(json.loads(exec_properties.get('input_files') or '{}'))
+        checked = exec_properties.get('input_files')
+        examples = (input_dict.get('examples') or []) + (input_dict.get('drift_examples') or [])
+        read = [r for r in map(input_files.recorded, examples) if r]
+        changed = input_files.changes(read, json.loads(checked) if checked else None)
         if changed:
             raise InputChanged('\n'.join(
                 ['data files changed while the run read them, so the examples may mix old and '

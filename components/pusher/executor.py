@@ -33,6 +33,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components import warmup
 from components.model_versions import version_number
 
 MARKER = 'pushed_model.json'
@@ -92,9 +93,10 @@ def remove_stale_staging(base_dir: str) -> List[str]:
     return removed
 
 
-def publish(model_dir: str, base_dir: str, source: str = '') -> Tuple[str, bool]:
+def publish(model_dir: str, base_dir: str, source: str = '', prepare=None) -> Tuple[str, bool]:
     """Publishes a SavedModel as ``base_dir/<version>``, atomically, unless the newest
-    version holds the same model already. Returns (version, adopted)."""
+    version holds the same model already. Returns (version, adopted). ``prepare(copy)``
+    adds files to the copy before it is published (the warmup requests)."""
     os.makedirs(base_dir, exist_ok=True)
     for name in remove_stale_staging(base_dir):
         logging.info('Removed %s, left by a push that did not finish', name)
@@ -110,6 +112,8 @@ def publish(model_dir: str, base_dir: str, source: str = '') -> Tuple[str, bool]
         with open(os.path.join(staging, MARKER), 'w', encoding='utf-8') as f:
             json.dump({'model_digest': digest, 'model': source,
                        'pushed_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}, f, indent=1)
+        if prepare is not None:
+            prepare(staging)
         while True:
             try:
                 os.rename(staging, os.path.join(base_dir, str(version)))
@@ -142,7 +146,8 @@ class Executor(tfx_pusher.Executor):
         # Everything this executor writes besides the version comes first...
         io_utils.copy_dir(model_path, model_push.uri)
         # ... and publishing is the last step (see the module docstring).
-        version, adopted = publish(model_path, base_dir, source=model_path)
+        version, adopted = publish(model_path, base_dir, source=model_path,
+                                   prepare=warmup.writer(input_dict))
         serving_path = os.path.join(base_dir, version)
         logging.info('Model %s %s', 'already published as' if adopted else 'pushed to',
                      serving_path)

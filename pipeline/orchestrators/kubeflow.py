@@ -15,6 +15,10 @@ Runtime parameters, settable when a run is submitted:
                   the training steps travel as the Trainer's ``train_args``.
 Nothing is written at compile time except the spec: no schema staging, no module wheel
 (the code is in the image), so the pipeline root may be gs:// without credentials here.
+Nothing of the compiling machine's data goes into the spec either: the AnomalyGate checks
+the files ExampleGen read against ExampleGen's own record of them (components/input_files.py).
+``image_root`` (default ``IMAGE_REPO_DIR``, the Dockerfile's WORKDIR) is where the image
+holds the repository; tests/test_kubeflow_run.py compiles for a local copy and runs the spec.
 """
 import json
 import os
@@ -26,7 +30,8 @@ DATA_ROOT = 'data_root'
 TRAIN_ARGS = 'train_args'
 
 
-def in_image(path: str, config: PipelineConfig, key: str) -> str:
+def in_image(path: str, config: PipelineConfig, key: str,
+             image_root: str = IMAGE_REPO_DIR) -> str:
     """A URI unchanged; a path inside the repository as the image sees it."""
     if '://' in path:
         return path
@@ -34,47 +39,58 @@ def in_image(path: str, config: PipelineConfig, key: str) -> str:
     if relative.startswith('..'):
         raise ConfigError(f'{key}: {path} is on this machine, not in the image; give a URI '
                           f'(gs://...) or a path inside the repository {config.base_dir}')
-    return os.path.join(IMAGE_REPO_DIR, relative)
+    return os.path.join(image_root, relative)
 
 
-def runtime_parameters(config: PipelineConfig):
+def runtime_parameters(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR):
     """{name: RuntimeParameter}, with the config's values as defaults."""
     from tfx import v1 as tfx
 
     return {
         DATA_ROOT: tfx.dsl.experimental.RuntimeParameter(
-            name=DATA_ROOT, ptype=str, default=in_image(config.data.root, config, 'data.root')),
+            name=DATA_ROOT, ptype=str,
+            default=in_image(config.data.root, config, 'data.root', image_root)),
         TRAIN_ARGS: tfx.dsl.experimental.RuntimeParameter(
             name=TRAIN_ARGS, ptype=str,
             default=json.dumps({'num_steps': config.training.train_steps})),
     }
 
 
-def build(config: PipelineConfig, parameters=None):
+def build(config: PipelineConfig, parameters=None, image_root: str = IMAGE_REPO_DIR):
     """The TFX pipeline as it runs on Kubeflow: ``create_pipeline`` with runtime parameters."""
     from pipeline.inputs import resolve
     from pipeline.pipeline import create_pipeline
 
-    parameters = parameters or runtime_parameters(config)
+    parameters = parameters or runtime_parameters(config, image_root)
     return create_pipeline(config, resolve(config), data_root=parameters[DATA_ROOT],
-                           train_args=parameters[TRAIN_ARGS], image_root=IMAGE_REPO_DIR)
+                           train_args=parameters[TRAIN_ARGS], image_root=image_root)
 
 
-def compile_pipeline(config: PipelineConfig) -> str:
+def compile_pipeline(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR) -> str:
     """Writes the pipeline spec to ``config.run.kfp_output``; returns its path.
 
     ``.json``: the ``PipelineJob`` (Vertex AI's ``template_path``; the runtime parameters'
     defaults in ``runtimeConfig``). ``.yaml``: the bare ``PipelineSpec`` that the KFP 2 UI
     and ``kfp.Client().upload_pipeline`` take. Both carry the defaults in the root's
     ``inputDefinitions`` (``defaultValue``), so a submission may leave them out.
+    ``image_root``: where the image holds the repository (the Dockerfile's ``WORKDIR``).
     """
+    from pipeline import spans
+
+    # Before TensorFlow loads: a refusal should take a moment.
+    if len(spans.window(config.data.root, config.data.spans)) > 1:
+        raise ConfigError(f'data.spans: {config.data.spans} spans cannot be trained on with the '
+                          'kubeflow runner: TFX 1.15 compiles a KFP v2 spec only for components '
+                          'that take one channel, not the union of several spans\' examples; '
+                          'expected data.spans: 1 (the newest span; drift against the previous '
+                          'one still works)')
     import yaml
     from tfx import v1 as tfx
     from tfx.dsl.io import fileio
 
-    parameters = runtime_parameters(config)
+    parameters = runtime_parameters(config, image_root)
     defaults = {name: p.default for name, p in parameters.items()}
-    tfx_pipeline = build(config, parameters)
+    tfx_pipeline = build(config, parameters, image_root)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=config.run.image, use_pipeline_spec_2_1=True))

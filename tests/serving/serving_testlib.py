@@ -3,6 +3,7 @@
 import base64
 import os
 import shutil
+import time
 
 import grpc
 import numpy as np
@@ -15,6 +16,16 @@ from serving.server import ModelServer, ServerConfig
 MODEL_NAME = "taxi"
 MAX_REQUEST_BYTES = 256 * 1024  # small, so the size-limit test stays fast
 MAX_INSTANCES = 500
+
+
+def wait_for(condition, timeout=20.0) -> bool:
+    """Polls `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def push_copy(model_path: str, serving_dir: str, version: int) -> str:

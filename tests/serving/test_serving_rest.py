@@ -160,7 +160,7 @@ def test_classify_takes_an_integer_for_a_float_feature(server, reference):
         ({"trip_mile": 1.0, "company": "Sun Taxi", "trip_start_hour": 7}, "unknown feature 'trip_mile'"),
         ({"trip_miles": "far", "company": "Sun Taxi", "trip_start_hour": 7}, "'trip_miles' is a float feature"),
         ({"trip_miles": 1.0, "company": "Sun Taxi"}, "trip_start_hour"),  # required by the model
-        ({"trip_miles": None, "company": "Sun Taxi", "trip_start_hour": 7}, "trip_miles"),
+        ({"trip_miles": 1.0, "company": "Sun Taxi", "trip_start_hour": None}, "trip_start_hour"),  # null: missing, and required
     ],
 )
 def test_classify_rejects_bad_examples(server, example, message):
@@ -184,7 +184,10 @@ def test_regress_on_a_classifier_is_a_client_error(server):
         (":predict", {"instances": []}, 400, "empty"),
         (":predict", {"signature_name": "serving_json", "inputs": {"trip_miles": [], "company": [], "trip_start_hour": []}}, 400, "empty batch"),
         (":predict", {"signature_name": "nope", "instances": ROWS}, 400, '"nope" not found'),
-        (":predict", {"signature_name": "serving_json", "instances": [{"trip_miles": 1.0, "company": "x"}]}, 400, "missing input(s) ['trip_start_hour']"),
+        # serving_json: a feature left out is missing; this model requires trip_start_hour, as its tf.Example parsing does
+        (":predict", {"signature_name": "serving_json", "instances": [{"trip_miles": 1.0, "company": "x"}]}, 400, "trip_start_hour (data type: int64) is required"),
+        (":predict", {"signature_name": "serving_json", "instances": [dict(ROWS[0], trip_start_hour=None)]}, 400, "trip_start_hour (data type: int64) is required"),
+        (":predict", {"signature_name": "transform_features", "instances": [{"examples": None}]}, 400, "got null"),
         (":predict", {"signature_name": "serving_json", "instances": [dict(ROWS[0], colour="red")]}, 400, "unknown input(s) ['colour']"),
         (":predict", {"signature_name": "serving_json", "instances": [dict(ROWS[0], trip_start_hour=7.5)]}, 400, "'trip_start_hour' expects integers"),
         (":predict", {"signature_name": "serving_json", "instances": [dict(ROWS[0], company=5)]}, 400, "'company' expects strings"),

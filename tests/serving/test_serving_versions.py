@@ -12,7 +12,7 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, ROWS, check_served_model, push_copy, start_server
+from serving_testlib import MODEL_NAME, ROWS, check_served_model, push_copy, start_server, wait_for
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.server import ServerConfig, parse_args
@@ -32,15 +32,6 @@ def predict(srv, rows=ROWS[:1], version=None, session=requests):
         json={"signature_name": "serving_json", "instances": rows},
         timeout=10,
     )
-
-
-def wait_for(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -88,7 +79,7 @@ def test_broken_version_is_reported_and_skipped(serving_dir, model_store, refere
             f.write(b"this is not a SavedModel")
         with caplog.at_level(logging.ERROR, logger="serving"):
             os.rename(broken, os.path.join(serving_dir, "2"))
-            assert wait_for(lambda: len(status(srv).json()["model_version_status"]) == 2)
+            assert wait_for(lambda: {v["version"]: v["state"] for v in status(srv).json()["model_version_status"]}.get("2") == "END")
         versions = {v["version"]: v for v in status(srv).json()["model_version_status"]}
         assert set(versions) == {"1", "2"}
         assert versions["1"]["state"] == "AVAILABLE"

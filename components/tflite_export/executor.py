@@ -1,0 +1,230 @@
+"""TFLiteExport's executor: ``model.tflite`` beside the SavedModel, checked in the interpreter.
+
+Conversion: ``tf.lite.TFLiteConverter.from_concrete_functions`` on the model's
+``serving_json`` signature, so the TFLite model takes raw features (one [batch] tensor per
+feature, as that signature does) with the TFT graph inside. TFLite's builtin ops plus select
+TF ops (the TFT graph's bucketizing, hashing and bincounts have no builtin kernels; the
+interpreter in the ``tensorflow`` package runs them, on a device the app must link the Flex
+delegate, https://www.tensorflow.org/lite/guide/ops_select). ``quantization: dynamic_range``
+stores the weights as int8 (``tf.lite.Optimize.DEFAULT``). The one signature is named
+``serving_default``, so TFMA's TFLite extractor finds the inputs by feature name. Outputs: the
+task's prediction (``probability``, ``probabilities`` or ``value``); a multi-class model's
+class names, the same for every row, are in the JSON beside it (``classes``), not an output.
+
+Limitation: TFLite initializes lookup tables whose keys are constants (a vocabulary from a
+closed schema domain, ``features.vocabulary``) but not tables read from files, which is how
+Transform's computed vocabularies (``tft.vocabulary``) are stored; such a model is refused
+with that reason (the run fails; nothing is pushed). TF-DF models (the ``gbt`` trainer) are out
+of scope.
+
+Check: the first ``num_examples`` examples of the eval split go through the SavedModel's
+``serving_json`` and through the interpreter (inputs read off the examples, with "" or 0 for a
+missing value: components/example_inputs.py); every output must agree within ``tolerance``
+(absolute; 1e-5 unquantized), or the export fails, naming the example and both values.
+
+Recorded, in ``assets.extra/model_tflite.json`` and as custom properties of the artifact: the
+size of the SavedModel (saved_model.pb and variables/) and of the TFLite file, the latency per
+example of each (one example per call, the median of ``LATENCY_CALLS`` calls, on this machine),
+the largest difference found, the tolerance and the quantization.
+
+The output artifact is the Trainer's model directory copied whole, plus those two files: it
+is what the Pusher pushes, and the Trainer's artifact stays as it was.
+"""
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
+
+from components.example_inputs import read_examples, signature_inputs
+from components.features import CLASSES_OUTPUT
+from components.signatures import SERVING_JSON
+
+TFLITE_FILE = 'model.tflite'
+REPORT_FILE = 'model_tflite.json'
+ASSETS_EXTRA = 'assets.extra'
+QUANTIZATIONS = ('none', 'dynamic_range')
+LATENCY_CALLS = 50
+TFLITE_SIGNATURE = 'serving_default'
+
+
+class TFLiteMismatch(RuntimeError):
+    """The TFLite model does not predict what the SavedModel predicts."""
+
+
+def convert(saved_model_dir: str, quantization: str = 'none') -> bytes:
+    """The ``serving_json`` signature, less a constant ``classes`` output, as TFLite."""
+    loaded = tf.saved_model.load(saved_model_dir)
+    if SERVING_JSON not in loaded.signatures:
+        raise ValueError(f'{saved_model_dir}: no {SERVING_JSON} signature to convert '
+                         '(components/signatures.py exports it)')
+    function = loaded.signatures[SERVING_JSON]
+    specs = function.structured_input_signature[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], s.dtype, name=n)
+                                  for n, s in sorted(specs.items())])
+    def predict(*features):
+        outputs = function(**dict(zip(sorted(specs), features)))
+        return {k: v for k, v in outputs.items() if k != CLASSES_OUTPUT}
+
+    # Through a SavedModel of that one signature: the converter then runs the lookup tables'
+    # initializers (the TFT vocabularies) into the TFLite model, which a concrete function
+    # alone leaves out.
+    with tempfile.TemporaryDirectory(prefix='tflite-source-') as tmp:
+        module = tf.Module()
+        module.model, module.predict = loaded, predict
+        tf.saved_model.save(module, tmp, signatures={TFLITE_SIGNATURE: predict})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, [TFLITE_SIGNATURE])
+        return _convert(converter, quantization)
+
+
+def _convert(converter, quantization: str) -> bytes:
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    if quantization == 'dynamic_range':
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def interpret(content: bytes, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Runs the TFLite model's signature on a batch of inputs."""
+    interpreter = tf.lite.Interpreter(model_content=content)
+    runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
+    return {k: np.asarray(v) for k, v in runner(**{
+        name: (value.astype(bytes) if value.dtype == object else value)
+        for name, value in inputs.items()}).items()}
+
+
+def largest_difference(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]):
+    """(difference, output, example index) of the largest disagreement."""
+    worst = (0.0, '', 0)
+    for key, expected in want.items():
+        diff = np.abs(np.asarray(got[key], np.float64) - expected.astype(np.float64))
+        diff = diff.reshape(len(diff), -1).max(axis=1)
+        if diff.size and diff.max() >= worst[0]:
+            worst = (float(diff.max()), key, int(diff.argmax()))
+    return worst
+
+
+def _median_seconds(call, calls: int = LATENCY_CALLS) -> float:
+    call()  # the first call pays for set-up
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def latencies(saved_model_dir: str, content: bytes, one: Dict[str, np.ndarray]):
+    """Seconds per example, one example per call: (SavedModel, TFLite)."""
+    function = tf.saved_model.load(saved_model_dir).signatures[SERVING_JSON]
+    tensors = {k: tf.constant(v) for k, v in one.items()}
+    interpreter = tf.lite.Interpreter(model_content=content)
+    runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
+    feed = {k: (v.astype(bytes) if v.dtype == object else v) for k, v in one.items()}
+    return (_median_seconds(lambda: function(**tensors)), _median_seconds(lambda: runner(**feed)))
+
+
+def directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def export(saved_model_dir: str, examples: List[bytes], quantization: str, tolerance: float,
+           destination: str) -> Dict[str, Any]:
+    """Converts, checks and writes ``<destination>/assets.extra/``; returns the report."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f'export.tflite_quantization: expected one of {QUANTIZATIONS}, '
+                         f'got {quantization!r}')
+    content = convert(saved_model_dir, quantization)
+    loaded = tf.saved_model.load(saved_model_dir)
+    function = loaded.signatures[SERVING_JSON]
+    inputs = signature_inputs(function, examples)
+    want = {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()})
+            .items() if k != CLASSES_OUTPUT}
+    try:
+        got = interpret(content, inputs)
+    except RuntimeError as e:
+        if 'hashtable need to be initialized' not in str(e):
+            raise
+        raise TFLiteMismatch(
+            'the TFLite converter leaves out the initialization of lookup tables read from '
+            'files, such as the vocabularies Transform computes from the data (columns with '
+            'no closed domain in the schema): the model cannot run as TFLite. Give those '
+            'columns a string_domain in the schema, or set export.tflite: false') from None
+    difference, output, index = largest_difference(got, want)
+    if not difference <= tolerance:
+        raise TFLiteMismatch(
+            f'the TFLite model ({quantization} quantization) predicts {output} '
+            f'{got[output][index]!r} for eval example {index}, the SavedModel '
+            f'{want[output][index]!r}: a difference of {difference:.3g}, above the tolerance '
+            f'{tolerance:g} (export.tflite_tolerance)')
+    saved_seconds, tflite_seconds = latencies(
+        saved_model_dir, content, {k: v[:1] for k, v in inputs.items()})
+    outputs = function.structured_outputs
+    classes = None
+    if CLASSES_OUTPUT in outputs:
+        classes = [c.decode() for c in function(**{k: tf.constant(v[:1]) for k, v in
+                                                   inputs.items()})[CLASSES_OUTPUT].numpy()[0]]
+    report = {
+        'file': f'{ASSETS_EXTRA}/{TFLITE_FILE}', 'signature': TFLITE_SIGNATURE,
+        'inputs': sorted(inputs), 'outputs': sorted(want), 'classes': classes,
+        'quantization': quantization, 'tolerance': tolerance,
+        'examples_checked': len(examples), 'max_difference': difference,
+        'tflite_bytes': len(content),
+        'saved_model_bytes': (os.path.getsize(os.path.join(saved_model_dir, 'saved_model.pb'))
+                              + directory_bytes(os.path.join(saved_model_dir, 'variables'))),
+        'tflite_seconds_per_example': tflite_seconds,
+        'saved_model_seconds_per_example': saved_seconds,
+    }
+    extra = os.path.join(destination, ASSETS_EXTRA)
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, TFLITE_FILE), 'wb') as f:
+        f.write(content)
+    with open(os.path.join(extra, REPORT_FILE), 'w', encoding='utf-8') as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+class Executor(base_executor.BaseExecutor):
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        model = artifact_utils.get_single_instance(input_dict['model'])
+        exported = artifact_utils.get_single_instance(output_dict['exported_model'])
+        source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+        destination = path_utils.serving_model_path(exported.uri)
+        examples = read_examples(artifact_utils.get_single_instance(input_dict['examples']),
+                                 int(exec_properties['num_examples']))
+        if not examples:
+            raise ValueError('the eval split holds no examples to check the TFLite model on')
+        with tempfile.TemporaryDirectory(prefix='tflite-export-') as tmp:
+            staged = os.path.join(tmp, 'model')
+            io_utils.copy_dir(source, staged)
+            report = export(source, examples, exec_properties['quantization'],
+                            float(exec_properties['tolerance']), staged)
+            io_utils.copy_dir(staged, destination)
+        for key in ('tflite_bytes', 'saved_model_bytes'):
+            exported.set_int_custom_property(key, report[key])
+        for key in ('tflite_seconds_per_example', 'saved_model_seconds_per_example',
+                    'max_difference'):
+            exported.set_float_custom_property(key, report[key])
+        exported.set_string_custom_property('quantization', report['quantization'])
+        logging.info('TFLite model: %d bytes, max difference %.3g', report['tflite_bytes'],
+                     report['max_difference'])
+
+
+def read_report(artifact: types.Artifact) -> Dict[str, Any]:
+    path = os.path.join(path_utils.serving_model_path(artifact.uri), ASSETS_EXTRA, REPORT_FILE)
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)

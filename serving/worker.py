@@ -1,0 +1,115 @@
+"""Each loaded version runs in a process of its own: loading, warming and running a model
+never take the serving process's interpreter (its GIL), so a version that loads while the
+server is busy does not hold the event loop back, and the HTTP/JSON work and the model's work
+run on two cores.
+
+The processes are forked from one process (`serving/forkserver.py`) that has imported
+TensorFlow and this module once, so a new one starts in milliseconds and shares those pages. A version's process loads the
+SavedModel (`serving.model.LoadedVersion`), replays its warmup (`serving.warmup`), reports
+its signatures, then runs one call at a time from a pipe: the serving process's model thread
+sends a batch (numpy arrays) and waits, without the GIL, for the outputs. The process ends
+when the server drops the version and the last request holding it has finished, when the
+server stops, or when the server's process dies (the pipe closes).
+"""
+
+import gc
+import logging
+import signal
+import threading
+import weakref
+
+import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving import forkserver
+from serving.errors import LoadError, ServingError, unavailable
+from serving.model import LoadedVersion, VersionBase
+from serving.warmup import warm_up
+
+log = logging.getLogger("serving")
+
+class VersionProcess(VersionBase):
+    """A version whose model runs in its own process; raises what loading raised."""
+
+    def __init__(self, model_name: str, version: int, path: str):
+        context = forkserver.context()
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, model_name, version, path),
+                                        name=f"model-{model_name}-{version}", daemon=True)
+        self._process.start()
+        child.close()
+        self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
+        self._lock = threading.Lock()
+        try:
+            reply = self._conn.recv()
+        except (EOFError, OSError):
+            self._finalizer()
+            raise LoadError(f"the model process exited while loading (exit code {self._process.exitcode})") from None
+        if reply[0] != "ready":
+            self._finalizer()
+            raise LoadError(reply[1])
+        _, serialized, callable_names, warmup_requests = reply
+        defs = {name: meta_graph_pb2.SignatureDef.FromString(data) for name, data in serialized.items()}
+        super().__init__(model_name, version, path, defs, callable_names)
+        self.warmup_requests = warmup_requests
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs a signature in the version's process (blocking; one call at a time)."""
+        with self._lock:
+            try:
+                self._conn.send((signature_name, inputs))
+                reply = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                log.error("model %s version %d: its process is gone (exit code %s)",
+                          self.model_name, self.version, self._process.exitcode)
+                raise unavailable(f"version {self.version} of model {self.model_name} is not running; retry") from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise ServingError(reply[1], reply[2])
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _stop(conn, process) -> None:
+    try:
+        conn.send(None)
+    except (OSError, ValueError):
+        pass
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=10)
+    conn.close()
+
+
+def _serve(conn, model_name: str, version: int, path: str) -> None:
+    """The version's process: load, warm up, then answer calls until told to stop."""
+    # The server stops its model processes itself; a Ctrl-C to the terminal's process group
+    # must not end them before the requests in flight are done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        loaded = LoadedVersion(model_name, version, path)
+        count = warm_up(loaded)
+    except Exception as e:  # noqa: BLE001 - reported to the server, which reports the version END
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    gc.freeze()  # the model's objects stay: full collections need not walk them (serving/server.py)
+    serialized = {name: d.SerializeToString() for name, d in loaded.signature_defs.items()}
+    conn.send(("ready", serialized, list(loaded.signatures), count))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the server is gone
+        if message is None:
+            return
+        signature_name, inputs = message
+        try:
+            conn.send(("ok", loaded.run(signature_name, inputs)))
+        except ServingError as e:
+            conn.send(("error", e.code, e.message))
+        except Exception:  # noqa: BLE001 - a fault in the model, not the client's
+            logging.getLogger("serving").exception("model %s version %d: a call failed", model_name, version)
+            conn.send(("error", "INTERNAL", "internal error in the model; the server's log has the details"))

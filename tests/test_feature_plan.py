@@ -1,0 +1,180 @@
+"""The feature plan's decisions (components/features.py) on the profile of tiny CSVs
+(pipeline/profile.py): what each column becomes, and the reason it gives."""
+import os
+import random
+import re
+
+import pytest
+import yaml
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from components.features import DATETIME, NUMERIC, describe, plan_from_schema
+from pipeline.config import load_config
+from pipeline.profile import data_profile, profile_files
+from testlib import write_csv
+
+TYPES = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT, 'string': schema_pb2.BYTES}
+HEADER = ['passenger', 'row', 'source', 'fare', 'temperature', 'cabin', 'when', 'label']
+
+
+def make_rows(n=200, seed=0, positives=0.05):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        rows.append([f'Passenger {i} {rng.random():.6f}',      # a name: unique strings
+                     i + 1,                                       # a row number
+                     'web',                                       # the same in every row
+                     round(rng.lognormvariate(2, 1.2), 2),        # heavy-tailed, >= 0
+                     round(rng.gauss(20, 5), 1),                  # symmetric
+                     rng.choice(['A', 'B', 'C', 'NA', '']),       # NA token and empty cells
+                     f'2023-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}',
+                     int(rng.random() < positives)])
+    return rows
+
+
+def schema_of(types, label='label', time_formats=None):
+    schema = schema_pb2.Schema()
+    for name, dtype in types.items():
+        f = schema.feature.add(name=name, type=TYPES[dtype])
+        if time_formats and name in time_formats:
+            f.time_domain.string_format = time_formats[name]
+    return schema
+
+
+TYPES_BY_COLUMN = {'passenger': 'string', 'row': 'int', 'source': 'string', 'fare': 'float',
+                   'temperature': 'float', 'cabin': 'string', 'when': 'string', 'label': 'int'}
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp('plan'))
+    write_csv(os.path.join(directory, 'data', 'data.csv'), HEADER, make_rows())
+    return directory
+
+
+def config_for(directory, task='binary', label='label', **features):
+    """A config for the CSV under ``directory``/data (the schema is built in the test)."""
+    path = os.path.join(directory, f'plan-{task}.yaml')
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump({'name': 'plan', 'data': {'root': os.path.join(directory, 'data'),
+                                                 'label': label, 'task': task,
+                                                 'schema': os.path.join(directory, 's.pbtxt')},
+                        'features': features,
+                        'paths': {'pipeline_root': directory, 'metadata': directory + '/m',
+                                  'serving_dir': directory + '/s'}}, f)
+    return load_config(path)
+
+
+def plan_of(data, task='binary', label='label', time_formats=None, **features):
+    config = config_for(data, task, label, **features)
+    schema = schema_of(TYPES_BY_COLUMN, time_formats=time_formats)
+    return plan_from_schema(schema, config, data_profile(config, schema))
+
+
+def reasons(plan):
+    return dict(describe(plan.to_dict()))
+
+
+def test_ids_names_and_constants_are_dropped_with_the_reason(data):
+    plan = plan_of(data)
+    dropped = {d.name: d.reason for d in plan.dropped}
+    assert set(dropped) == {'passenger', 'row', 'source'}
+    assert dropped['passenger'].startswith('near-unique strings (200 distinct in 200 values)')
+    assert dropped['row'].startswith('unique consecutive integers (1..200')
+    assert dropped['source'] == "constant: the value 'web' in every one of 200 rows"
+    assert {f.name for f in plan.features} == {'fare', 'temperature', 'cabin', 'when'}
+    # The summary's lines come from the plan dict alone: every column, with its reason.
+    lines = reasons(plan)
+    assert set(lines) == set(HEADER)
+    assert lines['passenger'].startswith('not a feature: near-unique strings')
+    # Dropped columns stay in the contract with clients (the schema), unlike data.exclude.
+    assert plan.excluded == ()
+
+
+def test_heavy_tailed_non_negative_numbers_are_log_scaled_and_symmetric_ones_not(data):
+    by_name = {f.name: f for f in plan_of(data).features}
+    assert by_name['fare'].kind == NUMERIC and by_name['fare'].log_scale
+    assert 'heavy-tailed (skew' in by_name['fare'].reason and 'log1p' in by_name['fare'].reason
+    assert not by_name['temperature'].log_scale
+    assert by_name['temperature'].reason == 'numeric (float): mean-filled, z-score'
+
+
+def test_each_rule_can_be_turned_off_and_an_explicit_choice_wins(data):
+    plan = plan_of(data, roles={'id': False, 'constant': False, 'log_scale': False,
+                                'datetime': False, 'class_weights': False})
+    assert plan.dropped == () and not any(f.log_scale for f in plan.features)
+    assert plan.class_weights == {}
+    assert {f.name: f.kind for f in plan.features}['when'] == 'categorical'
+    # Named in features.categorical: kept whatever the ID rule says.
+    plan = plan_of(data, categorical=['passenger'])
+    assert 'passenger' in {f.name for f in plan.features}
+    assert 'passenger' not in {d.name for d in plan.dropped}
+
+
+def test_a_schema_time_domain_makes_a_date_column(data):
+    plan = plan_of(data, time_formats={'when': '%Y-%m-%d'})
+    [when] = [f for f in plan.features if f.name == 'when']
+    assert when.kind == DATETIME and when.time_format == '%Y-%m-%d'
+    # A date without a time has no hour part.
+    assert when.outputs[:3] == ('when_year_xf', 'when_month_xf', 'when_month_sin_xf')
+    assert not any('hour' in name for name in when.outputs)
+    assert 'year, month, day, weekday, yearday' in when.reason
+
+
+def test_date_formats_become_patterns_with_one_group_per_part():
+    from components.features import date_regex
+    pattern, groups = date_regex('%z %d.%m.%Y')  # an offset first: not a group of its own
+    assert groups == ('d', 'm', 'Y')
+    assert re.fullmatch(pattern, '+01:00 29.02.2024').groups() == ('29', '02', '2024')
+    assert re.fullmatch(pattern, 'Z 1.2.1999') and not re.fullmatch(pattern, '29.02.2024')
+
+
+def test_a_date_format_the_graph_cannot_parse_is_refused_naming_the_column(data):
+    with pytest.raises(ValueError, match=r"when: time_domain: the format '%Y-%b-%d': %b is not "
+                                         r"supported"):
+        plan_of(data, time_formats={'when': '%Y-%b-%d'})
+
+
+def test_a_minority_class_under_ten_percent_gets_balanced_class_weights(data):
+    plan = plan_of(data)
+    positives = sum(r[-1] for r in make_rows())
+    n = len(make_rows())
+    assert positives / n < 0.1
+    assert plan.class_weights == pytest.approx({'1': n / (2 * positives),
+                                                '0': n / (2 * (n - positives))})
+    assert 'balanced class weights' in plan.label_reason
+
+
+def test_a_balanced_label_is_unweighted(tmp_path):
+    write_csv(str(tmp_path / 'data' / 'data.csv'), HEADER, make_rows(positives=0.4))
+    plan = plan_of(str(tmp_path))
+    assert plan.class_weights == {} and 'unweighted' in plan.label_reason
+
+
+def test_a_regression_label_gets_its_mean_and_std(data):
+    plan = plan_of(data, task='regression', label='temperature')
+    temperatures = [r[4] for r in make_rows()]
+    mean = sum(temperatures) / len(temperatures)
+    std = (sum((t - mean) ** 2 for t in temperatures) / len(temperatures)) ** 0.5
+    assert (plan.label_mean, plan.label_std) == pytest.approx((mean, std))
+    assert plan_of(data, task='regression', label='temperature',
+                   roles={'standardize_label': False}).label_std == 1.0
+
+
+def test_when_no_column_is_left_the_error_says_why(tmp_path):
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['id', 'label'],
+              [[i, i % 2] for i in range(50)])
+    config = config_for(str(tmp_path))
+    schema = schema_of({'id': 'int', 'label': 'int'})
+    with pytest.raises(ValueError, match=r'no column is left to be a feature .* id: unique '
+                                         r'consecutive integers'):
+        plan_from_schema(schema, config, data_profile(config, schema))
+
+
+def test_the_profile_counts_na_tokens_and_empty_cells_as_missing(data):
+    profile = profile_files([os.path.join(data, 'data', 'data.csv')],
+                            {'cabin': 'string', 'fare': 'float'}, na_values=('NA',))
+    rows = make_rows()
+    assert profile['cabin'].present == sum(r[5] not in ('NA', '') for r in rows)
+    assert profile['cabin'].distinct == 3
+    assert profile['fare'].min == min(r[3] for r in rows)
