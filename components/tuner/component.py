@@ -4,9 +4,6 @@ from tfx.dsl.components.base import executor_spec
 
 from components.tuner.executor import Executor
 
-# The generic search (components/tuner/search.py), by import path as the Trainer's run_fn.
-TUNER_FN = 'components.tuner.search.tuner_fn'
-
 
 class Tuner(tfx_tuner.Tuner):
     """TFX's Tuner (same spec, inputs and outputs: ``best_hyperparameters`` for the

@@ -92,3 +92,9 @@ def write_results(tuner, output_dict) -> Dict[str, Any]:
           [{'trial_id': t.trial_id, 'score': t.score, **t.hyperparameters.values} for t in ranked])
     write(standard_component_specs.TUNER_RESULTS_KEY, TRIALS_FILE, summary)
     return summary
+
+
+def read_trials(tuner_results_uri: str) -> Dict[str, Any]:
+    """The search's record (``trials.json``) in a ``tuner_results`` artifact."""
+    with open(os.path.join(tuner_results_uri, TRIALS_FILE), encoding='utf-8') as f:
+        return json.load(f)
