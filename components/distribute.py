@@ -83,7 +83,8 @@ class Task:
     def workers(self) -> int:
         """Tasks that train: chief and workers (the chief of a parameter-server cluster
         coordinates; it computes no gradients)."""
-        return len(self.cluster.get(WORKER, ())) + len(self.cluster.get(CHIEF, ()))
+        chief = 0 if PS in self.cluster else len(self.cluster.get(CHIEF, ()))
+        return len(self.cluster.get(WORKER, ())) + chief
 
     def tf_config(self) -> str:
         return json.dumps({'cluster': self.cluster, 'task': {'type': self.type, 'index': self.index}})
@@ -282,7 +283,8 @@ def _tail(path: str, lines: int = 12) -> str:
             text = f.read().decode('utf-8', 'replace')
     except OSError:
         return ''
-    return '\n'.join('    ' + line for line in text.splitlines()[-lines:])
+    return '\n'.join('    ' + (line if len(line) <= 400 else line[:400] + ' ...')
+                     for line in text.splitlines()[-lines:])
 
 
 class _Process:

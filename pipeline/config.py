@@ -522,6 +522,10 @@ def check_tuning(config: PipelineConfig, fail) -> None:
         fail('tuning.trials', f'expected 0 (off) or a number of trials, got {tuning.trials}')
     if not tuning.trials and not tuning.reuse:
         return
+    if config.training.trainer == 'gbt':
+        fail('tuning', 'tuning searches the neural network\'s hyperparameters (width, depth, '
+             'dropout, learning rate, batch size), which the gbt trainer does not have; use '
+             'the keras or estimator trainer, or set tuning.trials: 0')
     if config.modules.trainer:
         fail('tuning', 'tuning builds the generic model (components/model.py); a custom '
              'modules.trainer builds its own: tune it in that module, or turn tuning off')
@@ -571,6 +575,9 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if t.distribute == 'multi_worker' and t.workers < 2 and 'TF_CONFIG' not in os.environ:
         fail('training.workers', 'multi_worker trains on at least 2 worker processes (the '
              'chief and another); for one process, set training.distribute: mirrored')
+    if t.trainer == 'gbt' and t.distribute != 'none':
+        fail('training.distribute', 'the gbt trainer trains its trees in one process '
+             '(TF-DF); set training.distribute: none, or use the keras or estimator trainer')
     check_tuning(config, fail)
     for col, n in config.features.bucketize.items():
         if n < 2:

@@ -122,9 +122,12 @@ def materialize_transform(config: PipelineConfig) -> bool:
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
-    the estimator trainer runs Transform again.
+    the estimator trainer runs Transform again. ``training.distribute: parameter_server``
+    reads them too: the TFT graph's lookup tables, loaded in the coordinator, are not
+    initialized on the workers that run a parameter-server cluster's input functions.
     """
-    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
+    return (config.training.trainer == 'estimator' or bool(config.modules.trainer)
+            or config.training.distribute == 'parameter_server')
 
 
 def union_of(channels: List[Channel]):

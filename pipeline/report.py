@@ -169,6 +169,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     if trainer.get('model_run'):
         summary['tensorboard_logdir'] = trainer['model_run'][0].uri
     summary['tuning'] = tuning_summary(nodes, states)
+    summary['training_record'] = training_of(nodes) or None
     return summary
 
 
@@ -187,12 +188,29 @@ def tuning_summary(nodes, states) -> Optional[Dict[str, Any]]:
         entry = dict(read_trials(tuner[0].uri), from_cache=states.get('Tuner') == 'cached')
     else:
         entry['reused'] = imported[0].uri
-    model = nodes.get('Trainer', {}).get('outputs', {}).get('model')
-    if model:
-        from components import training_record
-        record = training_record.read(os.path.join(model[0].uri, 'Format-Serving'))
+    record = training_of(nodes)
+    if record:
         entry['trained_with'] = record.get('hyperparameters')
     return entry
+
+
+def training_of(nodes) -> Dict[str, Any]:
+    """The training record the Trainer's model holds (components/training_record.py)."""
+    model = nodes.get('Trainer', {}).get('outputs', {}).get('model')
+    if not model:
+        return {}
+    from components import training_record
+    return training_record.read(os.path.join(model[0].uri, 'Format-Serving'))
+
+
+def distribution_line(record: Optional[Dict[str, Any]]) -> List[str]:
+    """How the model was trained, when it was distributed."""
+    if not record or record.get('distribute', 'none') == 'none':
+        return []
+    return [f'Training: {record["distribute"]} on {record["workers"]} worker(s), '
+            f'{record["replicas_in_sync"]} replica(s) in sync, global batch '
+            f'{record["global_batch_size"]}'
+            + (', learning rate scaled by the replicas' if record.get('scale_lr') else '')]
 
 
 def _values(values: Dict[str, Any]) -> str:
@@ -294,6 +312,7 @@ def render(summary: Dict[str, Any]) -> str:
                       + ('' if a['source'] in ('ExampleValidator', 'DriftCheck') else f' ({a["source"]})')
                       for a in found]
     lines += tuning_lines(summary.get('tuning'))
+    lines += distribution_line(summary.get('training_record'))
     ev = summary.get('evaluation')
     if ev:
         lines.append('Evaluation (eval split, overall):')

@@ -100,6 +100,11 @@ def test_each_components_key_follows_the_code_it_runs_and_only_that(repo_copy, t
             ('components/warmup.py', {'Pusher'}),
             ('components/transform.py', {'Transform'}),
             ('components/estimator_trainer.py', set()),             # the keras trainer runs
+            # the keras trainer's strategies, tuned values and training record
+            ('components/distribute.py', {'Trainer'}),
+            ('components/hyperparameters.py', {'Trainer'}),
+            ('components/training_record.py', {'Trainer'}),
+            ('components/tuner/search.py', set()),                  # tuning is off
             ('components/gbt_trainer.py', set()),
             ('components/baseline.py', set()),                      # a resolver: no cache
             ('pipeline/report.py', set())]:

@@ -77,6 +77,18 @@ CONFIG_MISTAKES = [
      f'expected every column of the schema {SCHEMA}'),
     ('a configured schema that does not exist (a typo)', ['data.schema={data}/schema.pbtx'],
      'data', 'data.schema: {data}/schema.pbtx does not exist; expected the curated schema file'),
+    ('a tuning objective the model does not report', ['tuning.trials=2', 'tuning.objective=val_f1'],
+     'data', "tuning.objective: expected one of val_loss, val_auc, val_binary_accuracy"),
+    ('a search range upside down', ['tuning.trials=2', 'tuning.space.dropout={min: 0.3, max: 0.1}'],
+     'data', 'tuning.space.dropout: min 0.3 is above max 0.1'),
+    ('tuning the gbt trainer', ['tuning.trials=2', 'training.trainer=gbt'], 'data',
+     "tuning: tuning searches the neural network's hyperparameters"),
+    ('tuning.reuse of a directory without results', ['tuning.reuse={data}'], 'data',
+     "tuning.reuse: expected a Tuner's best_hyperparameters directory holding "
+     'best_hyperparameters.txt, got {data}'),
+    ('an unknown strategy', ['training.distribute=horovod'], 'data', 'training.distribute'),
+    ('distributing the gbt trainer', ['training.distribute=multi_worker', 'training.trainer=gbt'],
+     'data', 'training.distribute: the gbt trainer trains its trees in one process'),
     ('a schema that does not parse', ['data.schema={data}/broken.pbtxt'], 'data',
      'data.schema: {data}/broken.pbtxt is not a valid schema text proto'),
 ]
