@@ -61,7 +61,8 @@ def test_a_cluster_run_is_blessed_and_pushed(distributed, strategy, workers, rep
     assert record['workers'] == workers and record['replicas_in_sync'] == replicas
     # A step's global batch is the per-replica batch times the replicas in sync.
     assert record['global_batch_size'] == TRAINING['batch_size'] * replicas
-    assert f'Training: {strategy} on {workers} worker(s)' in run['output']
+    from pipeline.report import render
+    assert f'Training: {strategy} on {workers} worker(s)' in render(summary)
     # Each task of the local cluster ran and logged; only the chief exported.
     cluster = os.path.join(run['nodes']['Trainer']['outputs']['model_run'][0].uri, 'cluster')
     logs = sorted(f for f in os.listdir(cluster) if f.endswith('.log'))

@@ -182,3 +182,27 @@ def test_the_keras_trainer_transforms_raw_examples_and_transform_writes_no_copy(
     estimator = nodes(load_config(CONFIG, paths + ['training.trainer=estimator']))
     assert estimator['Trainer'].inputs['examples'].producer_component_id == 'Transform'
     assert json.loads(estimator['Trainer'].exec_properties['custom_config'])['materialized'] is True
+
+
+def test_tuning_puts_the_tuner_before_the_trainer_and_reuse_an_importer(tmp_path):
+    """tuning.trials: TFX's Tuner on the Trainer's input, its winner the Trainer's
+    hyperparameters, its key holding the search's code; tuning.reuse: an Importer instead.
+    Off (the default): neither, and KerasTuner is not needed to build the graph."""
+    base = [f'paths.pipeline_root={tmp_path}/p', f'paths.metadata={tmp_path}/m.sqlite']
+    assert not {'Tuner', 'TuningResultsImporter'} & set(nodes(load_config(CONFIG, base)))
+    graph = nodes(load_config(CONFIG, base + ['tuning.trials=3']))
+    tuner, trainer = graph['Tuner'], graph['Trainer']
+    assert tuner.exec_properties['tuner_fn'] == 'components.tuner.search.tuner_fn'
+    assert json.loads(tuner.exec_properties['custom_config'])['tuning']['trials'] == 3
+    assert trainer.inputs['hyperparameters'].producer_component_id == 'Tuner'
+    assert trainer.inputs['examples'].producer_component_id == tuner.inputs[
+        'examples'].producer_component_id
+    assert tuner.exec_properties[CODE_DIGEST]
+    results = tmp_path / 'best'
+    results.mkdir()
+    (results / 'best_hyperparameters.txt').write_text('{"values": {"hidden_units": 32}}')
+    graph = nodes(load_config(CONFIG, base + [f'tuning.reuse={results}']))
+    assert 'Tuner' not in graph
+    importer = graph['TuningResultsImporter']
+    assert importer.exec_properties['artifact_uri'] == str(results)
+    assert graph['Trainer'].inputs['hyperparameters'].producer_component_id == importer.id
