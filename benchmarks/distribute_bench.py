@@ -12,13 +12,12 @@ the first ``none`` run's. The clusters are local processes (docs/distributed.md)
 here, so ``mirrored`` is one replica.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from trainers import REPO, run  # noqa: E402
+from trainers import REPO, run, save  # noqa: E402
 
 STRATEGIES = ('none', 'mirrored', 'multi_worker', 'parameter_server')
 
@@ -45,10 +44,7 @@ def main(argv=None) -> int:
                  if reference and r['trainer_seconds'] else 'n/a')
         print(f'{r["strategy"]:<17} {auc:>12} {r["trainer_seconds"] or 0:>9.1f} {ratio:>7} '
               f'{r["wall_seconds"]:>10.1f}  {r["status"]}{" " + r["error"] if r["error"] else ""}')
-    with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=2)
-    print(f'\n(results: {os.path.join(workdir, "results.json")})')
-    return 0 if all(r['status'] == 'succeeded' for r in results) else 1
+    return save(workdir, results)
 
 
 if __name__ == '__main__':

@@ -129,3 +129,31 @@ def test_a_killed_worker_fails_the_training_clearly_and_leaves_no_process(distri
     assert failed_after < distribute.STOP_SECONDS + 5
     assert not any(_alive(pid) for name, pid in pids.items() if name != 'killed_at')
     assert not os.path.exists(fn_args.serving_model_dir)
+
+
+def test_multi_worker_training_is_reproducible_for_a_fixed_seed(distributed, tmp_path):
+    """Synchronous training: two trainings with one seed export the same weights (each
+    worker's shard and order follow the seed; the all-reduce of two workers' gradients
+    does not depend on which arrives first)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components import trainer
+    from trainer_testlib import fn_args_of
+
+    config = distributed['config']
+    weights = []
+    for attempt in ('a', 'b'):
+        fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path / attempt),
+                             training={'distribute': 'multi_worker', 'steps_per_epoch': 10,
+                                       'seed': 7})
+        fn_args.train_steps = 10
+        trainer.run_fn(fn_args)
+        reader = tf.train.load_checkpoint(os.path.join(fn_args.serving_model_dir,
+                                                       'variables', 'variables'))
+        weights.append({name: reader.get_tensor(name)
+                        for name in reader.get_variable_to_shape_map()
+                        if 'OPTIMIZER_SLOT' not in name and '.OPTIMIZER' not in name})
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 4
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)

@@ -166,3 +166,12 @@ def test_the_time_cap_stops_the_search(tuned, tmp_path):
     assert search['trials'][0]['cut_by_time_cap'] is True
     assert search['trials'][0]['status'] == 'COMPLETED'
     assert best['values']
+
+
+def test_the_html_report_has_the_trials_and_the_tuned_hyperparameters(tuned):
+    search = trials_of(tuned['nodes'])
+    with open(tuned['first']['report'], encoding='utf-8') as f:
+        page = f.read()
+    assert 'id="tuning"' in page and 'random search, 2 trial(s)' in page
+    assert f'{search["best_trial"]} (winner)' in page
+    assert 'Hyperparameters (tuned)' in page
