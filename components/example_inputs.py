@@ -1,7 +1,8 @@
 """Inputs for a serving signature, read off serialized tf.Examples.
 
 A signature that takes serialized examples gets them as they are; one that takes a tensor per
-raw feature (``serving_json``) gets each example's first value of the feature, or ``""`` / 0
+raw feature (``serving_json``, inputs named by ``features.json_input_name``) gets each
+example's first value of the feature, or ``""`` / 0
 where the example has none. Used where two runs of one model are compared on the same inputs
 (infra validation: a server against the process; TFLite: the interpreter against the
 SavedModel), so any valid value serves for a missing one.
@@ -13,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 from tfx import types
 from tfx.types import artifact_utils
+
+from components.features import json_inputs
 
 EVAL_SPLIT = 'eval'
 
@@ -44,9 +47,10 @@ def signature_inputs(function, examples: List[bytes]) -> Dict[str, np.ndarray]:
     if len(specs) == 1 and next(iter(specs.values())).dtype == tf.string:
         return {next(iter(specs)): np.array(examples, dtype=object)}
     parsed = [tf.train.Example.FromString(e) for e in examples]
+    features = json_inputs({name for p in parsed for name in p.features.feature})
     inputs = {}
     for name, spec in specs.items():
-        values = [_feature_value(p, name, spec.dtype) for p in parsed]
+        values = [_feature_value(p, features.get(name, name), spec.dtype) for p in parsed]
         inputs[name] = np.array(values, dtype=object if spec.dtype == tf.string
                                 else spec.dtype.as_numpy_dtype)
     return inputs

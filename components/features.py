@@ -44,6 +44,37 @@ OUTPUT_KEYS = {'binary': 'probability', 'multiclass': 'probabilities', 'regressi
 CLASSES_OUTPUT = 'classes'
 LABEL_VOCAB = 'label'
 
+_TENSOR_NAME = re.compile(r'[A-Za-z0-9.][A-Za-z0-9_.\-]*')
+
+
+def json_input_name(feature: str) -> str:
+    """The ``serving_json`` input that takes the raw feature ``feature``.
+
+    A signature's inputs are named as TensorFlow names tensors (letters, digits, ``_ . -``,
+    starting with a letter, digit or dot), and a JSON client sends those names. A column
+    named otherwise, as spreadsheets export them (``Body Mass (g)``), has every other
+    character replaced by ``_`` (``Body_Mass__g_``), and ``f_`` in front when it starts with
+    ``_`` or ``-``. The ``serving_default`` signature takes tf.Examples under the column's own
+    name."""
+    if _TENSOR_NAME.fullmatch(feature):
+        return feature
+    name = re.sub(r'[^A-Za-z0-9_.\-]', '_', feature)
+    return name if _TENSOR_NAME.match(name) else 'f_' + name
+
+
+def json_inputs(features) -> Dict[str, str]:
+    """{``serving_json`` input: raw feature} of ``features``; two features whose input would
+    be one name are refused, naming both."""
+    inputs: Dict[str, str] = {}
+    for feature in sorted(features):
+        name = json_input_name(feature)
+        if name in inputs:
+            raise ValueError(f'columns {inputs[name]!r} and {feature!r} would both be the JSON '
+                             f'input {name!r} of the serving_json signature; rename one '
+                             '(components/features.json_input_name)')
+        inputs[name] = feature
+    return inputs
+
 # The key metric of each task (as TFMA names it), the metrics that compare it with a trivial
 # model's on the eval split (components/metrics.py, GainOverTrivial), and what that trivial
 # model is.

@@ -2,7 +2,9 @@
 
 ``serving_default``     TF Serving clients and the Evaluator: serialized raw ``tf.Example``s
                         (no label) in ``examples``.
-``serving_json``        JSON / REST clients: one tensor per raw feature, each shape [batch].
+``serving_json``        JSON / REST clients: one tensor per raw feature, each shape [batch],
+                        named by ``features.json_input_name`` (the column's name when
+                        TensorFlow takes it as a tensor name).
                         A missing value is "" for a string, NaN for a float and
                         ``MISSING_INT64`` for an integer (the model server turns JSON's
                         ``null`` or an absent key into these).
@@ -24,7 +26,7 @@ import tempfile
 
 import tensorflow as tf
 
-from components.features import CLASSES_OUTPUT, LABEL_VOCAB, FeaturePlan
+from components.features import CLASSES_OUTPUT, LABEL_VOCAB, FeaturePlan, json_inputs
 
 SERVING_DEFAULT = 'serving_default'
 SERVING_JSON = 'serving_json'
@@ -134,8 +136,10 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, serving_spec))
 
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], spec.dtype, name=name)
-                                   for name, spec in sorted(serving_spec.items())}],
+    # Keyed by raw feature; the signature's input names are json_input_name's.
+    @tf.function(input_signature=[{feature: tf.TensorSpec([None], serving_spec[feature].dtype,
+                                                          name=name)
+                                   for name, feature in json_inputs(serving_spec).items()}],
                  autograph=False)
     def serve_json(features):
         return predict(raw_features_from_json(features, serving_spec))

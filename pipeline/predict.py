@@ -102,6 +102,7 @@ def model_features(config, model_path: str) -> Dict[str, str]:
     """{raw feature the model takes: FLOAT, INT or STRING}."""
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from components.features import json_inputs
     from components.signatures import SERVING_JSON
     from pipeline.schema import load_schema
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -114,8 +115,9 @@ def model_features(config, model_path: str) -> Dict[str, str]:
     if SERVING_JSON in graph.signature_def:
         dtypes = {1: FLOAT, 9: INT, 7: STRING}  # DT_FLOAT, DT_INT64, DT_STRING
         inputs = graph.signature_def[SERVING_JSON].inputs
-        return {name: schema.get(name) or dtypes.get(info.dtype, STRING)
-                for name, info in sorted(inputs.items())}
+        columns = json_inputs(schema)  # input name -> the column it takes
+        return {columns.get(name, name): schema.get(columns.get(name, name))
+                or dtypes.get(info.dtype, STRING) for name, info in sorted(inputs.items())}
     skip = {config.data.label, *config.data.exclude}
     return {name: kind for name, kind in schema.items() if name not in skip}
 

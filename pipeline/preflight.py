@@ -123,14 +123,12 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
                      'export); expected UTF-8 text: set data.encoding: utf-16')
         with csv_format.open_text(path, fmt.encoding) as f:
             reader = csv.reader(f, delimiter=fmt.delimiter, strict=True)
-            header = next(reader, [])
+            header = csv_format.column_names(next(reader, []))
             if not header or header == ['']:
                 fail('line 1', f'the header is empty; expected column names separated by '
                      f'{delimiter}')
             seen: Dict[str, int] = {}
             for i, name in enumerate(header, 1):
-                if not name.strip():
-                    fail('line 1', f'column {i} has no name; expected a name for every column')
                 if name in seen:
                     fail('line 1', f'column name {name!r} appears twice (columns {seen[name]} and '
                          f'{i}); expected unique column names')

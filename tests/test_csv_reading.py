@@ -99,6 +99,17 @@ def test_na_tokens_in_numeric_columns_pass_the_preflight(tmp_path):
     assert check_file(path, NUMBERS, fmt=csv_format.resolve(path)) == 6
 
 
+def test_an_unnamed_row_name_column_is_named_and_read(tmp_path):
+    # R's write.csv and pandas' to_csv leave the row names' column unnamed.
+    path = write(tmp_path, '"","count","length"\n"1",1,2.5\n"2",NA,3\n')
+    fmt = csv_format.resolve(path)
+    assert csv_format.read_header(path, fmt) == ['column_1', 'count', 'length']
+    assert check_file(path, NUMBERS, fmt=fmt) == 2
+    assert csv_format.read_table(path, fmt).column('column_1').to_pylist() == ['1', '2']
+    taken = write(tmp_path, 'column_1,,b\n1,2,3\n', name='e.csv')
+    assert csv_format.read_header(taken, csv_format.resolve(taken)) == ['column_1', 'column_2', 'b']
+
+
 def test_na_tokens_turned_off_are_text_in_a_numeric_column(tmp_path):
     path = write(tmp_path, 'count,length\n1,2.5\nNA,3\n')
     with pytest.raises(DataError) as e:

@@ -214,3 +214,33 @@ def test_the_keras_fit_receives_balanced_class_weights_by_class_id(tmp_path):
     binary = make_plan(class_weights={'0': 0.5, '1': 5.0})
     assert class_weights(binary, tft_output) == {0: 0.5, 1: 5.0}
     assert class_weights(make_plan(), tft_output) is None
+
+
+def test_columns_named_as_spreadsheets_name_them_are_served_over_json(tmp_path):
+    # 'Body Mass (g)' is no TensorFlow tensor name: serving_json takes it as Body_Mass__g_,
+    # and answers as serving_default does for the same rows.
+    mass, island = 'Body Mass (g)', 'island name'
+    plan = FeaturePlan(features=(Feature(mass, NUMERIC, 'float'),
+                                 Feature(island, CATEGORICAL, 'string')),
+                       label='label', label_dtype='int', task='binary', oov_buckets=1)
+    masses, islands = [3000.0, 4200.0, 5100.0, 3900.0], [b'Biscoe', b'Dream', b'Biscoe', b'x']
+    data = [{mass: [m], island: [i], 'label': [n % 2]}
+            for n, (m, i) in enumerate(zip(masses, islands))]
+    raw_spec = {mass: tf.io.VarLenFeature(tf.float32), island: tf.io.VarLenFeature(tf.string),
+                'label': tf.io.VarLenFeature(tf.int64)}
+    _, tft_output = run_tft(plan, data, raw_spec, str(tmp_path))
+    model = build_keras_model(plan, tft_output, TrainingConfig(hidden_units=4, hidden_layers=1))
+    export_serving_model(model, tft_output, plan, str(tmp_path / 'export'))
+    loaded = tf.saved_model.load(str(tmp_path / 'export'))
+
+    serve_json = loaded.signatures[SERVING_JSON]
+    assert sorted(serve_json.structured_input_signature[1]) == ['Body_Mass__g_', 'island_name']
+    by_json = serve_json(Body_Mass__g_=tf.constant(masses),
+                         island_name=tf.constant(islands))['probability'].numpy()
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        mass: tf.train.Feature(float_list=tf.train.FloatList(value=[m])),
+        island: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i]))})).SerializeToString()
+        for m, i in zip(masses, islands)]
+    by_examples = loaded.signatures['serving_default'](
+        examples=tf.constant(examples))['probability'].numpy()
+    np.testing.assert_allclose(by_json, by_examples, rtol=1e-6)

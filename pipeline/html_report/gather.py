@@ -162,13 +162,16 @@ def signatures(saved_model_dir: str) -> List[Dict[str, Any]]:
 
 
 def _example_values(examples_uri: str, inputs: List[Dict[str, str]]) -> Dict[str, Any]:
-    """One eval row as {feature: value}, for the inputs given: the first row that has them
-    all (else the fullest one, gaps filled with "" or 0)."""
+    """One eval row as {serving_json input: value}, for the inputs given: the first row that
+    has them all (else the fullest one, gaps filled with "" or 0)."""
     import tensorflow as tf
+
+    from components.features import json_input_name
 
     best: Dict[str, Any] = {}
     for record in data.eval_records(examples_uri, EXAMPLE_SCAN):
         features = tf.train.Example.FromString(record).features.feature
+        features = {json_input_name(name): f for name, f in features.items()}
         row = {}
         for tensor in inputs:
             f = features.get(tensor['name'])
@@ -191,6 +194,17 @@ def _example_values(examples_uri: str, inputs: List[Dict[str, str]]) -> Dict[str
     return {t['name']: best[t['name']] for t in inputs}
 
 
+def _json_columns(examples_uri: str) -> Dict[str, str]:
+    """{serving_json input: column} of the eval examples' features."""
+    import tensorflow as tf
+
+    from components.features import json_inputs
+
+    for record in data.eval_records(examples_uri, 1):
+        return json_inputs(tf.train.Example.FromString(record).features.feature)
+    return {}
+
+
 def _feature_line(name: str, value: Any) -> str:
     if isinstance(value, str):
         kind, literal = 'bytes_list', f'tf.train.BytesList(value=[{value.encode()!r}])'
@@ -202,8 +216,11 @@ def _feature_line(name: str, value: Any) -> str:
 
 
 def requests(model_name: str, serving_dir: str, sigs: List[Dict[str, Any]],
-             example: Dict[str, Any], output_key: str) -> Dict[str, str]:
-    """Copy-paste calls against ``pipeline_runner.py serve`` on its default ports."""
+             example: Dict[str, Any], output_key: str,
+             columns: Dict[str, str]) -> Dict[str, str]:
+    """Copy-paste calls against ``pipeline_runner.py serve`` on its default ports; ``example``
+    is keyed by serving_json input, ``columns`` maps an input to its column (the tf.Example's
+    feature name)."""
     from components.signatures import SERVING_DEFAULT, SERVING_JSON
 
     names = {s['name'] for s in sigs}
@@ -221,7 +238,7 @@ def requests(model_name: str, serving_dir: str, sigs: List[Dict[str, Any]],
             'from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc',
             '',
             'example = tf.train.Example(features=tf.train.Features(feature={',
-            *[_feature_line(k, v) for k, v in example.items()],
+            *[_feature_line(columns.get(k, k), v) for k, v in example.items()],
             '}))',
             'request = predict_pb2.PredictRequest()',
             f'request.model_spec.name = {model_name!r}',
@@ -257,7 +274,8 @@ def push_section(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], confi
             example = _example_values(examples[0].uri, json_inputs)
             result['example'] = example
             result['requests'] = requests(config.name, config.paths.serving_dir, sigs, example,
-                                          OUTPUT_KEYS.get(task, 'probability'))
+                                          OUTPUT_KEYS.get(task, 'probability'),
+                                          _json_columns(examples[0].uri))
     return result
 
 
