@@ -1,4 +1,4 @@
-"""Distribution strategies for both trainers, and the local cluster that runs them here.
+"""The Keras trainer's distribution strategies, and the local cluster that runs them here.
 
 ``training.distribute``:
 
@@ -219,20 +219,6 @@ def heartbeat_callbacks(training) -> list:
                                                   on_epoch_end=lambda *_: beat())]
     return [tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: beat(),
                                               on_test_batch_end=lambda *_: beat())]
-
-
-def heartbeat_hooks() -> list:
-    """The same, as an Estimator hook."""
-    path = os.environ.get(HEARTBEAT_ENV)
-    if not path:
-        return []
-    import tensorflow as tf
-    beat = _Beat(path)
-
-    class Hook(tf.estimator.SessionRunHook):
-        def after_run(self, run_context, run_values):
-            beat()
-    return [Hook()]
 
 
 # ------------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ Estimator-only settings (``training`` section of the config):
   TensorBoard pointed at it shows the training loss and the eval metrics (``eval/``);
   ``checkpoint_steps``, ``keep_checkpoint_max``, ``save_summary_steps`` and ``seed`` go to
   ``tf.estimator.RunConfig``; the eval split is evaluated after each checkpoint.
-- ``distribute`` (``components/distribute.py``): ``mirrored`` sets ``train_distribute`` to
-  ``tf.distribute.MirroredStrategy`` (all local GPUs; with one device it runs
-  single-device); ``multi_worker`` to ``MultiWorkerMirroredStrategy``, and
-  ``parameter_server`` is the Estimator's own between-graph parameter-server training
-  (``RunConfig`` reads the cluster from ``TF_CONFIG``; ``train_and_evaluate`` runs the
-  servers), each task of the cluster running ``train_task``. Every task shares the model
-  directory (the chief's checkpoints); the chief exports.
+- ``distribute: mirrored`` sets ``train_distribute`` to ``tf.distribute.MirroredStrategy``
+  (all local GPUs; with one device it runs single-device). The cluster strategies
+  (``multi_worker``, ``parameter_server``) are the Keras trainer's; the config check refuses
+  them here (docs/distributed.md).
+- Tuned hyperparameters (the Trainer's ``hyperparameters`` input, docs/tuning.md) replace
+  the ``training`` section's: the tuned Keras model goes through ``model_to_estimator``.
+  The export records what it was trained with (``components/training_record.py``).
 - ``warm_start: true`` starts from the weights of the last blessed model (the Trainer's
   ``base_model`` input, see ``pipeline/pipeline.py``), whichever trainer made it.
 
@@ -48,7 +48,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
-from components import distribute, training_record
+from components import training_record
 from components.model import build_keras_model
 from components.signatures import export_serving_model
 from components.trainer import make_dataset, training_of
@@ -56,20 +56,8 @@ from components.trainer import make_dataset, training_of
 TRAINER_NAME = 'estimator'
 
 
-def train_distribute(training):
-    """``RunConfig.train_distribute`` for ``training.distribute`` (None: one device, or the
-    Estimator's own parameter-server training). Made before anything else runs in the
-    process: a multi-worker strategy configures TensorFlow's runtime."""
-    if training.distribute == distribute.MIRRORED:
-        return tf.distribute.MirroredStrategy()
-    if training.distribute == distribute.MULTI_WORKER:
-        return tf.distribute.experimental.MultiWorkerMirroredStrategy()
-    return None
-
-
-def run_config(training, model_dir: str, strategy=None) -> tf.estimator.RunConfig:
-    """With a cluster strategy, ``RunConfig`` reads this task's cluster from ``TF_CONFIG``."""
-    strategy = strategy or train_distribute(training)
+def run_config(training, model_dir: str) -> tf.estimator.RunConfig:
+    strategy = tf.distribute.MirroredStrategy() if training.distribute == 'mirrored' else None
     return tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=training.seed,
@@ -106,24 +94,20 @@ def base_model_checkpoint(base_model: str) -> str:
     return path
 
 
-def make_estimator(plan, tft_output, training, model_dir: str, warm_start_from: str = '',
-                   keras_dir: str = '', strategy=None):
-    """``keras_dir`` (default ``model_dir``): where model_to_estimator writes the Keras
-    model's first checkpoint; each task of a cluster writes its own."""
-    keras_dir = keras_dir or model_dir
+def make_estimator(plan, tft_output, training, model_dir: str, warm_start_from: str = ''):
     model = build_keras_model(plan, tft_output, training)
     if warm_start_from:
         load_weights(model, base_model_checkpoint(warm_start_from),
                      'training.warm_start: the base model')
         logging.info('Warm start from %s', warm_start_from)
     estimator = tf.keras.estimator.model_to_estimator(
-        keras_model=model, config=run_config(training, keras_dir, strategy))
+        keras_model=model, config=run_config(training, model_dir))
     # The same estimator, but keeping ``keep_checkpoint_max`` checkpoints, and warm-started
     # from the first checkpoint model_to_estimator wrote, as it does itself.
     return tf.estimator.Estimator(
         keep_checkpoints(estimator.model_fn, training.keep_checkpoint_max),
-        config=estimator.config.replace(model_dir=model_dir),
-        warm_start_from=os.path.join(keras_dir, 'keras', 'keras_model.ckpt'))
+        config=estimator.config,
+        warm_start_from=os.path.join(model_dir, 'keras', 'keras_model.ckpt'))
 
 
 def keep_checkpoints(model_fn, keep: int):
@@ -143,8 +127,7 @@ def train_estimator(estimator, train_input_fn, eval_input_fn, train_steps: int,
     """Trains to ``train_steps``, evaluating ``eval_steps`` batches at every checkpoint."""
     return tf.estimator.train_and_evaluate(
         estimator,
-        tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps,
-                               hooks=distribute.heartbeat_hooks()),
+        tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps),
         tf.estimator.EvalSpec(eval_input_fn, steps=eval_steps, start_delay_secs=0,
                               throttle_secs=0))
 
@@ -159,17 +142,7 @@ def keras_model_from_checkpoint(plan, tft_output, training, model_dir: str) -> t
 
 
 def run_fn(fn_args):
-    _, training = training_of(fn_args)
-    distribute.train(fn_args, training, train_task,
-                     entry='components.estimator_trainer.train_task')
-
-
-def train_task(fn_args, task=None):
-    """Trains (and, on the chief, exports) in this process: the whole training, or this
-    process's task of a cluster (whose ``TF_CONFIG`` the RunConfig reads)."""
     plan, training = training_of(fn_args)
-    strategy = train_distribute(training)
-    own = distribute.task_dirs(fn_args, task)
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     input_fn = functools.partial(make_dataset, fn_args, plan=plan, tft_output=tft_output,
@@ -178,19 +151,15 @@ def train_task(fn_args, task=None):
     if training.warm_start and not warm_start_from:
         logging.info('training.warm_start: no blessed model yet, starting from scratch')
     estimator = make_estimator(plan, tft_output, training, fn_args.model_run_dir,
-                               warm_start_from=warm_start_from, keras_dir=own.model_run_dir,
-                               strategy=strategy)
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    record = training_record.describe(TRAINER_NAME, training, fn_args.hyperparameters, task,
-                                      replicas)
-    logging.info('Training with %s', record)
+                               warm_start_from=warm_start_from)
     train_estimator(estimator,
                     train_input_fn=lambda: input_fn(files=fn_args.train_files),
                     eval_input_fn=lambda: input_fn(files=fn_args.eval_files),
                     train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps)
-    if not own.serving_model_dir:  # a task of a cluster other than the chief
-        return
     model = keras_model_from_checkpoint(plan, tft_output, training, fn_args.model_run_dir)
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          trainer=TRAINER_NAME)
-    training_record.write(fn_args.serving_model_dir, record)
+    strategy = estimator.config.train_distribute
+    training_record.write(fn_args.serving_model_dir, training_record.describe(
+        TRAINER_NAME, training, fn_args.hyperparameters, None,
+        strategy.num_replicas_in_sync if strategy else 1))

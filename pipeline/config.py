@@ -140,10 +140,11 @@ class TrainingConfig:
     # stop sooner), each at most this deep (TF-DF's defaults).
     gbt_num_trees: int = 300
     gbt_max_depth: int = 6
-    # Both trainers (docs/distributed.md): none; mirrored (every local GPU, one process);
+    # (docs/distributed.md) none; mirrored (every local GPU, one process; both trainers);
     # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
     # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or
-    # without one on a local cluster of processes the Trainer starts and supervises.
+    # without one on a local cluster of processes the Trainer starts and supervises
+    # (the Keras trainer only).
     distribute: Literal['none', 'mirrored', 'multi_worker', 'parameter_server'] = 'none'
     # The global batch is batch_size per replica times the replicas; the learning rate
     # stays as configured unless this multiplies it by the replicas.
