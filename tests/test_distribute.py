@@ -157,3 +157,25 @@ def test_multi_worker_training_is_reproducible_for_a_fixed_seed(distributed, tmp
     assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 4
     for name in weights[0]:
         np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+
+
+def test_tf_config_names_this_processs_task_and_a_bad_one_is_refused():
+    """Where a cluster sets TF_CONFIG (Vertex AI, a TFJob), the Trainer is the task it names
+    and starts nothing; a malformed one is refused naming what was expected."""
+    import json
+
+    from components import distribute
+
+    cluster = {'chief': ['c:1'], 'worker': ['w:1', 'w:2'], 'ps': ['p:1']}
+    env = {'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': 1}})}
+    task = distribute.task_from_env(env)
+    assert (task.type, task.index, task.is_chief, task.workers) == ('worker', 1, False, 2)
+    assert distribute.task_from_env({}) is None
+    no_chief = {'worker': ['w:1', 'w:2']}
+    assert distribute.task_from_env({'TF_CONFIG': json.dumps(
+        {'cluster': no_chief, 'task': {'type': 'worker', 'index': 0}})}).is_chief
+    with pytest.raises(ValueError, match=r'TF_CONFIG: task worker-5 is not in its cluster'):
+        distribute.task_from_env({'TF_CONFIG': json.dumps(
+            {'cluster': cluster, 'task': {'type': 'worker', 'index': 5}})})
+    with pytest.raises(ValueError, match=r'TF_CONFIG: expected \{"cluster"'):
+        distribute.task_from_env({'TF_CONFIG': '{"task": {}}'})
