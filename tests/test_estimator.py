@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import time
+import types
 from typing import Any, Dict, List
 
 import numpy as np
@@ -274,13 +275,12 @@ def test_warm_start_begins_from_the_last_blessed_model(runs):
 
 
 def test_weights_that_do_not_fit_are_refused_naming_the_base_model(runs, tmp_path):
-    import dataclasses
     import tensorflow_transform as tft
     from components import estimator_trainer
     keras = trainer_of(runs['keras'])
     plan, training, base = keras['plan'], keras['training'], keras['serving']
     tft_output = tft.TFTransformOutput(keras['transform_graph'])
-    wider = dataclasses.replace(training, hidden_units=training.hidden_units * 2)
+    wider = types.SimpleNamespace(**dict(vars(training), hidden_units=training.hidden_units * 2))
     with pytest.raises(ValueError, match=f'base model {base}.*do not fit'):
         estimator_trainer.make_estimator(plan, tft_output, wider, str(tmp_path / 'a'),
                                          warm_start_from=base)
@@ -350,7 +350,6 @@ def test_the_keras_trainer_input_matches_the_transformed_examples(runs):
 def test_keras_validation_is_the_same_rows_every_epoch_at_most_eval_steps_batches(runs):
     """Early stopping's validation data: the whole eval split once when it fits in
     ``eval_steps`` batches, else ``eval_steps`` batches; identical at every pass (epoch)."""
-    import dataclasses
     import tensorflow_transform as tft
     from tfx.components.trainer.fn_args_utils import DataAccessor
     from tfx.components.util import tfxio_utils
@@ -366,7 +365,7 @@ def test_keras_validation_is_the_same_rows_every_epoch_at_most_eval_steps_batche
     accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
         examples, []), record_batch_factory=None, data_view_decode_fn=None)
     tft_output = tft.TFTransformOutput(nodes['Transform']['outputs']['transform_graph'][0].uri)
-    training = dataclasses.replace(trained['training'], batch_size=16)
+    training = types.SimpleNamespace(**dict(vars(trained['training']), batch_size=16))
 
     def passes(eval_steps):
         fn_args = type('FnArgs', (), {'data_accessor': accessor, 'eval_files': eval_files,
