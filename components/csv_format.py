@@ -315,6 +315,8 @@ def read_table(path: str, fmt: CsvFormat):
         names = read_header(path, fmt)
     except GZIP_ERRORS as e:
         raise ValueError(f'{path}: {gzip_error(e)}') from e
+    if len(set(names)) != len(names):
+        raise ValueError(f'{path}: the header names a column twice: {names}')
     # pyarrow reads a local UTF-8 file itself (and gunzips it); otherwise it gets a stream.
     source = (path if fmt.utf8 and not is_remote(path) else open_binary(path) if fmt.utf8
               else io.BufferedReader(_Utf8Stream(path, fmt.encoding), 1 << 20))
@@ -348,8 +350,6 @@ def read_tables(paths: Sequence[str], fmt: CsvFormat):
                                f'{names}; files of one split must have the same columns')
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     del tables
-    if len(set(names)) != len(names):
-        raise ValueError(f'{paths[0]}: the header names a column twice: {names}')
     return table, {name: infer_type(table.column(name)) for name in names}
 
 

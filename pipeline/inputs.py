@@ -36,7 +36,7 @@ from pipeline import code_digest, spans
 from pipeline.config import LATEST, ConfigError, PipelineConfig, read_format, read_header
 from pipeline.evaluation import check_evaluation
 from pipeline.preflight import DataError, check_file
-from pipeline.profile import data_profile
+from pipeline.profile import data_profile, training_files
 from pipeline.schema import describe_schema, draft_schema, parse_schema, staged_path, write_schema
 
 # ``data.schema: draft``: draft the schema from the data (again whenever the data changes).
@@ -249,7 +249,15 @@ def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat)
         raise ConfigError(f'data.label: {config.data.label!r} is not a feature of the schema '
                           f'{schema_path} (features: {", ".join(sorted(features))})')
     try:
-        return plan_from_schema(schema, config, data_profile(config, schema, fmt))
+        profile = data_profile(config, schema, fmt)
+    except ValueError as e:  # a file that is not a table: the preflight's words, with the line
+        from tensorflow_metadata.proto.v0 import schema_pb2
+        types = {f.name: schema_pb2.FeatureType.Name(f.type) for f in schema.feature}
+        for path in training_files(config):
+            check_file(path, types, config.data.label, schema_path, fmt=fmt)
+        raise DataError(str(e)) from None
+    try:
+        return plan_from_schema(schema, config, profile)
     except ValueError as e:  # its messages start with the key at fault
         raise ConfigError(str(e)) from None
 
