@@ -67,6 +67,11 @@ def main(argv=None) -> int:
         rows = 'n/a' if r['examples'] is None else f'{r["examples"]:.0f}'
         print(f'{r["trainer"]:<10} {auc:>12} {rows:>9} {r["trainer_seconds"] or 0:>9.1f} '
               f'{r["wall_seconds"]:>10.1f}  {r["status"]}{" " + r["error"] if r["error"] else ""}')
+    return save(workdir, results)
+
+
+def save(workdir: str, results) -> int:
+    """Writes ``results.json``; the exit status: 0 when every run succeeded."""
     with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=2)
     print(f'\n(results: {os.path.join(workdir, "results.json")})')

@@ -20,7 +20,12 @@ Estimator-only settings (``training`` section of the config):
   ``checkpoint_steps``, ``keep_checkpoint_max``, ``save_summary_steps`` and ``seed`` go to
   ``tf.estimator.RunConfig``; the eval split is evaluated after each checkpoint.
 - ``distribute: mirrored`` sets ``train_distribute`` to ``tf.distribute.MirroredStrategy``
-  (all local GPUs; with one device it runs single-device).
+  (all local GPUs; with one device it runs single-device). The cluster strategies
+  (``multi_worker``, ``parameter_server``) are the Keras trainer's; the config check refuses
+  them here (docs/distributed.md).
+- Tuned hyperparameters (the Trainer's ``hyperparameters`` input, docs/tuning.md) replace
+  the ``training`` section's: the tuned Keras model goes through ``model_to_estimator``.
+  The export records what it was trained with (``components/training_record.py``).
 - ``warm_start: true`` starts from the weights of the last blessed model (the Trainer's
   ``base_model`` input, see ``pipeline/pipeline.py``), whichever trainer made it.
 
@@ -43,9 +48,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from components import training_record
 from components.model import build_keras_model
 from components.signatures import export_serving_model
-from components.trainer import make_dataset, parse_custom_config
+from components.trainer import make_dataset, training_of
 
 TRAINER_NAME = 'estimator'
 
@@ -136,7 +142,7 @@ def keras_model_from_checkpoint(plan, tft_output, training, model_dir: str) -> t
 
 
 def run_fn(fn_args):
-    plan, training = parse_custom_config(fn_args.custom_config)
+    plan, training = training_of(fn_args)
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     input_fn = functools.partial(make_dataset, fn_args, plan=plan, tft_output=tft_output,
@@ -153,3 +159,7 @@ def run_fn(fn_args):
     model = keras_model_from_checkpoint(plan, tft_output, training, fn_args.model_run_dir)
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          trainer=TRAINER_NAME)
+    strategy = estimator.config.train_distribute
+    training_record.write(fn_args.serving_model_dir, training_record.describe(
+        TRAINER_NAME, training, fn_args.hyperparameters, None,
+        strategy.num_replicas_in_sync if strategy else 1))

@@ -1,17 +1,25 @@
 """Trainer module: ``run_fn`` coordinates; reading data, training and export are separate.
 
 ``fn_args.custom_config`` holds ``features`` (the feature plan) and ``training`` (the
-``training`` section of the pipeline config). TensorBoard logs go to the model run artifact.
+``training`` section of the pipeline config). The Tuner's best hyperparameters, when the
+Trainer has them (``fn_args.hyperparameters``), replace the section's values
+(``components/hyperparameters.py``). ``training.distribute`` chooses where and how it
+trains (``components/distribute.py``): in this process, or as the tasks of a cluster, each
+running ``train_task``. TensorBoard logs go to the model run artifact; the exported model
+records what it was trained with (``components/training_record.py``).
 """
+import contextlib
 import math
 import os
 import types
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from absl import logging
 from tfx_bsl.public import tfxio
 
+from components import distribute, hyperparameters, training_record
 from components.features import LABEL_VOCAB, FeaturePlan
 from components.model import build_keras_model
 from components.signatures import export_serving_model, transform_function
@@ -21,9 +29,11 @@ RAW_BATCH = 1024
 
 def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int, seed: int,
                  raw: bool = False, num_epochs: Optional[int] = None, transform=None,
-                 shuffle: bool = True):
+                 shuffle: bool = True, shard: Optional[Tuple[int, int]] = None):
     """Shuffled (transformed features, label) batches: repeated forever, or, with
-    ``num_epochs``, that many passes. ``shuffle=False``: in the files' order.
+    ``num_epochs``, that many passes. ``shuffle=False``: in the files' order. ``shard``:
+    (input pipelines, this one's index) of a distributed input; each keeps every n-th batch
+    read, the same seed giving every pipeline the same order, so the shards are disjoint.
 
     ``raw``: ``files`` hold the raw examples (Transform ran with ``materialize=False``) and
     the TFT graph is applied here, batch by batch, in parallel with training. Otherwise they
@@ -37,6 +47,8 @@ def make_dataset(fn_args, files, plan: FeaturePlan, tft_output, batch_size: int,
         batch_size=max(batch_size, RAW_BATCH) if raw else batch_size, shuffle_seed=seed,
         num_epochs=num_epochs, shuffle=shuffle,
         label_key=None if raw else plan.label_xf), schema)
+    if shard:
+        dataset = dataset.shard(*shard)
     if raw:
         apply = transform or tft_output.transform_features_layer()
 
@@ -71,17 +83,24 @@ def class_weights(plan: FeaturePlan, tft_output) -> Optional[Dict[int, float]]:
     return {i: plan.class_weights.get(c, 1.0) for i, c in enumerate(classes)}
 
 
-def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir, class_weight=None):
-    """``eval_ds`` is finite: each validation is one pass over it. ``class_weight``: the
-    training loss's weight of each class id (the validation loss is unweighted)."""
+def train_keras(model, train_ds, eval_ds, train_steps, training, log_dir: str = '',
+                callbacks=(), epochs: Optional[int] = None, initial_epoch: int = 0,
+                validation_steps: Optional[int] = None, class_weight=None):
+    """``eval_ds`` is finite (or, with ``validation_steps``, that many batches of it are one
+    validation). ``epochs``: the tuner's (Hyperband's rounds); default, ``train_steps``.
+    ``class_weight``: the training loss's weight of each class id (the validation loss is
+    unweighted)."""
     steps_per_epoch = min(training.steps_per_epoch, train_steps)
-    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch')]
+    callbacks = list(callbacks)
+    if log_dir:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq='epoch'))
     if training.early_stopping_patience:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor='val_loss', patience=training.early_stopping_patience,
             restore_best_weights=True))
-    return model.fit(train_ds, epochs=math.ceil(train_steps / steps_per_epoch),
-                     steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
+    return model.fit(train_ds, epochs=epochs or math.ceil(train_steps / steps_per_epoch),
+                     initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                     validation_data=eval_ds, validation_steps=validation_steps,
                      callbacks=callbacks, class_weight=class_weight, verbose=2)
 
 
@@ -93,8 +112,52 @@ def parse_custom_config(custom_config):
             types.SimpleNamespace(**custom_config['training']))
 
 
-def run_fn(fn_args):
+def training_of(fn_args):
+    """(plan, training): the config's training section, with the tuned hyperparameters
+    (the Trainer's ``hyperparameters`` input) in place of its values."""
     plan, training = parse_custom_config(fn_args.custom_config)
+    return plan, hyperparameters.apply(training, fn_args.hyperparameters)
+
+
+def run_fn(fn_args):
+    _, training = training_of(fn_args)
+    distribute.train(fn_args, training, train_task, entry='components.trainer.train_task')
+
+
+def distributed_inputs(strategy, fn_args, plan, tft_output, training, raw, transform, eval_ds):
+    """(training input, validation input, validation steps) for ``model.fit`` under a
+    strategy. The training input is a ``DatasetCreator``: each input pipeline (worker)
+    reads its own shard, in per-replica batches of ``batch_size``, so a step's global
+    batch is ``batch_size`` times the replicas in sync. Validation: under multi_worker each
+    worker validates its share of the eval batches (the metrics are all-reduced); a
+    parameter-server cluster's workers read the same batches, repeated, for as many steps
+    as there are batches."""
+    global_batch = training.batch_size * strategy.num_replicas_in_sync
+
+    def dataset_fn(context: tf.distribute.InputContext):
+        return make_dataset(fn_args, fn_args.train_files, plan, tft_output,
+                            context.get_per_replica_batch_size(global_batch), training.seed,
+                            raw=raw, transform=transform,
+                            shard=(context.num_input_pipelines, context.input_pipeline_id))
+
+    train_input = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
+    if isinstance(strategy, tf.distribute.ParameterServerStrategy):
+        steps = int(eval_ds.reduce(0, lambda n, _: n + 1))
+        return train_input, eval_ds.repeat(), steps
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return train_input, eval_ds.with_options(options), None
+
+
+def train_task(fn_args, task: Optional[distribute.Task] = None):
+    """Trains (and, on the chief, exports) in this process: the whole training, or this
+    process's task of a cluster (``components/distribute.py``)."""
+    plan, training = training_of(fn_args)
+    if task is not None and training.distribute == distribute.PARAMETER_SERVER and not task.is_chief:
+        return distribute.serve(task)
+    fn_args = distribute.task_dirs(fn_args, task)
+    # First: a multi-worker strategy configures TensorFlow's runtime, before anything runs.
+    strategy = distribute.make_strategy(training, task)
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     # Raw examples when Transform did not materialize (pipeline.materialize_transform).
@@ -104,11 +167,30 @@ def run_fn(fn_args):
     # (fixed-size, as it repeats forever) reuse its trace.
     transform = transform_function(tft_output)
     eval_ds = validation_dataset(fn_args, plan, tft_output, training, raw, transform)
-    train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
-                            training.batch_size, training.seed, raw=raw, transform=transform)
-    model = build_keras_model(plan, tft_output, training)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    training = distribute.scaled(training, replicas)
+    record = training_record.describe('keras', training, fn_args.hyperparameters, task, replicas)
+    logging.info('Training with %s', record)
+    if strategy is None:
+        train_ds, validation_steps = make_dataset(
+            fn_args, fn_args.train_files, plan, tft_output, training.batch_size, training.seed,
+            raw=raw, transform=transform), None
+    else:
+        train_ds, eval_ds, validation_steps = distributed_inputs(
+            strategy, fn_args, plan, tft_output, training, raw, transform, eval_ds)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build_keras_model(plan, tft_output, training)
     train_keras(model, train_ds, eval_ds, fn_args.train_steps, training,
                 log_dir=os.path.join(fn_args.model_run_dir, 'tensorboard'),
+                callbacks=distribute.heartbeat_callbacks(training), validation_steps=validation_steps,
                 class_weight=class_weights(plan, tft_output))
+    if not fn_args.serving_model_dir:  # a task of a cluster other than the chief
+        return
+    if strategy is not None:
+        # The trained weights in a model of no strategy: the export is the same as
+        # without distribution (and needs no collective or parameter server).
+        trained, model = model, build_keras_model(plan, tft_output, training)
+        model.set_weights(trained.get_weights())
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          transform=transform)
+    training_record.write(fn_args.serving_model_dir, record)

@@ -25,6 +25,8 @@ from components import csv_format, datetimes
 from pipeline import spans
 
 TASKS = ('binary', 'multiclass', 'regression')
+# tuning.reuse: the newest tuning results in the pipeline's metadata store.
+LATEST = 'latest'
 RUNNERS = ('local', 'beam', 'kubeflow')
 TRAINERS = ('keras', 'estimator', 'gbt')
 ON_ANOMALIES = ('fail', 'warn')
@@ -133,12 +135,72 @@ class TrainingConfig:
     checkpoint_steps: int = 200
     keep_checkpoint_max: int = 3
     save_summary_steps: int = 50
-    distribute: Literal['', 'mirrored'] = ''
     warm_start: bool = False
     # gbt trainer only: at most this many trees (early stopping on the eval batches may
     # stop sooner), each at most this deep (TF-DF's defaults).
     gbt_num_trees: int = 300
     gbt_max_depth: int = 6
+    # (docs/distributed.md) none; mirrored (every local GPU, one process; both trainers);
+    # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
+    # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or
+    # without one on a local cluster of processes the Trainer starts and supervises
+    # (the Keras trainer only).
+    distribute: Literal['none', 'mirrored', 'multi_worker', 'parameter_server'] = 'none'
+    # The global batch is batch_size per replica times the replicas; the learning rate
+    # stays as configured unless this multiplies it by the replicas.
+    scale_lr: bool = False
+    # The local cluster: worker processes (multi_worker: the chief is one of them) and
+    # parameter servers (parameter_server).
+    workers: int = 2
+    parameter_servers: int = 1
+    # Seconds a local cluster may go without a training step (start-up included) before
+    # the training is stopped as hung; a process that dies stops it at once.
+    cluster_timeout: int = 600
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched hyperparameter: ``choices: [...]``, or a range ``min:``/``max:``
+    (``log: true`` samples it log-uniformly). One choice, or min = max, fixes it."""
+    choices: Tuple[float, ...] = ()
+    min: Optional[float] = None
+    max: Optional[float] = None
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSpaceConfig:
+    """The Tuner's search space (components/hyperparameters.py); the defaults need no
+    editing. Each tuned value replaces the training section's."""
+    hidden_units: SearchParam = SearchParam(choices=(32, 64, 128, 256))
+    hidden_layers: SearchParam = SearchParam(min=1, max=3)
+    dropout: SearchParam = SearchParam(min=0.0, max=0.3)
+    learning_rate: SearchParam = SearchParam(min=0.0001, max=0.01, log=True)
+    batch_size: SearchParam = SearchParam(choices=(64, 128, 256))
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Hyperparameter tuning: TFX's Tuner with KerasTuner before the Trainer, which then
+    trains with the best values found (docs/tuning.md)."""
+    # Trials of the search; 0 turns tuning off.
+    trials: int = 0
+    algorithm: Literal['random', 'bayesian', 'hyperband'] = 'random'
+    # Wall-time cap on the whole search: no trial starts after it, and the one running
+    # then stops at its next step (it still reports what it reached).
+    max_minutes: float = 30.0
+    # What the search optimizes, on the eval split: val_loss, or val_<metric> of the
+    # model's metrics (binary: auc, binary_accuracy; multiclass:
+    # sparse_categorical_accuracy; regression: mae). Losses and errors are minimized.
+    objective: str = 'val_loss'
+    # Training steps of each trial (0: training.train_steps), with the Trainer's early
+    # stopping; hyperband gives its rounds fractions of these.
+    train_steps: int = 0
+    space: SearchSpaceConfig = SearchSpaceConfig()
+    # Train with earlier results instead of searching: a Tuner's best_hyperparameters
+    # artifact directory (or the file in it), or 'latest': the newest this pipeline's
+    # metadata store holds.
+    reuse: str = ''
 
 
 @dataclass(frozen=True)
@@ -287,6 +349,7 @@ class PipelineConfig:
     paths: PathsConfig
     features: FeaturesConfig = FeaturesConfig()
     training: TrainingConfig = TrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     validation: ValidationConfig = ValidationConfig()
     run: RunConfig = RunConfig()
@@ -429,10 +492,13 @@ def resolve_paths(config: PipelineConfig, root: str) -> PipelineConfig:
     modules = ModulesConfig(transform=absolute(config.modules.transform),
                             trainer=absolute(config.modules.trainer))
     run = dataclasses.replace(config.run, kfp_output=absolute(config.run.kfp_output))
+    reuse = config.tuning.reuse
+    tuning = dataclasses.replace(config.tuning,
+                                 reuse=reuse if reuse in ('', LATEST) else absolute(reuse))
     inference = dataclasses.replace(config.inference,
                                     infer_dir=absolute(config.inference.infer_dir))
     return dataclasses.replace(config, data=data, paths=paths, modules=modules, run=run,
-                               inference=inference, base_dir=root)
+                               inference=inference, tuning=tuning, base_dir=root)
 
 
 def csv_files(data_root: str) -> List[str]:
@@ -492,6 +558,35 @@ def check_beam(config: PipelineConfig, fail) -> None:
                  f'with Beam on this machine)')
 
 
+def check_tuning(config: PipelineConfig, fail) -> None:
+    from components import hyperparameters
+
+    tuning = config.tuning
+    if tuning.trials < 0:
+        fail('tuning.trials', f'expected 0 (off) or a number of trials, got {tuning.trials}')
+    if not tuning.trials and not tuning.reuse:
+        return
+    if config.training.trainer == 'gbt':
+        fail('tuning', 'tuning searches the neural network\'s hyperparameters (width, depth, '
+             'dropout, learning rate, batch size), which the gbt trainer does not have; use '
+             'the keras or estimator trainer, or set tuning.trials: 0')
+    if config.modules.trainer:
+        fail('tuning', 'tuning builds the generic model (components/model.py); a custom '
+             'modules.trainer builds its own: tune it in that module, or turn tuning off')
+    if not tuning.max_minutes > 0:
+        fail('tuning.max_minutes', f'expected a positive number of minutes, got {tuning.max_minutes:g}')
+    if tuning.train_steps < 0:
+        fail('tuning.train_steps', f'expected 0 (training.train_steps) or more, got {tuning.train_steps}')
+    allowed = hyperparameters.objectives(config.data.task)
+    if tuning.objective not in allowed:
+        fail('tuning.objective', f'expected one of {", ".join(allowed)} (the model\'s loss and '
+             f'metrics on the eval split, for a {config.data.task} task), got {tuning.objective!r}')
+    try:
+        hyperparameters.check_space(tuning.space)
+    except ValueError as e:
+        fail(*str(e).split(': ', 1))
+
+
 def validate(config: PipelineConfig, check_data: bool = True, source: str = '') -> None:
     """Refuses a bad config before anything runs; each message names the key."""
     def fail(key: str, message: str) -> None:
@@ -518,6 +613,20 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('training.learning_rate', f'expected a number in (0, 10), got {t.learning_rate}')
     if not 0 <= t.dropout < 1:
         fail('training.dropout', f'expected a number in [0, 1), got {t.dropout}')
+    for key in ('workers', 'parameter_servers', 'cluster_timeout'):
+        if getattr(t, key) <= 0:
+            fail(f'training.{key}', f'expected a positive integer, got {getattr(t, key)}')
+    if t.distribute == 'multi_worker' and t.workers < 2 and 'TF_CONFIG' not in os.environ:
+        fail('training.workers', 'multi_worker trains on at least 2 worker processes (the '
+             'chief and another); for one process, set training.distribute: mirrored')
+    if t.trainer == 'estimator' and t.distribute in ('multi_worker', 'parameter_server'):
+        fail('training.distribute', f'{t.distribute} is not available for the estimator '
+             'trainer yet (not proven on a cluster here); use the keras trainer for '
+             'multi_worker or parameter_server, or distribute: mirrored with the estimator')
+    if t.trainer == 'gbt' and t.distribute != 'none':
+        fail('training.distribute', 'the gbt trainer trains its trees in one process '
+             '(TF-DF); set training.distribute: none, or use the keras or estimator trainer')
+    check_tuning(config, fail)
     for col, n in config.features.bucketize.items():
         if n < 2:
             fail(f'features.bucketize.{col}', f'expected at least 2 buckets, got {n}')

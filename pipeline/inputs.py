@@ -33,7 +33,7 @@ from components import csv_format
 from components.csv_format import CsvFormat
 from components.features import FeaturePlan, plan_from_schema
 from pipeline import code_digest, spans
-from pipeline.config import ConfigError, PipelineConfig, read_format, read_header
+from pipeline.config import LATEST, ConfigError, PipelineConfig, read_format, read_header
 from pipeline.evaluation import check_evaluation
 from pipeline.preflight import DataError, check_file
 from pipeline.profile import data_profile, training_files
@@ -74,6 +74,9 @@ class RunInputs:
     # inference.infer_dir's CSV files, as (path, size, mtime in ns): new or changed files
     # re-run the BulkInferrer. () when batch predictions are off.
     infer_files: Tuple[Tuple[str, int, int], ...] = ()
+    # tuning.reuse resolved: the directory of the best_hyperparameters artifact the Trainer
+    # trains with ('' without reuse).
+    tuning_reuse: str = ''
 
     @property
     def newest_span(self) -> Optional[int]:
@@ -95,7 +98,8 @@ class RunInputs:
                        d['csv_format']['na_values']))),
                    schema=SchemaInputs(**d['schema']), plan=FeaturePlan.from_dict(d['plan']),
                    code=dict(d['code']),
-                   infer_files=tuple(tuple(f) for f in d.get('infer_files', ())))
+                   infer_files=tuple(tuple(f) for f in d.get('infer_files', ())),
+                   tuning_reuse=d.get('tuning_reuse', ''))
 
 
 def drift_enabled(config: PipelineConfig) -> bool:
@@ -258,6 +262,59 @@ def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat)
         raise ConfigError(str(e)) from None
 
 
+# The one file of a Tuner's best_hyperparameters artifact (TFX's Trainer reads the only
+# file in the directory).
+BEST_HYPERPARAMETERS_FILE = 'best_hyperparameters.txt'
+
+
+def tuning_reuse(config: PipelineConfig) -> str:
+    """``tuning.reuse`` as the directory of a ``best_hyperparameters`` artifact: the path
+    given (the directory, or the file in it), or for ``latest`` the newest such artifact
+    this pipeline's metadata store records whose file still exists. '' without reuse."""
+    reuse = config.tuning.reuse
+    if not reuse:
+        return ''
+    if reuse == LATEST:
+        found = latest_hyperparameters(config)
+        if not found:
+            raise ConfigError(
+                f'tuning.reuse: latest: no tuning results of pipeline {config.name!r} in '
+                f'{config.paths.metadata}; run with tuning.trials: N first, or give the path '
+                f'of a best_hyperparameters directory')
+        return found
+    directory = os.path.dirname(reuse) if os.path.isfile(reuse) else reuse
+    path = os.path.join(directory, BEST_HYPERPARAMETERS_FILE)
+    try:
+        with open(path, encoding='utf-8') as f:
+            values = json.load(f).get('values')
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f'tuning.reuse: expected a Tuner\'s best_hyperparameters directory '
+                          f'holding {BEST_HYPERPARAMETERS_FILE}, got {reuse} '
+                          f'({getattr(e, "strerror", None) or e})') from None
+    if not isinstance(values, dict) or len(os.listdir(directory)) != 1:
+        raise ConfigError(f'tuning.reuse: {path} is not KerasTuner hyperparameters alone '
+                          f'(expected {{"values": {{...}}}}, the only file of its directory)')
+    return directory
+
+
+def latest_hyperparameters(config: PipelineConfig) -> str:
+    if not os.path.exists(config.paths.metadata):
+        return ''
+    from ml_metadata import errors
+    from pipeline.metadata import open_store
+    store = open_store(config.paths.metadata, read_only=True)
+    context = store.get_context_by_type_and_name('pipeline', config.name)
+    if context is None:
+        return ''
+    try:
+        type_id = store.get_artifact_type('HyperParameters').id
+    except errors.NotFoundError:
+        return ''
+    found = [a for a in store.get_artifacts_by_context(context.id)
+             if a.type_id == type_id and os.path.isfile(os.path.join(a.uri, BEST_HYPERPARAMETERS_FILE))]
+    return max(found, key=lambda a: a.id).uri if found else ''
+
+
 def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunInputs:
     """The inputs of a run of ``config`` on the data as it is now (see the module docstring).
 
@@ -296,4 +353,5 @@ def resolve(config: PipelineConfig, log: Callable[[str], None] = print) -> RunIn
         plan=plan,
         code=code_digest.module_digests([config.modules.transform, config.modules.trainer]),
         infer_files=fingerprint(spans.input_files(config.inference.infer_dir))
-        if config.inference.infer_dir else ())
+        if config.inference.infer_dir else (),
+        tuning_reuse=tuning_reuse(config))

@@ -133,9 +133,12 @@ def materialize_transform(config: PipelineConfig) -> bool:
     while applying the graph in the Trainer costs about as much as reading the copy back
     (benchmarks/RESULTS.md). The estimator trainer and custom trainer modules get
     transformed examples, as TFX's Trainer usually does; so switching between the Keras and
-    the estimator trainer runs Transform again.
+    the estimator trainer runs Transform again. ``training.distribute: parameter_server``
+    reads them too: the TFT graph's lookup tables, loaded in the coordinator, are not
+    initialized on the workers that run a parameter-server cluster's input functions.
     """
-    return config.training.trainer == 'estimator' or bool(config.modules.trainer)
+    return (config.training.trainer == 'estimator' or bool(config.modules.trainer)
+            or config.training.distribute == 'parameter_server')
 
 
 def union_of(channels: List[Channel]):
@@ -148,6 +151,43 @@ def image_module(path: str, repo_dir: str) -> str:
     """The dotted module name of a ``.py`` file in the repository (importable in the image;
     the config check refuses one outside it)."""
     return os.path.relpath(path, repo_dir)[:-3].replace(os.sep, '.')
+
+
+# The Tuner's search function (components/tuner/search.py), by import path as the Trainer's.
+TUNER_FN = 'components.tuner.search.tuner_fn'
+
+
+def tuning_node(config: PipelineConfig, inputs: RunInputs, examples, transform, schema_gen,
+                custom_config):
+    """The node whose output is the Trainer's ``hyperparameters`` input, or None (tuning off).
+
+    ``tuning.reuse``: an Importer of earlier results (``inputs.tuning_reuse``, the
+    directory of a ``best_hyperparameters`` artifact), as TFX's penguin example does.
+    ``tuning.trials``: TFX's Tuner running the generic KerasTuner search
+    (``components/tuner``) on the Trainer's input, for ``tuning.train_steps`` steps a trial.
+    Its cache key holds the data, the schema, the transform graph, the search (space,
+    algorithm, budget, objective) and the search's code, so an unchanged rerun is cached.
+    Imported here: KerasTuner loads only when tuning is on.
+    """
+    tuning = config.tuning
+    if tuning.reuse:
+        from tfx.dsl.components.common.importer import Importer
+        return Importer(source_uri=inputs.tuning_reuse,
+                        artifact_type=standard_artifacts.HyperParameters
+                        ).with_id('TuningResultsImporter')
+    if not tuning.trials:
+        return None
+    from components.tuner.component import Tuner
+    search = dataclasses.asdict(tuning)
+    del search['reuse']
+    tuner = Tuner(
+        examples=examples, transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'], tuner_fn=TUNER_FN,
+        train_args=trainer_pb2.TrainArgs(
+            num_steps=tuning.train_steps or config.training.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
+        custom_config=dict(custom_config, tuning=search))
+    return keyed_on_code(tuner, inputs, TUNER_FN.rpartition('.')[0])
 
 
 def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
@@ -295,9 +335,13 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('WarmStartModelResolver') if config.training.warm_start else None
 
+    training_examples = (transform.outputs['transformed_examples'] if materialize
+                         else union_of(train_examples))
+    tuner = tuning_node(config, inputs, training_examples, transform, schema_gen,
+                        dict(custom_config, materialized=materialize))
+
     trainer = Trainer(
-        examples=(transform.outputs['transformed_examples'] if materialize
-                  else union_of(train_examples)),
+        examples=training_examples,
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         train_args=(trainer_pb2.TrainArgs(num_steps=config.training.train_steps)
@@ -305,6 +349,9 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
         custom_config=dict(custom_config, materialized=materialize),
         base_model=warm_start.outputs['model'] if warm_start else None,
+        # The Tuner's winner, or earlier results imported (tuning.reuse).
+        hyperparameters=tuner.outputs[
+            'result' if config.tuning.reuse else 'best_hyperparameters'] if tuner else None,
         **code['trainer'])
     keyed_on_code(trainer, inputs, code_key['trainer'])
 
@@ -369,7 +416,8 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         pipeline_root=config.paths.pipeline_root,
         components=[example_gen, statistics_gen, inferred_schema, schema_gen,
                     example_validator, *span_nodes, anomaly_gate, transform,
-                    *([warm_start] if warm_start else []), trainer, baseline,
+                    *([warm_start] if warm_start else []), *([tuner] if tuner else []),
+                    trainer, baseline,
                     evaluator, *([tflite] if tflite else []),
                     *([infra_validator] if infra_validator else []),
                     pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],

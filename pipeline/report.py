@@ -168,7 +168,79 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
             trainer['model'][0].uri, 'Format-Serving')) or summary['trainer']
     if trainer.get('model_run'):
         summary['tensorboard_logdir'] = trainer['model_run'][0].uri
+    summary['tuning'] = tuning_summary(nodes, states)
+    summary['training_record'] = training_of(nodes) or None
     return summary
+
+
+def tuning_summary(nodes, states) -> Optional[Dict[str, Any]]:
+    """The Tuner's trials and winner (``components/tuner/executor.py``'s ``trials.json``),
+    or the results tuning.reuse imported; and what the Trainer trained with (the training
+    record in its model). None when the run did not tune."""
+    import json
+    tuner = nodes.get('Tuner', {}).get('outputs', {}).get('tuner_results')
+    imported = nodes.get('TuningResultsImporter', {}).get('outputs', {}).get('result')
+    if not tuner and not imported:
+        return None
+    entry: Dict[str, Any] = {}
+    if tuner:
+        from components.tuner.executor import read_trials
+        entry = dict(read_trials(tuner[0].uri), from_cache=states.get('Tuner') == 'cached')
+    else:
+        entry['reused'] = imported[0].uri
+    record = training_of(nodes)
+    if record:
+        entry['trained_with'] = record.get('hyperparameters')
+    return entry
+
+
+def training_of(nodes) -> Dict[str, Any]:
+    """The training record the Trainer's model holds (components/training_record.py)."""
+    model = nodes.get('Trainer', {}).get('outputs', {}).get('model')
+    if not model:
+        return {}
+    from components import training_record
+    return training_record.read(os.path.join(model[0].uri, 'Format-Serving'))
+
+
+def distribution_line(record: Optional[Dict[str, Any]]) -> List[str]:
+    """How the model was trained, when it was distributed."""
+    if not record or record.get('distribute', 'none') == 'none':
+        return []
+    return [f'Training: {record["distribute"]} on {record["workers"]} worker(s), '
+            f'{record["replicas_in_sync"]} replica(s) in sync, global batch '
+            f'{record["global_batch_size"]}'
+            + (', learning rate scaled by the replicas' if record.get('scale_lr') else '')]
+
+
+def _values(values: Dict[str, Any]) -> str:
+    return ' '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
+                    for k, v in values.items() if not k.startswith('tuner/'))
+
+
+def tuning_lines(tuning: Optional[Dict[str, Any]]) -> List[str]:
+    """The search (each trial: hyperparameters, objective, time) and its winner."""
+    if not tuning:
+        return []
+    trained = tuning.get('trained_with')
+    if tuning.get('reused'):
+        return [f'Tuning: reused {tuning["reused"]} (tuning.reuse)'
+                + (f'; trained with {_values(trained)}' if trained else '')]
+    lines = [f'Tuning: {tuning["algorithm"]} search, {len(tuning["trials"])} trial(s) in '
+             f'{tuning["seconds"]:.1f}s, objective {tuning["objective"]} ({tuning["direction"]}); '
+             f'stopped by {tuning["stopped_by"]}'
+             + (' [from an earlier run; nothing changed]' if tuning.get('from_cache') else '')]
+    for t in tuning['trials']:
+        mark = '*' if t['trial_id'] == tuning['best_trial'] else ' '
+        score = 'n/a' if t['score'] is None else f'{t["score"]:.4f}'
+        lines.append(f' {mark}trial {t["trial_id"]}  {tuning["objective"]} {score}  '
+                     f'{t["seconds"] or 0:.1f}s  {t["status"].lower()}'
+                     + (' (cut by the time cap)' if t['cut_by_time_cap'] else '')
+                     + f'  {_values(t["values"])}')
+    lines.append(f'  winner: trial {tuning["best_trial"]}, {tuning["objective"]} '
+                 f'{tuning["best_score"]:.4f}'
+                 + (f'; the Trainer trained with {_values(trained)}' if trained else ''))
+    return lines
 
 
 def dataclass_dict(obj) -> Dict[str, Any]:
@@ -239,6 +311,8 @@ def render(summary: Dict[str, Any]) -> str:
             lines += [f'  [{a["split"]}] {a["feature"]}: {a["kind"]}: {a["description"]}'
                       + ('' if a['source'] in ('ExampleValidator', 'DriftCheck') else f' ({a["source"]})')
                       for a in found]
+    lines += tuning_lines(summary.get('tuning'))
+    lines += distribution_line(summary.get('training_record'))
     ev = summary.get('evaluation')
     if ev:
         lines.append('Evaluation (eval split, overall):')

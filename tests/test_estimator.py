@@ -21,6 +21,7 @@ import json
 import os
 import types
 import time
+import types
 from typing import Any, Dict, List
 
 import numpy as np

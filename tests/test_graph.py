@@ -102,6 +102,11 @@ def test_each_components_key_follows_the_code_it_runs_and_only_that(repo_copy, t
             ('components/warmup.py', {'Pusher'}),
             ('components/transform.py', {'Transform'}),
             ('components/estimator_trainer.py', set()),             # the keras trainer runs
+            # the keras trainer's strategies, tuned values and training record
+            ('components/distribute.py', {'Trainer'}),
+            ('components/hyperparameters.py', {'Trainer'}),
+            ('components/training_record.py', {'Trainer'}),
+            ('components/tuner/search.py', set()),                  # tuning is off
             ('components/gbt_trainer.py', set()),
             ('components/baseline.py', set()),                      # a resolver: no cache
             ('pipeline/report.py', set())]:
@@ -179,3 +184,27 @@ def test_the_keras_trainer_transforms_raw_examples_and_transform_writes_no_copy(
     estimator = nodes(load_config(CONFIG, paths + ['training.trainer=estimator']))
     assert estimator['Trainer'].inputs['examples'].producer_component_id == 'Transform'
     assert json.loads(estimator['Trainer'].exec_properties['custom_config'])['materialized'] is True
+
+
+def test_tuning_puts_the_tuner_before_the_trainer_and_reuse_an_importer(tmp_path):
+    """tuning.trials: TFX's Tuner on the Trainer's input, its winner the Trainer's
+    hyperparameters, its key holding the search's code; tuning.reuse: an Importer instead.
+    Off (the default): neither, and KerasTuner is not needed to build the graph."""
+    base = [f'paths.pipeline_root={tmp_path}/p', f'paths.metadata={tmp_path}/m.sqlite']
+    assert not {'Tuner', 'TuningResultsImporter'} & set(nodes(load_config(CONFIG, base)))
+    graph = nodes(load_config(CONFIG, base + ['tuning.trials=3']))
+    tuner, trainer = graph['Tuner'], graph['Trainer']
+    assert tuner.exec_properties['tuner_fn'] == 'components.tuner.search.tuner_fn'
+    assert json.loads(tuner.exec_properties['custom_config'])['tuning']['trials'] == 3
+    assert trainer.inputs['hyperparameters'].producer_component_id == 'Tuner'
+    assert trainer.inputs['examples'].producer_component_id == tuner.inputs[
+        'examples'].producer_component_id
+    assert tuner.exec_properties[CODE_DIGEST]
+    results = tmp_path / 'best'
+    results.mkdir()
+    (results / 'best_hyperparameters.txt').write_text('{"values": {"hidden_units": 32}}')
+    graph = nodes(load_config(CONFIG, base + [f'tuning.reuse={results}']))
+    assert 'Tuner' not in graph
+    importer = graph['TuningResultsImporter']
+    assert importer.exec_properties['artifact_uri'] == str(results)
+    assert graph['Trainer'].inputs['hyperparameters'].producer_component_id == importer.id

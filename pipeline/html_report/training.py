@@ -137,7 +137,12 @@ def gather_training(nodes, summary: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     run = output(nodes, 'Trainer', 'model_run')
     model = output(nodes, 'Trainer', 'model')
     points = read_curves(run.uri, steps_per_epoch) if run else []
+    # What the model was trained with (tuned values in place; components/training_record.py).
+    record = summary.get('training_record') or {}
+    training = dict(training, **record.get('hyperparameters', {}))
     return {
+        'tuning': summary.get('tuning'),
+        'hyperparameters_from': record.get('hyperparameters_from', 'config'),
         'trainer': summary.get('trainer'),
         'state': trainer.state,
         'module': trainer.prop('run_fn') or trainer.prop('module_file') or trainer.prop('module_path'),

@@ -1,0 +1,181 @@
+"""Distributed training (issue 21): ``training.distribute`` on local clusters of processes.
+
+Two pipeline runs on one store and 500 taxi rows share the tests: ``multi_worker``
+(MultiWorkerMirroredStrategy, a chief and a worker on loopback ports), then
+``parameter_server`` (ParameterServerStrategy with Keras ``fit``: a coordinating chief, two
+workers, one parameter server). Each is evaluated, blessed and pushed as usual; the
+pushed models are served. A killed worker is shown on the Trainer's ``run_fn`` alone, on
+the first run's artifacts.
+"""
+import io
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from testlib import write_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'serving'))
+
+# Few steps: the processes' start-up (~20 s each, TensorFlow and TFX imported) dominates.
+TRAINING = {'train_steps': 40, 'eval_steps': 5, 'steps_per_epoch': 20, 'batch_size': 32}
+LENIENT = ['evaluation.thresholds=[{metric: auc, lower: 0.5}]',
+           'evaluation.change_thresholds=[{metric: auc, max_decrease: 1.0}]',
+           'evaluation.slices=[]']
+
+
+@pytest.fixture(scope='module')
+def distributed(tmp_path_factory, taxi_sample):
+    from pipeline.config import load_config
+    from pipeline.report import latest_run, open_store, run_outputs
+    from pipeline.run import run_pipeline
+
+    directory = str(tmp_path_factory.mktemp('distributed'))
+    path = write_config(directory, data={'root': taxi_sample}, training=TRAINING)
+    runs = {}
+    for strategy in ('multi_worker', 'parameter_server'):
+        config = load_config(path, LENIENT + [f'training.distribute={strategy}'])
+        out = io.StringIO()
+        started = time.monotonic()
+        summary = run_pipeline(config, out=out)
+        store = open_store(config.paths.metadata)
+        runs[strategy] = {'summary': summary, 'output': out.getvalue(),
+                          'seconds': time.monotonic() - started,
+                          'nodes': run_outputs(store, latest_run(store, config.name))}
+    runs['config'] = config
+    return runs
+
+
+@pytest.mark.parametrize('strategy, workers, replicas', [('multi_worker', 2, 2),
+                                                         ('parameter_server', 2, 1)])
+def test_a_cluster_run_is_blessed_and_pushed(distributed, strategy, workers, replicas):
+    run = distributed[strategy]
+    summary = run['summary']
+    assert summary['status'] == 'succeeded', summary.get('error')
+    assert summary['blessed'] is True and summary['push']['pushed'] is True
+    record = summary['training_record']
+    assert record['distribute'] == strategy
+    assert record['workers'] == workers and record['replicas_in_sync'] == replicas
+    # A step's global batch is the per-replica batch times the replicas in sync.
+    assert record['global_batch_size'] == TRAINING['batch_size'] * replicas
+    from pipeline.report import render
+    assert f'Training: {strategy} on {workers} worker(s)' in render(summary)
+    # Each task of the local cluster ran and logged; only the chief exported.
+    cluster = os.path.join(run['nodes']['Trainer']['outputs']['model_run'][0].uri, 'cluster')
+    logs = sorted(f for f in os.listdir(cluster) if f.endswith('.log'))
+    assert logs == (['chief-0.log', 'worker-0.log'] if strategy == 'multi_worker'
+                    else ['chief-0.log', 'ps-0.log', 'worker-0.log', 'worker-1.log'])
+    model = run['nodes']['Trainer']['outputs']['model'][0].uri
+    assert os.listdir(model) == ['Format-Serving']
+
+
+@pytest.mark.parametrize('strategy', ['multi_worker', 'parameter_server'])
+def test_the_pushed_model_serves_predictions(distributed, strategy, tmp_path):
+    from serving_testlib import check_served_model, push_copy, start_server
+    serving_dir = str(tmp_path / 'taxi')
+    push_copy(distributed[strategy]['summary']['push']['path'], serving_dir, 1)
+    server = start_server(serving_dir)
+    try:
+        check_served_model(server)
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_worker_fails_the_training_clearly_and_leaves_no_process(distributed, tmp_path):
+    """The worker is killed mid-training: the Trainer fails within seconds with an error
+    naming the worker and how it died, and every process of the cluster is gone."""
+    import json
+
+    from components import distribute, trainer
+    from trainer_testlib import fn_args_of
+
+    config = distributed['config']
+    fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path),
+                         training={'distribute': 'multi_worker', 'steps_per_epoch': 20})
+    fn_args.train_steps = 100_000   # it would train for hours
+    cluster_json = os.path.join(fn_args.model_run_dir, 'cluster', 'cluster.json')
+    heartbeat = os.path.join(fn_args.model_run_dir, 'cluster', 'heartbeat')
+    pids = {}
+
+    def kill_the_worker_once_training():
+        deadline = time.monotonic() + 300
+        while not os.path.exists(heartbeat) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with open(cluster_json) as f:
+            pids.update({name: task['pid'] for name, task in json.load(f).items()})
+        pids['killed_at'] = time.monotonic()
+        os.kill(pids['worker-0'], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker_once_training, daemon=True)
+    killer.start()
+    with pytest.raises(distribute.ClusterError) as failure:
+        trainer.run_fn(fn_args)
+    failed_after = time.monotonic() - pids['killed_at']
+    killer.join(5)
+    message = str(failure.value)
+    assert 'training.distribute multi_worker: worker-0' in message
+    assert 'was killed by signal SIGKILL' in message and 'worker-0.log' in message
+    assert failed_after < distribute.STOP_SECONDS + 5
+    assert not any(_alive(pid) for name, pid in pids.items() if name != 'killed_at')
+    assert not os.path.exists(fn_args.serving_model_dir)
+
+
+def test_multi_worker_training_is_reproducible_for_a_fixed_seed(distributed, tmp_path):
+    """Synchronous training: two trainings with one seed export the same weights (each
+    worker's shard and order follow the seed; the all-reduce of two workers' gradients
+    does not depend on which arrives first)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components import trainer
+    from trainer_testlib import fn_args_of
+
+    config = distributed['config']
+    weights = []
+    for attempt in ('a', 'b'):
+        fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path / attempt),
+                             training={'distribute': 'multi_worker', 'steps_per_epoch': 10,
+                                       'seed': 7})
+        fn_args.train_steps = 10
+        trainer.run_fn(fn_args)
+        reader = tf.train.load_checkpoint(os.path.join(fn_args.serving_model_dir,
+                                                       'variables', 'variables'))
+        weights.append({name: reader.get_tensor(name)
+                        for name in reader.get_variable_to_shape_map()
+                        if 'OPTIMIZER_SLOT' not in name and '.OPTIMIZER' not in name})
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 4
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+
+
+def test_tf_config_names_this_processs_task_and_a_bad_one_is_refused():
+    """Where a cluster sets TF_CONFIG (Vertex AI, a TFJob), the Trainer is the task it names
+    and starts nothing; a malformed one is refused naming what was expected."""
+    import json
+
+    from components import distribute
+
+    cluster = {'chief': ['c:1'], 'worker': ['w:1', 'w:2'], 'ps': ['p:1']}
+    env = {'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {'type': 'worker', 'index': 1}})}
+    task = distribute.task_from_env(env)
+    assert (task.type, task.index, task.is_chief, task.workers) == ('worker', 1, False, 2)
+    assert distribute.task_from_env({}) is None
+    no_chief = {'worker': ['w:1', 'w:2']}
+    assert distribute.task_from_env({'TF_CONFIG': json.dumps(
+        {'cluster': no_chief, 'task': {'type': 'worker', 'index': 0}})}).is_chief
+    with pytest.raises(ValueError, match=r'TF_CONFIG: task worker-5 is not in its cluster'):
+        distribute.task_from_env({'TF_CONFIG': json.dumps(
+            {'cluster': cluster, 'task': {'type': 'worker', 'index': 5}})})
+    with pytest.raises(ValueError, match=r'TF_CONFIG: expected \{"cluster"'):
+        distribute.task_from_env({'TF_CONFIG': '{"task": {}}'})
