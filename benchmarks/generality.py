@@ -286,7 +286,7 @@ def run_product(ds: DataSet, config_path: str, trainer: str, data: Dict[str, Any
            '--pipeline-root', os.path.join(run_dir, 'pipeline'),
            '--metadata', os.path.join(run_dir, 'metadata.sqlite'),
            '--serving-dir', os.path.join(run_dir, 'serving'),
-           '--set', f'data.schema={os.path.join(run_dir, "schema.pbtxt")}',
+           '--set', 'data.schema=draft',  # drafted from this run's training rows
            '--set', f'training.trainer={trainer}', '--summary-json', summary_path]
     start = time.time()
     try:
