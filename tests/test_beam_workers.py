@@ -219,6 +219,10 @@ def test_the_rerun_completes_on_the_workers_from_the_cache_of_the_failed_runs(wo
         log = f.read()
     ran = [n for n in ('StatisticsGen', 'Transform', 'Evaluator', 'BulkInferrer')
            if states[n] == 'ran']
+    # The Evaluator evaluates up to 200k eval rows in memory whatever the runner
+    # (components/fast_evaluator); beyond, or for what it does not support, TFMA's Beam job.
+    if states['Evaluator'] == 'ran' and '(in memory) written to' in log:
+        ran.remove('Evaluator')
     assert log.count('Job state changed to DONE') == len(ran)
     assert log.count('Starting worker with command') == 2 * len(ran)
     assert 'DirectRunner' not in log
