@@ -266,8 +266,12 @@ def split(ds: DataSet, source: str, work: str) -> Dict[str, Any]:
 def read_table(path: str):
     """The CSV's cells as text, and where pandas' NA tokens make a cell missing."""
     import pandas as pd
+
+    from components import csv_format
     text = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = pd.read_csv(path, dtype=str).isna()
+    # The columns as the product names them (an unnamed one is column_<i>).
+    text.columns = missing.columns = csv_format.read_header(path, csv_format.resolve(path))
     return text, missing
 
 
@@ -393,12 +397,16 @@ def json_inputs(model_url: str) -> Dict[str, str]:
 
 def json_instances(text, missing, inputs: Dict[str, str], mode: str) -> Tuple[List[dict], int]:
     """One JSON object per held-out row; also how many missing integers went as 0."""
+    from components.features import json_inputs as columns_of
+
+    columns = columns_of(text.columns)  # serving_json input -> the column it takes
     zeros = 0
     instances = []
     for (_, row), (_, absent) in zip(text.iterrows(), missing.iterrows()):
         instance = {}
         for name, dtype in inputs.items():
-            if absent[name]:
+            column = columns.get(name, name)
+            if absent[column]:
                 if mode == 'absent':
                     continue
                 if mode == 'null':
@@ -410,11 +418,11 @@ def json_instances(text, missing, inputs: Dict[str, str], mode: str) -> Tuple[Li
                 else:
                     instance[name], zeros = 0, zeros + 1
             elif dtype == 'DT_STRING':
-                instance[name] = row[name]
+                instance[name] = row[column]
             elif dtype in ('DT_FLOAT', 'DT_DOUBLE'):
-                instance[name] = float(row[name])
+                instance[name] = float(row[column])
             else:
-                instance[name] = int(float(row[name]))
+                instance[name] = int(float(row[column]))
         instances.append(instance)
     return instances, zeros
 

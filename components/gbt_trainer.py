@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_decision_forests as tfdf
 import tensorflow_transform as tft
 
+from components.features import json_input_name
 from components.signatures import export_serving_model, transform_function
 from components.trainer import make_dataset, parse_custom_config, validation_dataset
 
@@ -52,18 +53,34 @@ def build_gbt_model(plan, inputs, training) -> tfdf.keras.GradientBoostedTreesMo
         random_seed=training.seed, verbose=0)
 
 
+def _renamed(transform, names):
+    def renamed(raw_features):
+        return {names.get(k, k): v for k, v in transform(raw_features).items()}
+    return renamed
+
+
 def run_fn(fn_args):
     plan, training = parse_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     raw = not fn_args.custom_config.get('materialized', True)
     transform = transform_function(tft_output)
     inputs = model_inputs(plan, tft_output)
+    # TF-DF takes no feature name with a space, '?', '%' or ',' in it (a CSV's 'Date Egg'):
+    # the trees see such features under json_input_name's names, in training and in the
+    # exported signatures alike.
+    names = {n: json_input_name(n) for n in inputs}
+    if any(k != v for k, v in names.items()):
+        transform = _renamed(transform, names)
+        inputs = {names[n]: semantic for n, semantic in inputs.items()}
     # One pass over the train split, in large batches (TF-DF reads it all into memory), in
     # the files' order: TF-DF samples with its own seed, so the trees are reproducible.
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             batch_size=max(training.batch_size, 1024), seed=training.seed,
                             raw=raw, num_epochs=1, transform=transform, shuffle=False)
     valid_ds = validation_dataset(fn_args, plan, tft_output, training, raw, transform)
+    if any(k != v for k, v in names.items()) and not raw:  # materialized: renamed here
+        rename = lambda x, y: ({names.get(k, k): v for k, v in x.items()}, y)  # noqa: E731
+        train_ds, valid_ds = train_ds.map(rename), valid_ds.map(rename)
     model = build_gbt_model(plan, inputs, training)
     model.fit(train_ds, validation_data=valid_ds)
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
