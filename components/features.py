@@ -199,6 +199,20 @@ class ColumnProfile:
     # The most frequent values (as text, as the transform writes them) and their counts:
     # every value of a column with few of them (the label's classes), else the top few.
     top: Tuple[Tuple[str, int], ...] = ()
+    # A string column whose every value is a number as spreadsheets write them ("1,234",
+    # "$5.00", "12.5%", "-€3"; FORMATTED_NUMBER): the numeric facts above are those of the
+    # numbers, and ``top`` keeps the values as written.
+    formatted: bool = False
+
+
+# A number as a spreadsheet or a report formats it: an optional sign and currency sign,
+# digits with or without thousands separators, an optional fraction, an optional percent or
+# trailing currency sign. Stripping FORMATTING_CHARS from it leaves a number
+# tf.strings.to_number and float() read. Shared by the profile (pyarrow) and the transform
+# (TF): both are RE2.
+FORMATTED_NUMBER = (r'^\s*(?:[-+]?\s*[$€£¥]?|[$€£¥]\s*[-+]?)\s*'
+                    r'(?:\d{1,3}(?:,\d{3}){1,4}|\d{1,15})(?:\.\d{1,15})?\s*[%$€£¥]?\s*$')
+FORMATTING_CHARS = r'[\s$€£¥,%]'
 
 
 @dataclass(frozen=True)
@@ -407,6 +421,16 @@ def plan_from_schema(schema, config,
                 + (', features.datetime' if f.name in datetimes else ', from the schema')
                 + '): ' + ', '.join(DATE_PARTS if has_time(time_format) else DATE_PARTS[:-1])
                 + '; sin/cos of those that wrap')))
+            continue
+        if (dtype == STRING and p is not None and p.formatted and roles.formatted_numbers
+                and f.name not in fc.categorical):
+            why = dropped_by_rules(f.name, FLOAT, p, roles)  # the numbers' rules: constant
+            if why:
+                dropped.append(Dropped(f.name, why))
+                continue
+            features.append(numeric_feature(f.name, dtype, p, roles, (
+                f'numeric (numbers written as text, e.g. {p.top[0][0]!r}: read without their '
+                'currency, thousands separators and percent signs)')))
             continue
         why = '' if explicit else dropped_by_rules(f.name, dtype, p, roles)
         if why:

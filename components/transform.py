@@ -15,6 +15,7 @@ import tensorflow_transform as tft
 from tensorflow_transform.beam.experimental import PTransformAnalyzer
 
 from components.features import (BUCKETIZED, CATEGORICAL, DATE_PARTS, DATE_PERIODS, DATETIME,
+                                 FORMATTED_NUMBER, FORMATTING_CHARS,
                                  LABEL_VOCAB, NUMERIC, STRING, UNIX_FORMATS, FeaturePlan,
                                  date_regex, has_time, transformed_name)
 
@@ -46,6 +47,17 @@ def nan_filled(x):
     return dense(tf.cast(x, tf.float32) if x.dtype != tf.float32 else x, float('nan'))
 
 
+def formatted_numbers(x, na_values: Sequence[str] = ()):
+    """A string column of formatted numbers ("1,234", "$5.00", "12.5%") as a [batch] float32
+    tensor, NaN where a value is missing or does not read as one (as the profile read
+    them: ``features.FORMATTED_NUMBER``)."""
+    text = as_string(x, na_values)
+    ok = tf.strings.regex_full_match(text, FORMATTED_NUMBER)
+    digits = tf.strings.regex_replace(text, FORMATTING_CHARS, '')
+    number = tf.strings.to_number(tf.where(ok, digits, '0'), tf.float32)
+    return tf.where(ok, number, tf.fill(tf.shape(number), float('nan')))
+
+
 def numeric_columns(plan: FeaturePlan, inputs, strings=None):
     """z-scores of the numeric columns and of the date parts, the date parts' sin and cos,
     and quantile buckets of the bucketized columns.
@@ -60,7 +72,8 @@ def numeric_columns(plan: FeaturePlan, inputs, strings=None):
     """
     columns, names, outputs = [], [], {}
     for f in plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED):
-        x = nan_filled(inputs[f.name])
+        x = (formatted_numbers(inputs[f.name], plan.na_values) if f.dtype == STRING
+             else nan_filled(inputs[f.name]))
         # log1p of a negative value (never in the data profiled) is that of 0.
         columns.append(tf.math.log1p(tf.maximum(x, 0.0)) if f.log_scale else x)
         names.append(f.xf if f.kind == NUMERIC else None)

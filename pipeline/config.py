@@ -86,6 +86,9 @@ class RolesConfig:
     # day of week, day of year, hour, with sin/cos of those that wrap). Off: the schema's
     # type decides, as for any column (features.datetime still applies).
     datetime: bool = True
+    # Read a string column whose every value is a formatted number ("1,234", "$5.00",
+    # "12.5%") as numbers (features.categorical keeps one a category).
+    formatted_numbers: bool = True
     # Regression: train on the label's z-score, de-standardized in the model's last layer.
     standardize_label: bool = True
     # Classification: balanced class weights when the rarest class is under 10% of the
@@ -228,8 +231,15 @@ class EvaluationConfig:
     # Bless a model only if its key metric (binary AUC, multi-class accuracy, regression
     # MSE) beats a trivial model's on the eval split: AUC 0.5 (a constant score), the share
     # of the most frequent class, the variance of the label (always predicting the mean).
-    # Off, the summary still warns when the model does not beat it.
-    beat_trivial: bool = False
+    # null (the default): on when no thresholds are given, so that a new dataset's config
+    # with none still pushes a model that learned something, and only such a model (TFMA
+    # alone blesses nothing without a threshold). false: off; the summary still warns when
+    # the model does not beat a trivial one.
+    beat_trivial: Optional[bool] = None
+
+    @property
+    def gates_on_trivial(self) -> bool:
+        return self.beat_trivial or (self.beat_trivial is None and not self.thresholds)
 
 
 @dataclass(frozen=True)
@@ -523,6 +533,15 @@ def read_header(path: str, fmt: Optional[csv_format.CsvFormat] = None) -> List[s
     return csv_format.read_header(path, fmt or csv_format.resolve(path), errors='replace')
 
 
+def decodes(path: str, fmt: csv_format.CsvFormat) -> bool:
+    """Whether the header of ``path`` is valid text in ``fmt``'s encoding."""
+    try:
+        csv_format.read_header(path, fmt)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def check_beam(config: PipelineConfig, fail) -> None:
     """``run.beam_workers``, ``run.in_memory_rows`` and where ``run.beam_args`` run Beam's
     workers: workers elsewhere cannot see a local pipeline root (``fail(key, message)``)."""
@@ -702,6 +721,11 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('data.root', f'{files[0]}: {csv_format.gzip_error(e)}')
     if not header:
         fail('data.root', f'{files[0]} is empty: expected a header row of column names')
+    if not decodes(files[0], fmt):
+        # A header in another encoding reads with replaced bytes, and a column named in the
+        # config would look absent: the preflight refuses the file instead, naming the line
+        # and the data.encoding to set.
+        return
     columns = set(header)
     split = (f'fields separated by {csv_format.describe_delimiter(fmt.delimiter)}'
              + (', detected: set data.delimiter if that is wrong' if fmt.detected else

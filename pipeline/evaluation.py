@@ -10,9 +10,9 @@ component modules are imported by the functions that build TFMA's config.
 
 Every evaluation also computes ``gain_over_trivial`` and ``trivial_baseline``
 (``components.metrics.GainOverTrivial``): the key metric of a trivial model on the eval
-split and how much better the candidate is. ``evaluation.beat_trivial: true`` gates on it:
-a model is blessed only if the gain is above 0 (``BEAT_TRIVIAL_MARGIN``, on the whole
-split).
+split and how much better the candidate is. ``evaluation.beat_trivial`` gates on it (true,
+or null when no threshold is given): a model is blessed only if the gain is above 0
+(``BEAT_TRIVIAL_MARGIN``, on the whole split).
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def build_eval_config(config: PipelineConfig, plan: FeaturePlan) -> tfma.EvalCon
     by_name: Dict[str, tfma.MetricConfig] = {
         metric_name(c): metric_config(c, plan.task) for c in classes}
     by_name[GAIN_OVER_TRIVIAL] = trivial_metric(plan.task)
-    if ev.beat_trivial:
+    if ev.gates_on_trivial:
         overall_only(by_name[GAIN_OVER_TRIVIAL]).value_threshold.CopyFrom(
             tfma.GenericValueThreshold(lower_bound={'value': BEAT_TRIVIAL_MARGIN}))
 

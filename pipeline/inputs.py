@@ -31,9 +31,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from components import csv_format
 from components.csv_format import CsvFormat
-from components.features import FeaturePlan, plan_from_schema
+from components.features import STRING, FeaturePlan, plan_from_schema
 from pipeline import code_digest, spans
-from pipeline.config import LATEST, ConfigError, PipelineConfig, read_format, read_header
+from pipeline.config import (LATEST, ConfigError, PipelineConfig, decodes, read_format,
+                             read_header)
 from pipeline.evaluation import check_evaluation
 from pipeline.preflight import DataError, check_file
 from pipeline.profile import data_profile, training_files
@@ -232,8 +233,9 @@ def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) ->
     names = [f.name for f in schema.feature]
     for path in paths:
         header = read_header(path, fmt)
-        if not header or len(set(header)) != len(header) or not all(map(str.strip, header)):
-            continue  # a malformed header: the preflight refuses it, saying how
+        if (not header or len(set(header)) != len(header) or not all(map(str.strip, header))
+                or not decodes(path, fmt)):
+            continue  # a malformed or undecodable header: the preflight refuses it, saying how
         missing = [n for n in names if n not in header]
         if missing:
             raise ConfigError(
@@ -257,9 +259,46 @@ def check_plan(config: PipelineConfig, schema, schema_path: str, fmt: CsvFormat)
             check_file(path, types, config.data.label, schema_path, fmt=fmt)
         raise DataError(str(e)) from None
     try:
-        return plan_from_schema(schema, config, profile)
+        plan = plan_from_schema(schema, config, profile)
     except ValueError as e:  # its messages start with the key at fault
         raise ConfigError(str(e)) from None
+    check_label(config, plan, (profile or {}).get(config.data.label))
+    return plan
+
+
+def check_label(config: PipelineConfig, plan: FeaturePlan, p) -> None:
+    """A classification label with fewer than two classes in the training data is refused
+    before anything trains: as the data's fault (one value only), or as
+    ``data.positive_class``'s when the positive class is not among the values (they are
+    matched exactly, case included); a binary label of numbers must hold 0 and 1 (the
+    transform takes them as they are). ``p``: the label's ColumnProfile (None: not
+    profiled)."""
+    task = plan.task
+    if p is None or task == 'regression':
+        return
+    label, files = config.data.label, ', '.join(training_files(config)[:3])
+    values = ', '.join(f'{v!r} ({n:,} rows)' for v, n in p.top[:10]) + (
+        ', ...' if p.distinct > 10 else '')
+    if not p.present:
+        raise DataError(f'{files}: column {label!r} (data.label) has no value in any of the '
+                        f'{p.rows:,} rows read; expected a label in every training row')
+    if p.distinct < 2:
+        raise DataError(f'{files}: column {label!r} (data.label) has one value in all '
+                        f'{p.present:,} rows with a label ({values}); a {task} task needs at '
+                        f'least two classes in the training data')
+    if task != 'binary' or p.distinct > len(p.top):  # (a sample's rarest values unseen)
+        return
+    if plan.label_dtype == STRING:
+        if config.data.positive_class not in dict(p.top):
+            raise ConfigError(
+                f'data.positive_class: {config.data.positive_class!r} is not a value of column '
+                f'{label!r} in {files} (its values: {values}); expected one of them, spelled '
+                f'exactly')
+    elif not {float(v) for v in dict(p.top)} <= {0.0, 1.0}:
+        raise ConfigError(
+            f'data.task: binary, but column {label!r} in {files} holds numbers other than 0 '
+            f'and 1 (its values: {values}); expected 0 (negative) and 1 (positive), or '
+            f'task: multiclass')
 
 
 # The one file of a Tuner's best_hyperparameters artifact (TFX's Trainer reads the only

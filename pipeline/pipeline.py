@@ -227,7 +227,8 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         input_config, range_config = spans.example_gen_config(span)
         gen = FastCsvExampleGen(
             input_base=input_base, input_config=input_config, range_config=range_config,
-            output_config=output_config, csv_format=inputs.csv_format).with_id(example_gen_id)
+            output_config=output_config, csv_format=inputs.csv_format,
+            label=config.data.label).with_id(example_gen_id)
         return (keyed_on_code(gen, inputs),
                 keyed_on_code(FastStatisticsGen(examples=gen.outputs['examples'],
                                                 stats_options=stats_options

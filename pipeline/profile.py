@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from components.features import ColumnProfile
+from components.features import FORMATTED_NUMBER, FORMATTING_CHARS, ColumnProfile
 from pipeline import spans
 
 PROFILE_ROWS = 200_000
@@ -77,22 +77,32 @@ def column_profile(cells, dtype: str, na_values: Sequence[str] = ()) -> ColumnPr
     """The facts of one column: ``cells`` is a pyarrow string array, as ExampleGen reads it;
     ``dtype`` the schema's type ('float', 'int' or 'string')."""
     import pyarrow as pa
+    from pyarrow import compute as pc
     rows = len(cells)
     present_cells = cells.filter(pa.array(~_missing(cells, na_values))) if rows else cells
     present = len(present_cells)
     if dtype == 'string' and present:
         distinct, top = _counts(present_cells)
-        return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top))
+        if not pc.all(pc.match_substring_regex(present_cells, FORMATTED_NUMBER)).as_py():
+            return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top))
+        numbers = _numbers(pc.replace_substring_regex(present_cells, FORMATTING_CHARS, ''))
+        return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
+                        formatted=True)
     x = _numbers(present_cells)
     x = x[np.isfinite(x)]
     if not len(x):
         return ColumnProfile(rows=rows, present=present, distinct=0)
     distinct, top = _counts(pa.array(x))
+    return _numeric(rows, present, x, distinct=distinct,
+                    top=tuple((_as_text(v, dtype), c) for v, c in top))
+
+
+def _numeric(rows: int, present: int, x: np.ndarray, **facts) -> ColumnProfile:
+    """The profile of a column of numbers ``x`` (its present values)."""
     mean, std = float(x.mean()), float(x.std())
     skew = float(np.mean(((x - mean) / std) ** 3)) if std > 0 else 0.0
-    return ColumnProfile(rows=rows, present=present, distinct=distinct,
-                         min=float(x.min()), max=float(x.max()), mean=mean, std=std, skew=skew,
-                         top=tuple((_as_text(v, dtype), c) for v, c in top))
+    return ColumnProfile(rows=rows, present=present, min=float(x.min()), max=float(x.max()),
+                         mean=mean, std=std, skew=skew, **facts)
 
 
 def profile_files(files: Sequence[str], dtypes: Dict[str, str], na_values: Sequence[str] = (),

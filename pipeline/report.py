@@ -91,6 +91,7 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     context, for reading back any recorded run)."""
     summary: Dict[str, Any] = {
         'pipeline': config.name, 'runner': config.run.runner, 'trainer': config.training.trainer,
+        'label': config.data.label,
         'status': 'failed' if error else 'succeeded', 'error': error,
         'components': components or [], 'total_seconds': round(total_seconds, 1),
         'pipeline_root': config.paths.pipeline_root, 'metadata': config.paths.metadata,
@@ -117,6 +118,10 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
     if not summary['components']:
         summary['components'] = [{'id': n, 'state': s} for n, s in states.items()]
 
+    # Rows ExampleGen left out for want of a label, over every span read.
+    summary['rows_without_label'] = sum(
+        a.get_int_custom_property('rows_without_label')
+        for n, v in nodes.items() if 'ExampleGen' in n for a in v.get('outputs', {}).get('examples', []))
     # Schema anomalies: ExampleValidator (newest span), then ExampleValidator_span<N> for the
     # older spans trained on; each anomaly names the node that found it. Drift apart.
     validators = sorted((n for n in nodes if n.startswith('ExampleValidator')),
@@ -297,6 +302,10 @@ def render(summary: Dict[str, Any]) -> str:
         lines.append('Data: span' + ('s ' if len(summary['spans']) > 1 else ' ')
                      + ', '.join(map(str, summary['spans'])))
     lines += plan_lines(summary.get('features'))
+    if summary.get('rows_without_label'):
+        lines.append(f'Rows without a label: {summary["rows_without_label"]:,}, left out of '
+                     f'training and evaluation (an empty cell or a data.na_values token in '
+                     f'column {summary.get("label", "")!r})')
     for key, title in (('anomalies', 'Data validation'), ('drift', 'Drift against the previous span')):
         anomalies = summary.get(key)
         if anomalies is None:

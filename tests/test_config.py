@@ -107,6 +107,23 @@ def test_threshold_applies_to_the_whole_eval_split_not_each_slice():
     assert [list(s.feature_keys) for s in eval_config.slicing_specs] == [[], ['trip_start_hour']]
 
 
+@pytest.mark.parametrize('overrides, gated', [
+    ([], False),                                                  # taxi's auc threshold only
+    (['evaluation.thresholds=[]'], True),                         # none: beat a trivial model
+    (['evaluation.thresholds=[]', 'evaluation.beat_trivial=false'], False),
+    (['evaluation.beat_trivial=true'], True)])
+def test_with_no_threshold_the_model_must_beat_a_trivial_one(overrides, gated):
+    from pipeline.evaluation import build_eval_config
+    from pipeline.inputs import resolve
+    config = load_config(TAXI_YAML, overrides)
+    eval_config = build_eval_config(config, resolve(config).plan)
+    [gain] = [m for m in eval_config.metrics_specs[0].metrics
+              if m.class_name == 'GainOverTrivial']
+    assert bool(gain.per_slice_thresholds) == gated
+    if gated:  # a TFMA threshold: TFMA then blesses a model that clears it
+        assert gain.per_slice_thresholds[0].threshold.value_threshold.HasField('lower_bound')
+
+
 def test_feature_plan_follows_schema_and_config():
     from pipeline.inputs import resolve
     plan = resolve(load_config(TAXI_YAML)).plan

@@ -178,3 +178,33 @@ def test_the_profile_counts_na_tokens_and_empty_cells_as_missing(data):
     assert profile['cabin'].present == sum(r[5] not in ('NA', '') for r in rows)
     assert profile['cabin'].distinct == 3
     assert profile['fare'].min == min(r[3] for r in rows)
+
+
+def test_numbers_written_as_text_are_numeric_features(tmp_path):
+    # A finance export: amounts with a currency sign and thousands separators, rates with a
+    # percent sign, some missing; and a code column that only looks numeric in places.
+    rng = random.Random(3)
+    rows = [[f'${rng.lognormvariate(9, 1):,.2f}', f'{rng.uniform(1, 30):.1f}%',
+             rng.choice(['12', 'A7', '3']), i % 2] for i in range(300)]
+    rows[5][0] = rows[6][1] = 'NA'
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['amount', 'rate', 'code', 'label'], rows)
+    config = config_for(str(tmp_path))
+    schema = schema_of({'amount': 'string', 'rate': 'string', 'code': 'string', 'label': 'int'})
+    profile = data_profile(config, schema)
+    assert profile['amount'].formatted and profile['rate'].formatted
+    assert not profile['code'].formatted
+    amounts = [float(r[0].strip('$').replace(',', '')) for r in rows if r[0] != 'NA']
+    assert profile['amount'].min == pytest.approx(min(amounts))
+    assert profile['amount'].present == 299
+    plan = plan_from_schema(schema, config, profile)
+    kinds = {f.name: f.kind for f in plan.features}
+    assert kinds == {'amount': NUMERIC, 'rate': NUMERIC, 'code': 'categorical'}
+    assert 'numbers written as text' in reasons(plan)['rate']
+    assert {f.name: f.log_scale for f in plan.features}['amount']  # skewed amounts: log1p
+    # Before this rule, the amounts were near-unique strings, dropped as an ID.
+    off = config_for(str(tmp_path), roles={'formatted_numbers': False})
+    assert 'near-unique strings' in dict((d.name, d.reason) for d in
+                                         plan_from_schema(schema, off, profile).dropped)['amount']
+    kept = config_for(str(tmp_path), categorical=['rate'])
+    assert {f.name: f.kind for f in plan_from_schema(schema, kept, profile).features}['rate'] \
+        == 'categorical'

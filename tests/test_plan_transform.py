@@ -23,6 +23,9 @@ MOMENTS = [datetime.datetime(2023, 3, 15, 8, 30), datetime.datetime(2024, 2, 29,
            datetime.datetime(2031, 7, 4, 17, 5), None]
 FARES = [1.0, 3.0, 0.0, 250.0, 12.0, 7.5, 40.0]
 COMPANIES = [b'a', b'b', b'a', b'NA', b'', b'a', b'b']
+# Numbers as a spreadsheet exports them, one missing (NA) and one that is not a number.
+AMOUNTS = [b'$1,234.50', b'12%', b'-\xe2\x82\xac3', b'NA', b'1,000,000', b'7', b'n/a yet']
+AMOUNT_VALUES = [1234.5, 12.0, -3.0, None, 1e6, 7.0, None]
 
 
 def text(moment, name, i):
@@ -39,6 +42,7 @@ def rows(labels=None):
         row['ts'] = [] if moment is None else [
             int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())]
         row.update(fare=[FARES[i]], company=[COMPANIES[i]] if COMPANIES[i] else [],
+                   amount=[AMOUNTS[i]],
                    label=[labels[i] if labels else i % 2])
         out.append(row)
     return out
@@ -47,7 +51,8 @@ def rows(labels=None):
 def spec(label_dtype=tf.int64):
     s = {name: tf.io.VarLenFeature(tf.string) for name in FORMATS}
     s.update(ts=tf.io.VarLenFeature(tf.int64), fare=tf.io.VarLenFeature(tf.float32),
-             company=tf.io.VarLenFeature(tf.string), label=tf.io.VarLenFeature(label_dtype))
+             company=tf.io.VarLenFeature(tf.string), amount=tf.io.VarLenFeature(tf.string),
+             label=tf.io.VarLenFeature(label_dtype))
     return s
 
 
@@ -55,7 +60,8 @@ def make_plan(task='binary', **label):
     features = tuple(Feature(name, DATETIME, 'string', time_format=f) for name, f in FORMATS.items())
     features += (Feature('ts', DATETIME, 'int', time_format='UNIX_SECONDS'),
                  Feature('fare', NUMERIC, 'float', log_scale=True),
-                 Feature('company', CATEGORICAL, 'string'))
+                 Feature('company', CATEGORICAL, 'string'),
+                 Feature('amount', NUMERIC, 'string'))
     return FeaturePlan(features=features, label='label',
                        label_dtype='float' if task == 'regression' else 'int', task=task,
                        oov_buckets=2, na_values=('NA', 'N/A'), **label)
@@ -111,6 +117,16 @@ def test_a_log_scaled_column_is_the_z_score_of_its_log1p(binary):
                                (logs - logs.mean()) / logs.std(), atol=1e-5)
 
 
+def test_formatted_numbers_are_read_as_numbers_and_the_rest_as_missing(binary):
+    out, _ = binary
+    present = np.array([v is not None for v in AMOUNT_VALUES])
+    values = np.array([v for v in AMOUNT_VALUES if v is not None])
+    z = (values - values.mean()) / (values.std() * math.sqrt(present.mean()))
+    got = np.array([r['amount_xf'] for r in out])
+    np.testing.assert_allclose(got[present], z, rtol=1e-4)
+    np.testing.assert_allclose(got[~present], 0.0, atol=1e-6)  # missing: the mean
+
+
 def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_path):
     out, tft_output = binary
     ids = [r['company_xf'] for r in out]
@@ -126,7 +142,7 @@ def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_p
                                      b'2023-03-15 08:00:00' if name == 'dt_space' else
                                      b'2023-03-15T08:00:00Z']) for name in FORMATS}
         inputs.update(ts=tf.constant([1678867200], tf.int64), fare=tf.constant([3.0]),
-                      company=tf.constant([company]))
+                      company=tf.constant([company]), amount=tf.constant([b'$5.00']))
         return serve(**inputs)['probability'].numpy()[0]
 
     assert probability(b'NA') == probability(b'N/A') == probability(b'')
@@ -164,7 +180,7 @@ def test_a_regression_model_answers_on_the_labels_scale(tmp_path):
     by_examples = loaded.signatures['serving_default'](
         examples=tf.constant(examples))['value'].numpy()
     json_inputs = {name: tf.constant([r[name][0] if r[name] else b'' for r in rows(labels)])
-                   for name in [*FORMATS, 'company']}
+                   for name in [*FORMATS, 'company', 'amount']}
     json_inputs.update(ts=tf.constant([r['ts'][0] if r['ts'] else 0 for r in rows(labels)],
                                       tf.int64),
                        fare=tf.constant(FARES, tf.float32))

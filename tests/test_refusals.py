@@ -92,6 +92,13 @@ CONFIG_MISTAKES = [
      'training.distribute: multi_worker is not available for the estimator trainer yet'),
     ('distributing the gbt trainer', ['training.distribute=multi_worker', 'training.trainer=gbt'],
      'data', 'training.distribute: the gbt trainer trains its trees in one process'),
+    ('a positive class that is not among the label\'s values',
+     ['data.label=payment_type', 'data.positive_class=cash'], 'data',
+     "data.positive_class: 'cash' is not a value of column 'payment_type' in {data}/data/trips.csv "
+     "(its values: 'Cash' ("),
+    ('a binary label of numbers other than 0 and 1', ['data.label=trip_start_day'], 'data',
+     "data.task: binary, but column 'trip_start_day' in {data}/data/trips.csv holds numbers other "
+     'than 0 and 1'),
     ('a schema that does not parse', ['data.schema={data}/broken.pbtxt'], 'data',
      'data.schema: {data}/broken.pbtxt is not a valid schema text proto'),
 ]
@@ -137,6 +144,32 @@ def test_a_data_refusal_exits_1_with_its_reason_before_tensorflow_loads(data):
             in err)
     assert 'Traceback' not in err + out
     assert 'tensorflow' not in imported
+
+
+def test_a_label_of_one_class_is_refused_before_anything_trains(data):
+    header, rows = taxi_rows(40)
+    label = header.index('big_tipper')
+    write_csv(str(data / 'one_class' / 'trips.csv'), header,
+              [r[:label] + ['0'] + r[label + 1:] for r in rows])
+    code, out, err, imported = cli(*base_args(data, 'one_class'))
+    assert code == 1
+    assert (f"Data refused: {data}/one_class/trips.csv: column 'big_tipper' (data.label) has one "
+            f"value in all 40 rows with a label ('0' (40 rows)); a binary task needs at least "
+            f'two classes' in err)
+    assert 'Traceback' not in err + out and 'tensorflow' not in imported
+
+
+def test_a_header_in_another_encoding_is_refused_as_such_not_as_a_missing_column(data):
+    # The Windows export's header holds 'compañía' in Latin-1, and the config names it.
+    header, rows = taxi_rows(10)
+    header[header.index('company')] = 'compa\xf1\xeda'
+    path = data / 'latin1' / 'trips.csv'
+    write_csv(str(path), header, rows)
+    path.write_bytes(path.read_text(encoding='utf-8').encode('latin-1'))
+    code, out, err, _ = cli(*base_args(data, 'latin1'), '--set', 'data.exclude=[compa\xf1\xeda]')
+    assert code == 1, err
+    assert f'Data refused: {path}, line 1' in err and 'not valid UTF-8' in err
+    assert 'data.encoding' in err and 'Traceback' not in err + out
 
 
 def test_draft_schema_refuses_a_file_that_is_not_a_table_before_inferring_anything(data):

@@ -11,6 +11,7 @@ breaks), and writes what ``CsvExampleGen`` writes for the same table, record for
   * the same hash split: a record's bucket is sha256 of its deterministic serialization,
     modulo the total of hash buckets (``base_example_gen_executor._PartitionFn``), so a row
     lands in the same split as with CsvExampleGen;
+  * with the ``label`` exec property, a row without a label is left out (counted);
   * files ``Split-<name>/data_tfrecord-NNNNN-of-MMMMM.gz`` and the artifact's split names,
     payload format and file format properties.
 Record order inside a split differs (CsvExampleGen shuffles; this keeps file order), which
@@ -41,6 +42,13 @@ from tfx_bsl.coders import example_coder
 
 from components import csv_format, input_files
 from components.fast_csv_example_gen import serialize
+
+# The exec property naming the label column: rows without a value in it (an empty cell or
+# an NA token) are left out, for a row without a label can be neither trained nor evaluated
+# on (a missing label would be mean-filled, or read as the negative class); their number is
+# the artifact's custom property ``rows_without_label``, which the run's summary shows.
+LABEL_KEY = 'label'
+UNLABELLED_PROPERTY = 'rows_without_label'
 
 # Output shards hold at most this many records, so multi-worker readers downstream can share
 # the files (a .gz file is read by one worker).
@@ -87,11 +95,19 @@ class ShardedWriter:
 
 
 def convert(files: List[str], writers: List[ShardedWriter], buckets: List[int],
-            fmt: csv_format.CsvFormat = csv_format.CsvFormat()) -> None:
-    """Reads ``files`` (one header, checked like CsvExampleGen) and writes their records."""
+            fmt: csv_format.CsvFormat = csv_format.CsvFormat(), label: str = '') -> int:
+    """Reads ``files`` (one header, checked like CsvExampleGen) and writes their records;
+    with ``label``, only the rows that have one. Returns the number of rows left out."""
+    from pyarrow import compute as pc
+
     table, types_by_name = csv_format.read_tables(files, fmt)
     encoder = example_coder.RecordBatchToExamplesEncoder()
+    unlabelled = 0
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        if label in types_by_name:
+            labelled = pc.is_valid(batch.column(label))
+            unlabelled += len(batch) - pc.sum(labelled).as_py() if len(batch) else 0
+            batch = batch.filter(labelled)
         batch = csv_format.to_record_batch(batch, types_by_name)
         if len(writers) > 1:
             # The deterministic serialization, which CsvExampleGen hashes for the split,
@@ -101,6 +117,7 @@ def convert(files: List[str], writers: List[ShardedWriter], buckets: List[int],
         else:
             for record in encoder.encode(batch):
                 writers[0].write(record)
+    return unlabelled
 
 
 def record_input_files(artifacts: List[types.Artifact], input_base: str,
@@ -132,6 +149,7 @@ class Executor(BaseExampleGenExecutor):
         split_names = utils.generate_output_split_names(input_config, output_config)
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         fmt = csv_format.CsvFormat.from_exec_properties(exec_properties)
+        label = exec_properties.get(LABEL_KEY) or ''
         for artifact in artifacts:
             artifact.split_names = artifact_utils.encode_split_names(split_names)
         record_input_files(artifacts, input_base, input_config)  # before reading them
@@ -150,15 +168,18 @@ class Executor(BaseExampleGenExecutor):
         if output_config.split_config.splits:
             buckets = list(np.cumsum([s.hash_buckets for s in output_config.split_config.splits]))
             writers = [writer(name) for name in split_names]
-            convert(files_of(input_config.splits[0].pattern), writers, [int(b) for b in buckets],
-                    fmt)
+            unlabelled = convert(files_of(input_config.splits[0].pattern), writers,
+                                 [int(b) for b in buckets], fmt, label)
             for w in writers:
                 w.close()
         else:
+            unlabelled = 0
             for split, name in zip(input_config.splits, split_names):
                 w = writer(name)
-                convert(files_of(split.pattern), [w], [1], fmt)
+                unlabelled += convert(files_of(split.pattern), [w], [1], fmt, label)
                 w.close()
+        for artifact in artifacts:
+            artifact.set_int_custom_property(UNLABELLED_PROPERTY, unlabelled)
 
         for artifact in artifacts:
             payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)

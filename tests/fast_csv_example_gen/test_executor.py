@@ -31,7 +31,7 @@ lines"
 
 
 def run(executor_class, tmp_path, name, split_config=True, files=None, fmt=None,
-        input_base=None):
+        input_base=None, label=None):
     """Runs the executor on ``files`` ({name: bytes}, default TINY_CSV as data.csv) in a
     data directory of its own, or on the files in ``input_base``."""
     data = input_base or tmp_path / f'data-{name}'
@@ -56,6 +56,7 @@ def run(executor_class, tmp_path, name, split_config=True, files=None, fmt=None,
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
         standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         **(fmt.exec_properties() if fmt else {}),
+        **({fast_executor.LABEL_KEY: label} if label else {}),
     }
     executor_class().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, props)
     return examples
@@ -260,3 +261,21 @@ def test_a_remote_data_root_is_read_through_tfx_filesystems(export_reference, tm
                fmt=csv_format.CsvFormat(';', 'cp1252'))
     for split in ('train', 'eval'):
         assert records(fast, split) == records(export_reference, split)
+
+
+def test_rows_without_a_label_are_left_out_and_counted(tmp_path):
+    # Every 4th row's label is missing (empty, or an NA token); the others keep their split.
+    lines = [line if i % 4 else line.rsplit(',', 1)[0] + ',' + ['', 'NA', 'null'][i % 3]
+             for i, line in enumerate(na_csv('0').decode().splitlines()[1:])]
+    data = ('id,count,length,island,label\n' + '\n'.join(lines) + '\n').encode()
+    fmt = csv_format.CsvFormat(na_values=csv_format.NA_VALUES)
+    full = run(fast_executor.Executor, tmp_path, 'full', files={'d.csv': data}, fmt=fmt)
+    kept = run(fast_executor.Executor, tmp_path, 'kept', files={'d.csv': data}, fmt=fmt,
+               label='label')
+    assert kept.get_int_custom_property(fast_executor.UNLABELLED_PROPERTY) == 10
+    assert full.get_int_custom_property(fast_executor.UNLABELLED_PROPERTY) == 0
+    assert sorted(by_id(kept)) == [i for i in range(40) if i % 4]
+    for split in ('train', 'eval'):  # a labelled row lands where it did without the filter
+        labelled = [r for r in records(full, split)
+                    if tf.train.Example.FromString(r).features.feature['label'].int64_list.value]
+        assert records(kept, split) == labelled
