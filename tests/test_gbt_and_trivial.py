@@ -7,10 +7,11 @@ and are reused: both trainers read the same raw examples through the same TFT gr
 ``reverse``  Keras again: gated against the gbt model as baseline (TFMA loads TF-DF models).
 
 ``regression_runs`` (a synthetic price CSV, prices in the thousands):
-``weak``     label standardization off and one training step, ``beat_trivial: true``: the
-             model is worse than always predicting the mean: not blessed, nothing pushed,
-             the summary says why.
+``weak``     label standardization off and one training step, no threshold (so the default
+             gate, beat_trivial): the model is worse than always predicting the mean: not
+             blessed, nothing pushed, the summary says why.
 ``fitted``   the defaults (standardized label): blessed and pushed, answering in prices.
+Both: 20 rows have no price (an empty cell or an NA token): left out, and counted.
 """
 import csv
 import json
@@ -115,8 +116,6 @@ data:
   label: price
   task: regression
 training: {training}
-evaluation:
-  beat_trivial: true
 paths:
   pipeline_root: {root}/pipeline
   metadata: {root}/metadata.sqlite
@@ -134,6 +133,11 @@ def make_prices(path, n=400, seed=0):
             price = 800 + 4000 * carat + {'fair': 0, 'good': 400, 'ideal': 900}[cut]
             w.writerow([round(carat, 2), cut, round(rng.gauss(61, 1.5), 1),
                         round(price + rng.gauss(0, 300))])
+        for i in range(UNPRICED):  # rows without a label, as exports leave them
+            w.writerow([round(rng.uniform(0.2, 2.5), 2), 'good', 61.0, ['', 'NA'][i % 2]])
+
+
+UNPRICED = 20
 
 
 @pytest.fixture(scope='session')
@@ -184,6 +188,10 @@ def test_a_standardized_regression_model_beats_the_mean_and_answers_in_prices(re
     trivial = fitted['evaluation']['trivial']
     assert trivial['weak'] is False and trivial['gain'] > 0
     assert 'Weak model' not in fitted['text']
+    # The unpriced rows were neither trained nor evaluated on (else mean-filled prices).
+    assert fitted['rows_without_label'] == UNPRICED
+    assert (f"Rows without a label: {UNPRICED}, left out of training and evaluation" in
+            fitted['text'])
     plan = fitted['features']
     assert plan['label_mean'] > 1000 and plan['label_std'] > 500
     assert 'standardized for training' in plan['label_reason']
