@@ -222,11 +222,14 @@ def resolve(path: str, delimiter: str = '', encoding: str = 'utf-8',
 
 
 def column_names(header: List[str]) -> List[str]:
-    """The header's names, an unnamed column (empty or blank) named ``column_<i>`` (its
-    1-based position, ``_`` added until the name is unused): R's ``write.csv`` and pandas'
-    ``to_csv`` leave the row-name column unnamed, and the feature plan then drops it as a row
-    number. A header of one empty name is an empty header, left as it is."""
-    if header == [''] or all(name.strip() for name in header):
+    """The header's names without the spaces around them (`` age `` is ``age``: a spreadsheet
+    shows no difference, and a config names it so), an unnamed column (empty or blank) named
+    ``column_<i>`` (its 1-based position, ``_`` added until the name is unused): R's
+    ``write.csv`` and pandas' ``to_csv`` leave the row-name column unnamed, and the feature
+    plan then drops it as a row number. A header of one empty name is an empty header, left
+    as it is."""
+    header = [name.strip() for name in header]
+    if header == [''] or all(header):
         return header
     taken = set(header)
     names = []

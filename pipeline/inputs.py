@@ -286,6 +286,17 @@ def check_label(config: PipelineConfig, plan: FeaturePlan, p) -> None:
         raise DataError(f'{files}: column {label!r} (data.label) has one value in all '
                         f'{p.present:,} rows with a label ({values}); a {task} task needs at '
                         f'least two classes in the training data')
+    if plan.label_dtype == STRING:
+        spelled: Dict[str, List[str]] = {}
+        for value, _ in p.top:
+            spelled.setdefault(value.strip().casefold(), []).append(value)
+        twins = [names for names in spelled.values() if len(names) > 1]
+        if twins:
+            raise DataError(
+                f'{files}: column {label!r} (data.label) spells one class several ways: '
+                + '; '.join(' and '.join(map(repr, names)) for names in twins)
+                + '; values that differ only in spaces or case are different classes: '
+                  'expected each class spelled one way (clean the file)')
     if task != 'binary' or p.distinct > len(p.top):  # (a sample's rarest values unseen)
         return
     if plan.label_dtype == STRING:

@@ -99,6 +99,14 @@ def test_na_tokens_in_numeric_columns_pass_the_preflight(tmp_path):
     assert check_file(path, NUMBERS, fmt=csv_format.resolve(path)) == 6
 
 
+def test_spaces_around_a_column_name_are_not_part_of_it(tmp_path):
+    path = write(tmp_path, ' age ,income , bought\n 41 ,50.5,yes\n', name='padded.csv')
+    fmt = csv_format.resolve(path)
+    assert csv_format.read_header(path, fmt) == ['age', 'income', 'bought']
+    table = csv_format.read_table(path, fmt)
+    assert table.column('age').to_pylist() == [' 41 ']  # values as written
+
+
 def test_an_unnamed_row_name_column_is_named_and_read(tmp_path):
     # R's write.csv and pandas' to_csv leave the row names' column unnamed.
     path = write(tmp_path, '"","count","length"\n"1",1,2.5\n"2",NA,3\n')

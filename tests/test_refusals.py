@@ -159,6 +159,20 @@ def test_a_label_of_one_class_is_refused_before_anything_trains(data):
     assert 'Traceback' not in err + out and 'tensorflow' not in imported
 
 
+def test_a_label_class_spelled_two_ways_is_refused(data):
+    header, rows = taxi_rows(40)
+    label = header.index('payment_type')
+    spelled = [r[:label] + [r[label] + (' ' if i % 3 == 0 else '')] + r[label + 1:]
+               for i, r in enumerate(rows)]
+    write_csv(str(data / 'spelled' / 'trips.csv'), header, spelled)
+    code, out, err, _ = cli(*base_args(data, 'spelled'), '--set', 'data.label=payment_type',
+                            '--set', 'data.positive_class=Cash')
+    assert code == 1, err
+    assert "column 'payment_type' (data.label) spells one class several ways: 'Cash' and " \
+           "'Cash '" in err
+    assert 'Traceback' not in err + out
+
+
 def test_a_header_in_another_encoding_is_refused_as_such_not_as_a_missing_column(data):
     # The Windows export's header holds 'compañía' in Latin-1, and the config names it.
     header, rows = taxi_rows(10)
