@@ -188,7 +188,11 @@ def _domain(schema: schema_pb2.Schema, f) -> str:
               next((d.value for d in schema.string_domain if d.name == f.domain), None)
               if which == 'domain' else None)
     if values is not None:
-        shown = ', '.join(values[:SHOWN_VALUES]) + (', …' if len(values) > SHOWN_VALUES else '')
+        # A value holding a line break or a comma is shown quoted, so the table stays one
+        # line per column and the list reads unambiguously.
+        shown = ', '.join(v if v.isprintable() and ',' not in v and v.strip() == v else
+                          repr(v) for v in values[:SHOWN_VALUES]) + (
+            ', …' if len(values) > SHOWN_VALUES else '')
         return f'{len(values)} values: {shown}'
     return {schema_pb2.INT: 'any integer', schema_pb2.FLOAT: 'any number',
             schema_pb2.BYTES: 'any string'}.get(f.type, '')

@@ -393,3 +393,14 @@ def test_draft_is_shown_one_line_per_column(drafted):
     assert '  island   BYTES  may be missing           2 values: Biscoe, Dream' in text
     assert '  label    BYTES  required, training only  2 values: ' in text
     assert '\n             draft: ambiguous dates: every value reads as %d/%m/%Y' in text
+
+
+def test_a_domain_value_with_a_line_break_or_comma_is_shown_quoted():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema import describe_schema
+    schema = schema_pb2.Schema()
+    f = schema.feature.add(name='note', type=schema_pb2.BYTES)
+    f.string_domain.value.extend(['line one\nline two', 'a, b', 'short'])
+    [_, line] = describe_schema(schema)
+    assert line.endswith("3 values: 'line one\\nline two', 'a, b', short")
