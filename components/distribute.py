@@ -34,6 +34,11 @@ worker or server must not) too; so does a cluster that goes ``training.cluster_t
 seconds without a training step (``Heartbeat``). Then every process is terminated, and the
 error names the task, its exit status and the end of its log. The children also exit on
 their own if the Trainer's process disappears (``_exit_with_parent``), so none outlives it.
+Where ``TF_CONFIG`` is set there is no supervisor: a lost peer aborts the collectives of the
+others (a reset connection, or a missed heartbeat of the coordination service the strategy
+starts), which fails their training (tests/test_distribute.py). No per-collective timeout is
+set: TensorFlow spends a sleeping thread on each collective for its whole timeout, which
+exhausted the threads of a 12k-row run (docs/distributed.md).
 """
 import importlib
 import json
