@@ -34,6 +34,11 @@ worker or server must not) too; so does a cluster that goes ``training.cluster_t
 seconds without a training step (``Heartbeat``). Then every process is terminated, and the
 error names the task, its exit status and the end of its log. The children also exit on
 their own if the Trainer's process disappears (``_exit_with_parent``), so none outlives it.
+Where ``TF_CONFIG`` is set there is no supervisor: a lost peer aborts the collectives of the
+others (a reset connection, or a missed heartbeat of the coordination service the strategy
+starts), which fails their training (tests/test_distribute.py). No per-collective timeout is
+set: TensorFlow spends a sleeping thread on each collective for its whole timeout, which
+exhausted the threads of a 12k-row run (docs/distributed.md).
 """
 import importlib
 import json
@@ -150,11 +155,14 @@ def make_strategy(training, task: Optional[Task]):
     if training.distribute == MIRRORED:
         return tf.distribute.MirroredStrategy()
     if training.distribute == MULTI_WORKER:
-        # A collective that waits longer than this for a peer fails instead of hanging.
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=task.resolver(),
-            communication_options=tf.distribute.experimental.CommunicationOptions(
-                timeout_seconds=float(training.cluster_timeout)))
+        # No collective timeout (CommunicationOptions.timeout_seconds): TensorFlow runs each
+        # collective's timer on a thread of its own that sleeps for the whole timeout, so a
+        # timeout of T seconds keeps T x (collectives per second) threads alive: at 600 s the
+        # 12k taxi run reached ~16,000 threads a process and aborted ("Resource temporarily
+        # unavailable"; docs/distributed.md). A lost peer is found by the coordination
+        # service's heartbeats, which MultiWorkerMirroredStrategy starts, and, locally, by
+        # the supervisor (a task's exit; no step for training.cluster_timeout).
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=task.resolver())
     if training.distribute == PARAMETER_SERVER:
         return tf.distribute.ParameterServerStrategy(task.resolver())
     return None

@@ -26,6 +26,16 @@ SEARCHED = (('hidden_units', True), ('hidden_layers', True), ('dropout', False),
 NAMES = tuple(name for name, _ in SEARCHED)
 INTEGER = {name for name, integer in SEARCHED if integer}
 
+# The ``training`` settings a search reads besides the searched ones (every searched name is
+# always a hyperparameter of the trial, so its configured value is never read): the seed, the
+# validation's batches (``batch_size`` rows each, as the Trainer's), the steps between
+# validations and early stopping; and the trainer kind, whose model the search tunes. The
+# Tuner gets only these (``pipeline/pipeline.py``), so they and its other inputs (the data,
+# the schema, the transform graph, the ``tuning`` section, the trial and eval steps) are its
+# cache key: editing another training setting (the Trainer's steps, ``distribute``, the
+# estimator's checkpoints) trains again without searching again.
+SEARCH_READS = ('trainer', 'seed', 'batch_size', 'steps_per_epoch', 'early_stopping_patience')
+
 # What the model's compile() reports for each task (components/model.py), besides 'loss'.
 # The objective is one of these on the eval split: 'val_' + name.
 MODEL_METRICS = {'binary': ('auc', 'binary_accuracy'),

@@ -26,6 +26,7 @@ from tfx.types import channel_utils, standard_artifacts
 from tfx.types.channel import Channel
 
 import components
+from components import hyperparameters
 from components.anomaly_gate import AnomalyGate
 from components.baseline import BaselineModelStrategy
 from components.drift import DriftCheck
@@ -166,8 +167,10 @@ def tuning_node(config: PipelineConfig, inputs: RunInputs, examples, transform, 
     ``tuning.trials``: TFX's Tuner running the generic KerasTuner search
     (``components/tuner``) on the Trainer's input, for ``tuning.train_steps`` steps a trial.
     Its cache key holds the data, the schema, the transform graph, the search (space,
-    algorithm, budget, objective) and the search's code, so an unchanged rerun is cached.
-    Imported here: KerasTuner loads only when tuning is on.
+    algorithm, budget, objective), the training settings the search reads
+    (``hyperparameters.SEARCH_READS``, not the whole section) and the search's code, so a
+    rerun with none of them changed is cached. Imported here: KerasTuner loads only when
+    tuning is on.
     """
     tuning = config.tuning
     if tuning.reuse:
@@ -186,7 +189,8 @@ def tuning_node(config: PipelineConfig, inputs: RunInputs, examples, transform, 
         train_args=trainer_pb2.TrainArgs(
             num_steps=tuning.train_steps or config.training.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
-        custom_config=dict(custom_config, tuning=search))
+        custom_config=dict(custom_config, tuning=search, training={
+            k: custom_config['training'][k] for k in hyperparameters.SEARCH_READS}))
     return keyed_on_code(tuner, inputs, TUNER_FN.rpartition('.')[0])
 
 

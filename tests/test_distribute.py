@@ -131,6 +131,116 @@ def test_a_killed_worker_fails_the_training_clearly_and_leaves_no_process(distri
     assert not os.path.exists(fn_args.serving_model_dir)
 
 
+def test_where_tf_config_is_set_a_lost_worker_fails_the_chief_instead_of_hanging(
+        distributed, tmp_path):
+    """A cluster that provides TF_CONFIG (Vertex AI, a TFJob) has no supervisor of ours: the
+    chief and a worker run the Trainer's task as such a cluster's replicas do; the worker
+    is killed mid-training, and the chief fails on its own within a minute (TensorFlow's
+    collectives abort on the lost peer) and exports nothing."""
+    import json
+    import subprocess
+    import types
+
+    from components import distribute
+    from trainer_testlib import fn_args_of
+
+    config = distributed['config']
+    fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path),
+                         training={'distribute': 'multi_worker', 'steps_per_epoch': 20})
+    fn_args.train_steps = 100_000   # it would train for hours
+    job = str(tmp_path / 'job.json')
+    with open(job, 'w') as f:
+        json.dump(distribute.job_of(fn_args, 'components.trainer.train_task'), f, default=str)
+    cluster = distribute.local_cluster(types.SimpleNamespace(distribute='multi_worker', workers=2))
+    heartbeat = str(tmp_path / 'heartbeat')   # only to see that training has begun
+    tasks = {}
+    try:
+        for name, task in (('worker', distribute.Task(cluster, 'worker', 0)),
+                           ('chief', distribute.Task(cluster, 'chief', 0))):
+            with open(tmp_path / f'{name}.log', 'wb') as log:
+                tasks[name] = subprocess.Popen(
+                    [sys.executable, '-m', 'components.distribute', job], stdout=log,
+                    stderr=subprocess.STDOUT, env=dict(os.environ, TF_CONFIG=task.tf_config(),
+                                                       **{distribute.HEARTBEAT_ENV: heartbeat}))
+        deadline = time.monotonic() + 300
+        while not os.path.exists(heartbeat) and time.monotonic() < deadline:
+            assert tasks['chief'].poll() is None, (tmp_path / 'chief.log').read_text()[-3000:]
+            time.sleep(0.2)
+        assert os.path.exists(heartbeat), 'the cluster never started training'
+        time.sleep(2)
+        tasks['worker'].kill()
+        killed = time.monotonic()
+        code = tasks['chief'].wait(timeout=120)
+        failed_after = time.monotonic() - killed
+    finally:
+        for p in tasks.values():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    log = (tmp_path / 'chief.log').read_text(errors='replace')
+    assert code != 0
+    assert failed_after < 60, failed_after
+    assert 'job:worker' in log[-20000:], log[-3000:]
+    assert not os.path.exists(fn_args.serving_model_dir)
+
+
+def _threads(pid: int) -> int:
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('Threads:'))
+    except (OSError, StopIteration):
+        return 0
+
+
+def test_multi_worker_tasks_keep_a_bounded_number_of_threads(distributed, tmp_path):
+    """The 12k taxi run used to abort at its second epoch ("Resource temporarily
+    unavailable"): a collective timeout made TensorFlow start a thread per collective that
+    slept for the whole timeout, ~75 a step, until no thread could be created. Over 150
+    steps each task's threads now stay flat (the old code reached thousands). With
+    ``scale_lr`` the model trains at the configured rate times the 2 replicas."""
+    import json
+
+    from components import trainer, training_record
+    from trainer_testlib import fn_args_of
+
+    config = distributed['config']
+    fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path),
+                         training={'distribute': 'multi_worker', 'steps_per_epoch': 50,
+                                   'early_stopping_patience': 0, 'scale_lr': True,
+                                   'learning_rate': 0.002})
+    fn_args.train_steps = 150
+    cluster_json = os.path.join(fn_args.model_run_dir, 'cluster', 'cluster.json')
+    heartbeat = os.path.join(fn_args.model_run_dir, 'cluster', 'heartbeat')
+    counts = {}   # task -> (threads at the first step, the most seen)
+    done = threading.Event()
+
+    def count():
+        while not os.path.exists(heartbeat) and not done.wait(0.2):
+            pass
+        with open(cluster_json) as f:
+            pids = {name: task['pid'] for name, task in json.load(f).items()}
+        while not done.wait(0.5):
+            for name, pid in pids.items():
+                n = _threads(pid)
+                first, most = counts.get(name, (n, n))
+                counts[name] = (first, max(most, n))
+
+    counter = threading.Thread(target=count, daemon=True)
+    counter.start()
+    try:
+        trainer.run_fn(fn_args)
+    finally:
+        done.set()
+        counter.join(10)
+    assert os.path.exists(os.path.join(fn_args.serving_model_dir, 'saved_model.pb'))
+    record = training_record.read(fn_args.serving_model_dir)
+    assert record['scale_lr'] is True and record['replicas_in_sync'] == 2
+    assert record['hyperparameters']['learning_rate'] == pytest.approx(0.004)
+    assert set(counts) == {'chief-0', 'worker-0'}
+    for name, (first, most) in counts.items():
+        assert most - first < 300, (name, first, most)
+
+
 def test_multi_worker_training_is_reproducible_for_a_fixed_seed(distributed, tmp_path):
     """Synchronous training: two trainings with one seed export the same weights (each
     worker's shard and order follow the seed; the all-reduce of two workers' gradients

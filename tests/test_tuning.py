@@ -38,9 +38,16 @@ def tuned(tmp_path_factory, taxi_sample):
     reuse_out = io.StringIO()
     reused = run_pipeline(load_config(path, ['tuning.reuse=latest', 'run.fast_rerun=false',
                                              'training.train_steps=100']), out=reuse_out)
+    # Training settings the search does not read changed: the Trainer trains again, the
+    # Tuner comes from the cache (its key holds only what the search reads).
+    retrained_config = load_config(path, ['run.fast_rerun=false', 'training.train_steps=80',
+                                          'training.learning_rate=0.01'])
+    retrained = run_pipeline(retrained_config, out=io.StringIO())
     return {'config': config, 'path': path, 'first': first, 'output': out.getvalue(),
             'nodes': first_nodes, 'rerun': rerun, 'reused': reused,
-            'reuse_output': reuse_out.getvalue(), 'directory': directory}
+            'reuse_output': reuse_out.getvalue(), 'directory': directory,
+            'retrained': retrained,
+            'retrained_nodes': run_outputs(store, latest_run(store, config.name))}
 
 
 def trials_of(nodes):
@@ -87,6 +94,20 @@ def test_an_unchanged_rerun_takes_the_tuner_from_the_cache(tuned):
     assert states['Tuner'] == 'cached'
     assert states['Trainer'] == 'cached'
     assert tuned['rerun']['tuning']['from_cache'] is True
+
+
+def test_a_training_setting_the_search_does_not_read_keeps_the_tuner_cached(tuned):
+    """training.train_steps and learning_rate changed (the trials have their own steps and
+    search the rate): TFX's cache serves the Tuner, the Trainer trains again with the same
+    winner."""
+    retrained = tuned['retrained']
+    assert retrained['status'] == 'succeeded', retrained.get('error')
+    states = {c['id']: c['state'] for c in retrained['components']}
+    assert states['Tuner'] == 'cached'
+    assert states['Trainer'] == 'ran'
+    assert retrained['tuning']['from_cache'] is True
+    record = record_of(tuned['retrained_nodes'])
+    assert record['hyperparameters'] == trials_of(tuned['nodes'])['best_values']
 
 
 def test_reuse_latest_imports_the_earlier_results_instead_of_searching(tuned):

@@ -8,8 +8,9 @@ materialized ones) and trains with the trainer's own ``train_keras`` (its early 
 the eval loss, ``steps_per_epoch`` steps between validations). So the winner's values mean
 the same thing to the Trainer, which then builds the same model with them.
 
-``fn_args.custom_config``: ``features`` (the plan), ``training`` (the settings the trials do
-not search: seed, steps per epoch, early stopping), ``tuning`` (the ``tuning`` section:
+``fn_args.custom_config``: ``features`` (the plan), ``training`` (only the settings the
+trials read and do not search, ``hyperparameters.SEARCH_READS``: seed, validation batch,
+steps per epoch, early stopping, trainer kind), ``tuning`` (the ``tuning`` section:
 algorithm, trials, space, objective, max_minutes), ``materialized``.
 
 The wall-time cap (``tuning.max_minutes``) is enforced, not hoped for: once it passes, the
