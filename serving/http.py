@@ -59,6 +59,39 @@ def _raw_response(status: int, reason: str, message: str, retry_after: bool = Fa
     return head.encode("latin-1") + body
 
 
+class _JoinedWrites:
+    """A transport that sends the writes of one turn of the event loop as one: uvicorn writes
+    a response's head and its body separately, two send() system calls and two TCP segments
+    (the socket has TCP_NODELAY); joined, a response costs one of each. Everything but
+    `write` and `close` goes to the real transport."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport, loop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():  # else the client is gone: nothing to send
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 # At the cap, a new connection may take the place of a fresh one (no request answered yet)
 # that has been open at least this long without sending its headers.
 _EVICTABLE_AFTER_S = 1.0
@@ -90,6 +123,7 @@ def _protocol_class(limits: HttpLimits, metrics: Metrics):
                 transport.write(too_many)
                 transport.close()
                 return
+            self.transport = _JoinedWrites(transport, self.loop)
             live.add(self)
             metrics.connections.inc()
             fresh[self] = self.loop.time()

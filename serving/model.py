@@ -9,6 +9,7 @@ Serving would want dedicated classify/regress method signatures; this server der
 from those outputs instead, so the pipeline need export only the signatures above.
 """
 
+import asyncio
 import os
 
 import numpy as np
@@ -116,7 +117,13 @@ class VersionBase:
         return self.signatures[name]
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature, blocking."""
         raise NotImplementedError
+
+    async def call(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature from the event loop (here in a thread; a model process answers
+        on the loop itself: serving/worker.py)."""
+        return await asyncio.to_thread(self.run, signature_name, inputs)
 
 
 class LoadedVersion(VersionBase):
