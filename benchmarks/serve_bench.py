@@ -138,9 +138,10 @@ class Server:
                     bad += count
         return int(ok), int(bad)
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) the server and its model processes have used so far: per
-        request, a figure other work on the machine disturbs much less than req/s."""
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) the server's own process and its model processes (its
+        descendants) have used so far: per request, figures other work on the machine disturbs
+        much less than req/s."""
         tick = os.sysconf("SC_CLK_TCK")
         children: dict[int, list[int]] = {}
         times: dict[int, float] = {}
@@ -154,12 +155,12 @@ class Server:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry))
             times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-        total, todo = 0.0, [self.process.pid]
+        own, descendants, todo = times.get(self.process.pid, 0.0), 0.0, list(children.get(self.process.pid, []))
         while todo:
             pid = todo.pop()
-            total += times.get(pid, 0.0)
+            descendants += times.get(pid, 0.0)
             todo.extend(children.get(pid, []))
-        return total
+        return own, descendants
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as f:
@@ -301,7 +302,9 @@ def _load(server, workdir, bodies, protocol, batch, concurrency, args, stop_when
         result = _h2load(server, workdir, bodies[protocol, batch], concurrency, 600 if stop_when else args.seconds,
                          args.warmup if stop_when is None else 0, stop_when)
         served = result["server_ok"]
-    result["cpu_ms"] = (server.cpu_seconds() - cpu) * 1000 / served if served else float("nan")
+    (own0, models0), (own1, models1) = cpu, server.cpu_seconds()
+    per = 1000 / served if served else float("nan")
+    result["cpu_ms"], result["model_cpu_ms"] = (own1 - own0 + models1 - models0) * per, (models1 - models0) * per
     return result
 
 
@@ -582,12 +585,12 @@ def hostile(args, workdir, serving_dir, variant) -> list[dict]:
 def _table_line(r) -> str:
     return (f"| {r['http']} | {r['round']} | {r['protocol']} | {r['batch']} | {r['concurrency']} | {r['requests']} | "
             f"{r['errors']} | {r['rps']:.0f} | {r['rps'] * r['batch']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | "
-            f"{r['cpu_ms']:.2f} |")
+            f"{r['cpu_ms']:.2f} ({r['model_cpu_ms']:.2f}) |")
 
 
 def _print_throughput(rows, labels, comparing_http):
     print("| server | round | protocol | rows/request | concurrency | requests | errors | req/s | predictions/s | p50 ms | p99 ms | max ms "
-          "| server CPU ms/request |")
+          "| server CPU ms/request (of it, the model processes) |")
     print("|" + "---|" * 13)
     for r in rows:
         print(_table_line(r))

@@ -18,6 +18,11 @@ Limits (each a `--flag` of the server; `HttpLimits` holds them):
   past it, a request is answered 503 with `Retry-After` (so memory is bounded whatever the
   number of clients);
 - a kept-alive connection idle for `keep_alive_s` is closed (uvicorn's own timeout).
+
+The header and body timeouts each end somewhere in their last tenth (`_spread`): clients that
+connected together and stall together (a slow-body attack, or a stalled proxy in front of
+hundreds of clients) are answered over that tenth, not all in one turn of the event loop,
+which held every other request back for ~100 ms for 500 of them.
 uvicorn already refuses malformed HTTP with 400 and closes, and answers pipelined
 requests in order.
 """
@@ -25,6 +30,7 @@ requests in order.
 import asyncio
 import dataclasses
 import logging
+import random
 import socket
 
 import uvicorn
@@ -90,6 +96,12 @@ class _JoinedWrites:
 
     def __getattr__(self, name):
         return getattr(self._transport, name)
+
+
+def _spread(timeout_s: float) -> float:
+    """A timeout cut to somewhere in its last tenth, so that timeouts started together do
+    not all expire in the same instant."""
+    return timeout_s * (0.9 + 0.1 * random.random())
 
 
 # At the cap, a new connection may take the place of a fresh one (no request answered yet)
@@ -159,7 +171,7 @@ def _protocol_class(limits: HttpLimits, metrics: Metrics):
 
         def _start_header_timer(self) -> None:
             if self._header_timer is None:
-                self._header_timer = self.loop.call_later(limits.header_timeout_s, self._headers_late)
+                self._header_timer = self.loop.call_later(_spread(limits.header_timeout_s), self._headers_late)
 
         def _stop_header_timer(self) -> None:
             if self._header_timer is not None:
@@ -247,7 +259,7 @@ class HttpApp:
             return _too_large(max_bytes), 0, not drained
         body = bytearray()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limits.body_timeout_s
+        deadline = loop.time() + _spread(limits.body_timeout_s)
         reserved = 0
         try:
             while True:
@@ -281,7 +293,7 @@ class HttpApp:
     async def _drain(self, receive, length: int) -> bool:
         """Reads and drops a body (within the body timeout); whether it was read whole."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.body_timeout_s
+        deadline = loop.time() + _spread(self.limits.body_timeout_s)
         seen = 0
         while seen < length:
             try:
