@@ -17,7 +17,14 @@ The server runs in its own process (`python -m serving`, or `benchmarks/http_can
 for `--http` libraries other than uvicorn) on 127.0.0.1 with free ports, on a temporary copy
 of the newest version. With several `--http` libraries, each round runs them in turn (the
 order reversed every other round) and prints each one's throughput as a ratio to the first
-library's in the same round: on a shared machine only those ratios mean much.
+library's in the same round: on a shared machine only those ratios mean much. `--build
+LABEL=DIR` (repeated) compares server trees the same way (another commit's `serving/` and
+`components/`, from `git worktree add` or `git archive`), for a change's before and after:
+
+    .venv/bin/python benchmarks/serve_bench.py --serving-dir output/serving/taxi --build base=/tmp/base --build new=. --rounds 2
+
+Each scenario also reports the server's CPU time per request (its own process and, in
+parentheses, its model processes): a figure other work on the machine disturbs much less.
 
 Swap: REST (wrk) and gRPC (h2load) load at concurrency 8 each while version 2 (a copy of the
 model) is pushed as the Pusher does (`.tmp-2`, then rename); the measured window runs from
