@@ -17,7 +17,14 @@ The server runs in its own process (`python -m serving`, or `benchmarks/http_can
 for `--http` libraries other than uvicorn) on 127.0.0.1 with free ports, on a temporary copy
 of the newest version. With several `--http` libraries, each round runs them in turn (the
 order reversed every other round) and prints each one's throughput as a ratio to the first
-library's in the same round: on a shared machine only those ratios mean much.
+library's in the same round: on a shared machine only those ratios mean much. `--build
+LABEL=DIR` (repeated) compares server trees the same way (another commit's `serving/` and
+`components/`, from `git worktree add` or `git archive`), for a change's before and after:
+
+    .venv/bin/python benchmarks/serve_bench.py --serving-dir output/serving/taxi --build base=/tmp/base --build new=. --rounds 2
+
+Each scenario also reports the server's CPU time per request (its own process and, in
+parentheses, its model processes): a figure other work on the machine disturbs much less.
 
 Swap: REST (wrk) and gRPC (h2load) load at concurrency 8 each while version 2 (a copy of the
 model) is pushed as the Pusher does (`.tmp-2`, then rename); the measured window runs from
@@ -68,8 +75,22 @@ end
 _GRPC_PATH = "/tensorflow.serving.PredictionService/Predict"
 
 
-def _quiet_env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+def _quiet_env(root=ROOT):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(dict.fromkeys([root, ROOT])))
+
+
+def _variants(args) -> list[tuple[str, str, str]]:
+    """The servers to compare: (label, HTTP library, tree), from `--build` or else `--http`."""
+    if not args.build:
+        return [(library, library, ROOT) for library in args.http]
+    variants = []
+    for item in args.build:
+        label, _, tree = item.rpartition("=")
+        tree = os.path.abspath(tree)
+        if not os.path.isfile(os.path.join(tree, "serving", "server.py")):
+            sys.exit(f"--build {item}: {tree} holds no serving/server.py")
+        variants.append((label or os.path.basename(tree), args.http[0], tree))
+    return variants
 
 
 def _need(tool: str, package: str) -> None:
@@ -83,14 +104,15 @@ def _need(tool: str, package: str) -> None:
 class Server:
     """A server process on free ports, stopped by `stop()`."""
 
-    def __init__(self, serving_dir, model_name, workdir, http="uvicorn", extra_args=(), log_name="server.log"):
+    def __init__(self, serving_dir, model_name, workdir, http="uvicorn", extra_args=(), log_name="server.log", root=ROOT):
+        """`root`: the tree whose `serving` package runs (another build, for `--build`)."""
         program = ["-m", "serving"] if http == "uvicorn" else [os.path.join(ROOT, "benchmarks", "http_candidates.py"), "--library", http]
         command = [sys.executable, *program, "--serving-dir", serving_dir, "--model-name", model_name,
                    "--host", HOST, "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "0.2", *extra_args]
         self.log_path = os.path.join(workdir, log_name)
         self.model_name = model_name
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=_quiet_env())
+            self.process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=log, text=True, env=_quiet_env(root))
         rest_line, grpc_line = self.process.stdout.readline(), self.process.stdout.readline()
         if not grpc_line.startswith("gRPC listening"):
             self.process.kill()
@@ -122,6 +144,30 @@ class Server:
                 else:
                     bad += count
         return int(ok), int(bad)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) the server's own process and its model processes (its
+        descendants) have used so far: per request, figures other work on the machine disturbs
+        much less than req/s."""
+        tick = os.sysconf("SC_CLK_TCK")
+        children: dict[int, list[int]] = {}
+        times: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+        own, descendants, todo = times.get(self.process.pid, 0.0), 0.0, list(children.get(self.process.pid, []))
+        while todo:
+            pid = todo.pop()
+            descendants += times.get(pid, 0.0)
+            todo.extend(children.get(pid, []))
+        return own, descendants
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as f:
@@ -251,12 +297,22 @@ def _percentile(sorted_values, q):
 
 
 def _load(server, workdir, bodies, protocol, batch, concurrency, args, stop_when=None) -> dict:
+    """One scenario's figures, with the server's CPU milliseconds per request (`cpu_ms`)."""
     if protocol == "rest":
         if stop_when is None and args.warmup > 0:
             _wrk(server, workdir, bodies[protocol, batch], concurrency, args.warmup)
-        return _wrk(server, workdir, bodies[protocol, batch], concurrency, 600 if stop_when else args.seconds, stop_when)
-    return _h2load(server, workdir, bodies[protocol, batch], concurrency, 600 if stop_when else args.seconds,
-                   args.warmup if stop_when is None else 0, stop_when)
+        cpu = server.cpu_seconds()
+        result = _wrk(server, workdir, bodies[protocol, batch], concurrency, 600 if stop_when else args.seconds, stop_when)
+        served = result["requests"]
+    else:
+        cpu = server.cpu_seconds()  # h2load's warm-up is part of its run: counted by the server's metrics
+        result = _h2load(server, workdir, bodies[protocol, batch], concurrency, 600 if stop_when else args.seconds,
+                         args.warmup if stop_when is None else 0, stop_when)
+        served = result["server_ok"]
+    (own0, models0), (own1, models1) = cpu, server.cpu_seconds()
+    per = 1000 / served if served else float("nan")
+    result["cpu_ms"], result["model_cpu_ms"] = (own1 - own0 + models1 - models0) * per, (models1 - models0) * per
+    return result
 
 
 # ------------------------------------------------------------------------------ the sections
@@ -277,11 +333,11 @@ def _prepare_serving_dir(args, workdir) -> str:
 
 def throughput(args, workdir, serving_dir) -> list[dict]:
     rows = []
-    libraries = args.http
+    variants = _variants(args)
     for round_index in range(args.rounds):
-        order = libraries if round_index % 2 == 0 else libraries[::-1]
-        for library in order:
-            server = Server(serving_dir, args.model_name, workdir, library, args.server_arg)
+        order = variants if round_index % 2 == 0 else variants[::-1]
+        for label, library, tree in order:
+            server = Server(serving_dir, args.model_name, workdir, library, args.server_arg, root=tree)
             try:
                 inputs = _inputs_from_metadata(server)
                 bodies = {}
@@ -292,7 +348,7 @@ def throughput(args, workdir, serving_dir) -> list[dict]:
                     for batch in args.batch:
                         for concurrency in args.concurrency:
                             result = _load(server, workdir, bodies, protocol, batch, concurrency, args)
-                            row = dict(result, http=library, round=round_index + 1, protocol=protocol,
+                            row = dict(result, http=label, round=round_index + 1, protocol=protocol,
                                        batch=batch, concurrency=concurrency)
                             rows.append(row)
                             print(_table_line(row), flush=True)
@@ -301,9 +357,10 @@ def throughput(args, workdir, serving_dir) -> list[dict]:
     return rows
 
 
-def swap(args, workdir, serving_dir) -> dict:
+def swap(args, workdir, serving_dir, variant) -> dict:
     """Load on REST and gRPC while version 2 is pushed; the window is push -> AVAILABLE + 1 s."""
-    server = Server(serving_dir, args.model_name, workdir, args.http[0], args.server_arg, "swap-server.log")
+    _, library, tree = variant
+    server = Server(serving_dir, args.model_name, workdir, library, args.server_arg, "swap-server.log", root=tree)
     try:
         inputs = _inputs_from_metadata(server)
         bodies = {("rest", 1): _rest_body(workdir, inputs, 1),
@@ -511,14 +568,14 @@ async def _hostile_cases(server: Server, body_path: str, workdir: str, timeout_s
     return [await case(name, run) for name, run in cases]
 
 
-def hostile(args, workdir, serving_dir) -> list[dict]:
+def hostile(args, workdir, serving_dir, variant) -> list[dict]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
     t = f"{args.hostile_timeout:g}"
     max_connections, max_bytes = 1024, 10 * 1024 * 1024
     extra = ["--header-timeout-seconds", t, "--body-timeout-seconds", t, "--keep-alive-seconds", t,
              "--max-connections", str(max_connections), "--max-request-bytes", str(max_bytes)]
-    server = Server(serving_dir, args.model_name, workdir, "uvicorn", args.server_arg + extra, "hostile-server.log")
+    server = Server(serving_dir, args.model_name, workdir, "uvicorn", args.server_arg + extra, "hostile-server.log", root=variant[2])
     try:
         body_path = _rest_body(workdir, _inputs_from_metadata(server), 1)
         results = asyncio.run(_hostile_cases(server, body_path, workdir, args.hostile_timeout, max_connections, max_bytes))
@@ -534,29 +591,37 @@ def hostile(args, workdir, serving_dir) -> list[dict]:
 
 def _table_line(r) -> str:
     return (f"| {r['http']} | {r['round']} | {r['protocol']} | {r['batch']} | {r['concurrency']} | {r['requests']} | "
-            f"{r['errors']} | {r['rps']:.0f} | {r['rps'] * r['batch']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
+            f"{r['errors']} | {r['rps']:.0f} | {r['rps'] * r['batch']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | "
+            f"{r['cpu_ms']:.2f} ({r['model_cpu_ms']:.2f}) |")
 
 
-def _print_throughput(rows, libraries):
-    print("| http | round | protocol | rows/request | concurrency | requests | errors | req/s | predictions/s | p50 ms | p99 ms | max ms |")
-    print("|" + "---|" * 12)
+def _print_throughput(rows, labels, comparing_http):
+    print("| server | round | protocol | rows/request | concurrency | requests | errors | req/s | predictions/s | p50 ms | p99 ms | max ms "
+          "| server CPU ms/request (of it, the model processes) |")
+    print("|" + "---|" * 13)
     for r in rows:
         print(_table_line(r))
-    if len(libraries) > 1:
-        print(f"\nthroughput relative to {libraries[0]} in the same round (geometric mean over the scenarios; "
-              "gRPC does not go through the HTTP library, so its ratios show how much the machine drifted):")
-        for library, protocol in [(lib, proto) for lib in libraries[1:] for proto in ("rest", "grpc")]:
-            ratios = []
-            for r in rows:
-                if r["http"] != library or r["protocol"] != protocol:
-                    continue
-                base = [b for b in rows if b["http"] == libraries[0] and b["round"] == r["round"]
-                        and (b["protocol"], b["batch"], b["concurrency"]) == (r["protocol"], r["batch"], r["concurrency"])]
-                if base and base[0]["rps"] > 0 and r["rps"] > 0:
-                    ratios.append(r["rps"] / base[0]["rps"])
-            if ratios:
-                print(f"  {library} {protocol}: {statistics.geometric_mean(ratios):.2f} (over {len(ratios)} scenarios, "
-                      f"from {min(ratios):.2f} to {max(ratios):.2f})")
+    if len(labels) <= 1:
+        return
+    print(f"\nrelative to {labels[0]} in the same round, per scenario (rows/request x concurrency), "
+          "then the geometric mean" + (" (gRPC does not go through the HTTP library, so its ratios show how much "
+                                      "the machine drifted)" if comparing_http else "") + ":")
+    for label, protocol in [(lab, proto) for lab in labels[1:] for proto in ("rest", "grpc")]:
+        ratios, p99s, cpus, cells = [], [], [], []
+        for r in rows:
+            if r["http"] != label or r["protocol"] != protocol:
+                continue
+            base = [b for b in rows if b["http"] == labels[0] and b["round"] == r["round"]
+                    and (b["protocol"], b["batch"], b["concurrency"]) == (r["protocol"], r["batch"], r["concurrency"])]
+            if base and base[0]["rps"] > 0 and r["rps"] > 0:
+                ratios.append(r["rps"] / base[0]["rps"])
+                p99s.append(r["p99_ms"] / base[0]["p99_ms"])
+                cpus.append(r["cpu_ms"] / base[0]["cpu_ms"])
+                cells.append(f"{r['batch']}x{r['concurrency']}: {ratios[-1]:.2f}/{cpus[-1]:.2f}")
+        if ratios:
+            print(f"  {label} {protocol}: throughput {statistics.geometric_mean(ratios):.2f}, p99 "
+                  f"{statistics.geometric_mean(p99s):.2f}, server CPU per request {statistics.geometric_mean(cpus):.2f} "
+                  f"(over {len(ratios)}; throughput/CPU per scenario: {', '.join(cells)})")
 
 
 def _targets(rows, swap_result, hostile_result, main_library):
@@ -598,7 +663,10 @@ def main(argv=None) -> int:
     p.add_argument("--model-name", default="taxi")
     p.add_argument("--http", nargs="+", default=["uvicorn"], choices=["uvicorn", "aiohttp", "granian"],
                    help="HTTP libraries to compare (the first is the reference of the ratios)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds over the libraries, alternating their order")
+    p.add_argument("--build", action="append", default=[], metavar="LABEL=DIR",
+                   help="a tree whose serving/ package to run (e.g. another commit's, from git worktree or git "
+                        "archive); several compare builds as --http compares libraries (the first is the reference)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds over the libraries or builds, alternating their order")
     p.add_argument("--seconds", type=float, default=4.0, help="measured time per scenario")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before each scenario")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -618,11 +686,12 @@ def main(argv=None) -> int:
 
     load_before = os.getloadavg()
     started = time.time()
+    variants = _variants(args)
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as workdir:
         serving_dir = _prepare_serving_dir(args, workdir)
         rows = throughput(args, workdir, serving_dir)
-        swap_result = None if args.no_swap else swap(args, workdir, serving_dir)
-        hostile_result = None if args.no_hostile else hostile(args, workdir, serving_dir)
+        swaps = {} if args.no_swap else {v[0]: swap(args, workdir, serving_dir, v) for v in variants}
+        hostiles = {} if args.no_hostile else {v[0]: hostile(args, workdir, serving_dir, v) for v in variants}
     load_after = os.getloadavg()
     print()
     print(f"machine: {os.cpu_count()} cores; server and load generators (wrk, h2load) on the same machine, over loopback; "
@@ -630,19 +699,20 @@ def main(argv=None) -> int:
     print(f"load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.1f}' for x in load_after)} (above ~1 means other work shared the cores)")
     print()
-    _print_throughput(rows, args.http)
-    if swap_result:
-        print(f"\nswap (REST and gRPC at concurrency 8 each; {args.http[0]}): version 2 AVAILABLE "
+    labels = [v[0] for v in variants]
+    _print_throughput(rows, labels, not args.build)
+    for label, swap_result in swaps.items():
+        print(f"\nswap (REST and gRPC at concurrency 8 each; {label}): version 2 AVAILABLE "
               f"{swap_result['swapped_after_s']:.2f} s after the push" if swap_result["swapped_after_s"] is not None
-              else "\nswap: version 2 did not become AVAILABLE within 120 s")
+              else f"\nswap ({label}): version 2 did not become AVAILABLE within 120 s")
         print("| window | protocol | requests | errors | req/s | p50 ms | p99 ms | max ms |")
         print("|---|---|---|---|---|---|---|---|")
-        for label, key in (("before the push", "before"), ("push to AVAILABLE + 1 s", "rest"), ("push to AVAILABLE + 1 s", "grpc")):
+        for window, key in (("before the push", "before"), ("push to AVAILABLE + 1 s", "rest"), ("push to AVAILABLE + 1 s", "grpc")):
             r = swap_result[key]
             protocol = "grpc" if key == "grpc" else "rest"
-            print(f"| {label} | {protocol} | {r['requests']} | {r['errors']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
-    if hostile_result:
-        print(f"\nhostile clients (a server with --header/--body/--keep-alive timeouts of {args.hostile_timeout:g} s, "
+            print(f"| {window} | {protocol} | {r['requests']} | {r['errors']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
+    for label, hostile_result in hostiles.items():
+        print(f"\nhostile clients ({label}; a server with --header/--body/--keep-alive timeouts of {args.hostile_timeout:g} s, "
               "--max-connections 1024, --max-request-bytes 10 MiB; a healthy client, in its own process, sends a request "
               "every 20 ms on a kept-alive connection throughout)")
         print("| case | outcome (HTTP status: connections) | s | healthy requests | failed | healthy p50 ms | healthy max ms | server RSS MB |")
@@ -653,9 +723,10 @@ def main(argv=None) -> int:
                       f"{c['healthy_p50_ms']:.1f} | {c['healthy_max_ms']:.1f} | {c['rss_mb']} |")
             else:
                 print(f"| {c['case']} | {c['outcome']} | | | | | | |")
-    print("\ntargets:")
-    for line in _targets(rows, swap_result, hostile_result, args.http[0]):
-        print("  " + line)
+    for label in labels:
+        print(f"\ntargets ({label}):" if len(labels) > 1 else "\ntargets:")
+        for line in _targets(rows, swaps.get(label), hostiles.get(label), label):
+            print("  " + line)
     return 0
 
 

@@ -1,9 +1,10 @@
 """Server-side batching: concurrent requests to one signature share one model call.
 
-Requests queue on the event loop. One batch per signature runs at a time, in the model's
-thread; while it runs, new requests gather, and the next batch takes them all (up to
-`max_batch_size` rows). So an idle server answers a lone request at once, and a busy one
-makes fewer, larger model calls. `timeout_s` > 0 additionally holds a batch open that long
+Requests queue on the event loop. One batch per signature runs at a time (merged, sent to
+the version's model process and split again, all on the event loop: no thread, so no hand-off
+of the GIL between threads); while it runs, new requests gather, and the next batch takes them
+all (up to `max_batch_size` rows). So an idle server answers a lone request at once, and a
+busy one makes fewer, larger model calls. `timeout_s` > 0 additionally holds a batch open that long
 for more requests, as TF Serving's `batch_timeout_micros` does.
 
 The queue is bounded: a request that would take it over `max_queued_rows` rows is refused
@@ -15,14 +16,13 @@ import asyncio
 import collections
 import dataclasses
 import time
-from concurrent.futures import Executor
-from typing import Callable
+from typing import Awaitable, Callable
 
 import numpy as np
 
 from serving.errors import ServingError, unavailable
 
-RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+RunFn = Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]  # one model call
 
 
 @dataclasses.dataclass
@@ -34,12 +34,10 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, run: RunFn, max_batch_size: int, timeout_s: float, executor: Executor,
-                 max_queued_rows: int, on_batch: Callable[[int, float], None] | None = None, queue_gauge=None):
+    def __init__(self, run: RunFn, max_batch_size: int, timeout_s: float, max_queued_rows: int, on_batch: Callable[[int, float], None] | None = None, queue_gauge=None):
         self._run = run
         self._max = max(1, max_batch_size)
         self._timeout = timeout_s
-        self._executor = executor
         self._max_queued = max(self._max, max_queued_rows)
         self._on_batch = on_batch
         self._queue_gauge = queue_gauge
@@ -92,8 +90,8 @@ class Batcher:
                 if not batch:
                     continue
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run_batch, batch)
-                except BaseException as e:  # noqa: BLE001 - hand any failure to the callers
+                    results = await self._run_batch(batch)
+                except Exception as e:  # noqa: BLE001 - hand any failure to the callers
                     results = [e] * len(batch)
                 for request, result in zip(batch, results):
                     if request.future.done():
@@ -105,23 +103,23 @@ class Batcher:
         finally:
             self._draining = False
 
-    def _run_batch(self, batch: list[_Request]) -> list:
-        """Runs in the model thread. Returns, per request, its outputs or its exception."""
+    async def _run_batch(self, batch: list[_Request]) -> list:
+        """Returns, per request, its outputs or its exception."""
         self.calls += 1
         start = time.perf_counter()
         total = sum(r.size for r in batch)
         try:
             if len(batch) == 1:
-                return [self._run_one(batch[0].inputs)]
+                return [await self._run_one(batch[0].inputs)]
             merged = {name: np.concatenate([r.inputs[name] for r in batch]) for name in batch[0].inputs}
             try:
-                outputs = self._run(merged)
+                outputs = await self._run(merged)
             except ServingError:
                 # One bad request (say, an example that does not parse) must not fail the others:
                 # run each alone so only the guilty one gets the error.
-                return [self._run_one(r.inputs) for r in batch]
+                return [await self._run_one(r.inputs) for r in batch]
             if any(a.ndim == 0 or a.shape[0] != total for a in outputs.values()):
-                return [self._run_one(r.inputs) for r in batch]  # outputs not per row: cannot split
+                return [await self._run_one(r.inputs) for r in batch]  # outputs not per row: cannot split
             results, start_row = [], 0
             for request in batch:
                 end = start_row + request.size
@@ -132,8 +130,8 @@ class Batcher:
             if self._on_batch is not None:
                 self._on_batch(total, time.perf_counter() - start)
 
-    def _run_one(self, inputs):
+    async def _run_one(self, inputs):
         try:
-            return self._run(inputs)
+            return await self._run(inputs)
         except Exception as e:  # noqa: BLE001 - returned to the caller, not raised here
             return e

@@ -9,6 +9,7 @@ Serving would want dedicated classify/regress method signatures; this server der
 from those outputs instead, so the pipeline need export only the signatures above.
 """
 
+import asyncio
 import os
 
 import numpy as np
@@ -116,7 +117,42 @@ class VersionBase:
         return self.signatures[name]
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature, blocking."""
         raise NotImplementedError
+
+    async def call(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature from the event loop (here in a thread; a model process answers
+        on the loop itself: serving/worker.py)."""
+        return await asyncio.to_thread(self.run, signature_name, inputs)
+
+
+def _flat_call(function):
+    """`function(**inputs)` without TensorFlow's binding of keyword arguments to the signature
+    on every call (a third of the CPU of a one-row call of the taxi model, measured in
+    RESULTS_serving.md): the inputs go straight to the graph, in the order it takes them, found
+    once here. The server's codecs (serving/tensors.py) have already checked each input's
+    shape, and convert_to_tensor its dtype. TensorFlow's own API for this is private
+    (`_call_flat`, TF 2.15); if it is not there, the plain call is used."""
+    try:
+        from tensorflow.python.eager.polymorphic_function import function_type_utils
+
+        _, specs = function.structured_input_signature
+        probes = {name: tf.zeros([d or 0 for d in spec.shape.as_list()], spec.dtype) for name, spec in specs.items()}
+        bound = function_type_utils.canonicalize_function_inputs((), probes, function.function_type)
+        flat = function.function_type.unpack_inputs(bound)
+        names = {id(tensor): name for name, tensor in probes.items()}
+        order = [(names[id(tensor)], specs[names[id(tensor)]].dtype) for tensor in flat]
+        captured = function.captured_inputs
+        call_flat = function._call_flat  # pylint: disable=protected-access
+    except Exception:  # noqa: BLE001 - another TF version, or a signature this does not cover
+        return lambda inputs: function(**inputs)
+    if len(order) != len(specs):
+        return lambda inputs: function(**inputs)
+
+    def call(inputs):
+        return call_flat([tf.convert_to_tensor(inputs[name], dtype) for name, dtype in order], captured)
+
+    return call
 
 
 class LoadedVersion(VersionBase):
@@ -125,14 +161,14 @@ class LoadedVersion(VersionBase):
     def __init__(self, model_name: str, version: int, path: str):
         module = load_saved_model(path)
         self._module = module
-        self._functions = dict(module.signatures)
+        self._functions = {name: _flat_call(function) for name, function in module.signatures.items()}
         super().__init__(model_name, version, path, read_signature_defs(path), list(self._functions))
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls a signature (blocking)."""
         function = self._functions[signature_name]
         try:
-            outputs = function(**inputs)
+            outputs = function(inputs)
         except tf.errors.OpError as e:
             code = _TF_CODES.get(e.error_code, "INTERNAL")
             raise ServingError(code, _error_message(e)) from None

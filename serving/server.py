@@ -201,7 +201,6 @@ class ModelServer:
             self._loop.call_soon_threadsafe(self._stop_serving.set)
         for thread in self._threads:
             thread.join(timeout=self.config.grace_seconds + 10)
-        self.service.close()
         for versions in self.service.models.values():
             for version in versions.loaded.values():
                 version.close()

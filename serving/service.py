@@ -2,11 +2,9 @@
 label, or the newest), running a signature through its batcher, classify/regress, the status
 and metadata answers (as TF Serving protos), and the request metrics."""
 
-import asyncio
 import dataclasses
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from google.protobuf import wrappers_pb2
@@ -43,19 +41,6 @@ class InferenceService:
         self.models = dict(models)  # replaced whole when the model config changes
         self.limits = limits
         self.metrics = metrics
-        # One model thread per model: TF already spreads one call over the cores, and one call
-        # at a time is what lets requests queue up and batch.
-        self._executors: dict[str, ThreadPoolExecutor] = {}
-
-    def close(self) -> None:
-        for executor in self._executors.values():
-            executor.shutdown(wait=False)
-
-    def _executor(self, model_name: str) -> ThreadPoolExecutor:
-        executor = self._executors.get(model_name)
-        if executor is None:
-            executor = self._executors[model_name] = ThreadPoolExecutor(1, thread_name_prefix=f"model-{model_name}")
-        return executor
 
     @property
     def ready(self) -> bool:
@@ -89,18 +74,16 @@ class InferenceService:
                 f"the request has {rows} instances; this server takes at most "
                 f"{self.limits.max_instances} per request (--max-instances)"
             )
-        executor = self._executor(mv.model_name)
         if not sig.batchable:
-            return await asyncio.get_running_loop().run_in_executor(executor, mv.run, sig.name, inputs)
+            return await mv.call(sig.name, inputs)
         batcher = mv.batchers.get(sig.name)
         if batcher is None:
             on_batch, queue_gauge = self.metrics.batch_observer(mv.model_name, sig.name)
             # Through a weak reference: the version's process stops once no request holds it.
             batcher = mv.batchers[sig.name] = Batcher(
-                lambda arrays, name=sig.name, ref=weakref.ref(mv): ref().run(name, arrays),
+                lambda arrays, name=sig.name, ref=weakref.ref(mv): ref().call(name, arrays),
                 self.limits.max_batch_size,
                 self.limits.batch_timeout_s,
-                executor,
                 self.limits.max_queued_rows,
                 on_batch,
                 queue_gauge,

@@ -6,16 +6,17 @@ run on two cores.
 The processes are forked from one process (`serving/forkserver.py`) that has imported
 TensorFlow and this module once, so a new one starts in milliseconds and shares those pages. A version's process loads the
 SavedModel (`serving.model.LoadedVersion`), replays its warmup (`serving.warmup`), reports
-its signatures, then runs one call at a time from a pipe: the serving process's model thread
-sends a batch (numpy arrays) and waits, without the GIL, for the outputs. The process ends
+its signatures, then runs one call at a time from a pipe: the serving process's event loop
+writes a batch (numpy arrays) to the pipe and goes on serving; it reads the outputs when the
+pipe turns readable (no thread in between, so no waiting for the GIL). The process ends
 when the server drops the version and the last request holding it has finished, when the
 server stops, or when the server's process dies (the pipe closes).
 """
 
+import asyncio
 import gc
 import logging
 import signal
-import threading
 import weakref
 
 import numpy as np
@@ -39,7 +40,7 @@ class VersionProcess(VersionBase):
         self._process.start()
         child.close()
         self._finalizer = weakref.finalize(self, _stop, self._conn, self._process)
-        self._lock = threading.Lock()
+        self._one_call: asyncio.Lock | None = None  # made on the event loop, at the first call
         try:
             reply = self._conn.recv()
         except (EOFError, OSError):
@@ -53,13 +54,29 @@ class VersionProcess(VersionBase):
         super().__init__(model_name, version, path, defs, callable_names)
         self.warmup_requests = warmup_requests
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs a signature in the version's process (blocking; one call at a time)."""
-        with self._lock:
+    async def call(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs a signature in the version's process, from the event loop. One call at a time:
+        the process is then always waiting for the request, so writing it never waits for the
+        model. A caller cancelled midway (a gRPC client gone) does not cut the exchange short,
+        which would leave its answer in the pipe for the next call."""
+        return await asyncio.shield(asyncio.get_running_loop().create_task(self._exchange(signature_name, inputs)))
+
+    async def _exchange(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._one_call is None:
+            self._one_call = asyncio.Lock()
+        async with self._one_call:
+            loop = asyncio.get_running_loop()
+            answered = loop.create_future()
             try:
+                fd = self._conn.fileno()
                 self._conn.send((signature_name, inputs))
-                reply = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
+                loop.add_reader(fd, _set_none, answered)
+                try:
+                    await answered
+                finally:
+                    loop.remove_reader(fd)
+                reply = self._conn.recv()  # the whole answer follows its first byte at once
+            except (EOFError, OSError, ValueError):
                 log.error("model %s version %d: its process is gone (exit code %s)",
                           self.model_name, self.version, self._process.exitcode)
                 raise unavailable(f"version {self.version} of model {self.model_name} is not running; retry") from None
@@ -69,6 +86,11 @@ class VersionProcess(VersionBase):
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _set_none(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _stop(conn, process) -> None:

@@ -240,3 +240,32 @@ def test_grpc_full_queue_is_unavailable_and_concurrent_rpcs_are_capped(slow_batc
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert waiting.result().outputs["probability"].tensor_shape.dim[0].size == 1
     assert tf.make_ndarray(stub.Predict(_grpc_request(2), timeout=10).outputs["probability"]).shape == (2,)
+
+
+def test_bodies_that_stall_together_are_refused_over_the_last_tenth_of_the_timeout(serve, served_model_dir):
+    """40 clients that stall in the middle of their bodies at the same moment get their 408s
+    spread over the timeout's last tenth (60 ms here), not all in one turn of the event loop
+    (which held every other request back for ~100 ms for 500 of them)."""
+    import selectors
+
+    srv = serve(served_model_dir, body_timeout_seconds=TIMEOUT, max_connections=64)
+    socks = [connect(srv) for _ in range(40)]
+    selector = selectors.DefaultSelector()
+    started = time.monotonic()
+    for sock in socks:
+        sock.sendall(head(len(BODY)) + BODY[:10])
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    answered = {}
+    while len(answered) < len(socks) and time.monotonic() - started < 10:
+        for key, _ in selector.select(timeout=1):
+            answered[key.fileobj] = (time.monotonic() - started, key.fileobj.recv(4096))
+            selector.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
+    assert len(answered) == len(socks)
+    assert all(status_of(data) == 408 for _, data in answered.values())
+    times = sorted(t for t, _ in answered.values())
+    assert times[0] >= 0.85 * TIMEOUT and times[-1] < TIMEOUT + 1.0
+    assert times[-1] - times[0] > 0.025, times  # spread, not answered together
+    healthy(srv)
