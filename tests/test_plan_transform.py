@@ -226,6 +226,8 @@ def test_the_keras_fit_receives_balanced_class_weights_by_class_id(tmp_path):
                           class_weight=class_weights(plan, tft_output))
     assert received['class_weight'] == expected
     assert np.isfinite(history.history['loss']).all()
+    # The optimizer's variables existed before the first step: one trace of the step.
+    assert model.train_function.experimental_get_tracing_count() == 1
     # Binary: the plan's '0' / '1' are the ids.
     binary = make_plan(class_weights={'0': 0.5, '1': 5.0})
     assert class_weights(binary, tft_output) == {0: 0.5, 1: 5.0}
