@@ -73,18 +73,77 @@ def convert(saved_model_dir: str, quantization: str = 'none') -> bytes:
     @tf.function(input_signature=[tf.TensorSpec([None], s.dtype, name=n)
                                   for n, s in sorted(specs.items())])
     def predict(*features):
-        outputs = function(**dict(zip(sorted(specs), features)))
-        return {k: v for k, v in outputs.items() if k != CLASSES_OUTPUT}
+        # One row more than asked (the first, again), cut off the outputs: TFLite's kernels
+        # (TF 2.15) give a lookup table's result for a one-row batch the rank of a scalar,
+        # and the layers after it then fail. The extra row costs one example's work.
+        rows = tf.shape(features[0])[0]
+        padded = [tf.concat([f, f[:1]], 0) for f in features]
+        outputs = function(**dict(zip(sorted(specs), padded)))
+        return {k: v[:rows] for k, v in outputs.items() if k != CLASSES_OUTPUT}
 
-    # Through a SavedModel of that one signature: the converter then runs the lookup tables'
-    # initializers (the TFT vocabularies) into the TFLite model, which a concrete function
-    # alone leaves out.
+    # Through a SavedModel of that one signature, its variables and its lookup tables as
+    # constants: the converter turns a table's key-value import into TFLite's, which a
+    # concrete function alone leaves out.
     with tempfile.TemporaryDirectory(prefix='tflite-source-') as tmp:
         module = tf.Module()
-        module.model, module.predict = loaded, predict
+        module.weights = [v for v in _trackables(loaded) if isinstance(v, tf.Variable)]
+        module.tables = constant_tables(function)
+        module.predict = predict
         tf.saved_model.save(module, tmp, signatures={TFLITE_SIGNATURE: predict})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, [TFLITE_SIGNATURE])
         return _convert(converter, quantization)
+
+
+def _trackables(root) -> list:
+    from tensorflow.python.checkpoint import graph_view, util
+    return util.list_objects(graph_view.ObjectGraphView(root))
+
+
+class _ConstantTable(tf.saved_model.experimental.TrackableResource):
+    """A hash table that a function creates by ``shared_name`` (as Transform's do), filled
+    from constants: the form TFLite's hashtable ops take."""
+
+    def __init__(self, shared_name: bytes, keys: np.ndarray, values: np.ndarray):
+        super().__init__()
+        self._shared_name, self._keys, self._values = shared_name, keys, values
+
+    def _create_resource(self):
+        return tf.raw_ops.HashTableV2(key_dtype=tf.as_dtype(self._keys.dtype)
+                                      if self._keys.dtype != object else tf.string,
+                                      value_dtype=tf.as_dtype(self._values.dtype)
+                                      if self._values.dtype != object else tf.string,
+                                      shared_name=self._shared_name, use_node_name_sharing=True)
+
+    def _initialize(self):
+        return tf.raw_ops.LookupTableImportV2(table_handle=self.resource_handle,
+                                              keys=tf.constant(self._keys),
+                                              values=tf.constant(self._values))
+
+
+def constant_tables(function) -> List[_ConstantTable]:
+    """The contents of every hash table ``function`` looks up, as constant tables.
+
+    Transform's computed vocabularies are files (assets) that the SavedModel's initializer
+    reads into its tables, and TFLite has no kernel that reads a file. The model is loaded
+    here, so its tables hold those vocabularies: each is read back (by its shared name, the
+    handle the function opens) and re-made from constants. The contents are the SavedModel's
+    own, so the TFLite model looks up exactly what the SavedModel does."""
+    graph = function.graph.as_graph_def()
+    nodes = [n for n in graph.node] + [n for f in graph.library.function for n in f.node_def]
+    tables = {}
+    for node in nodes:
+        if node.op != 'HashTableV2':
+            continue
+        name = node.attr['shared_name'].s
+        if not name or name in tables:
+            continue
+        key_dtype, value_dtype = node.attr['key_dtype'].type, node.attr['value_dtype'].type
+        handle = tf.raw_ops.HashTableV2(key_dtype=key_dtype, value_dtype=value_dtype,
+                                        shared_name=name, use_node_name_sharing=True)
+        keys, values = tf.raw_ops.LookupTableExportV2(table_handle=handle, Tkeys=key_dtype,
+                                                      Tvalues=value_dtype)
+        tables[name] = _ConstantTable(name, keys.numpy(), values.numpy())
+    return list(tables.values())
 
 
 def _convert(converter, quantization: str) -> bytes:
