@@ -11,11 +11,15 @@ stores the weights as int8 (``tf.lite.Optimize.DEFAULT``). The one signature is 
 task's prediction (``probability``, ``probabilities`` or ``value``); a multi-class model's
 class names, the same for every row, are in the JSON beside it (``classes``), not an output.
 
-Limitation: TFLite initializes lookup tables whose keys are constants (a vocabulary from a
-closed schema domain, ``features.vocabulary``) but not tables read from files, which is how
-Transform's computed vocabularies (``tft.vocabulary``) are stored; such a model is refused
-with that reason (the run fails; nothing is pushed). TF-DF models (the ``gbt`` trainer) are out
-of scope.
+Lookup tables: TFLite's hashtable ops take a table filled from constants, not one read from a
+file, which is how Transform stores the vocabularies it computes (``tft.apply_vocabulary``:
+asset files read by a text-file initializer); the converter silently leaves such an
+initializer out. So the tables are re-made: the SavedModel is loaded (which fills its tables),
+each table the signature looks up is read back and saved, under the name the signature opens
+it by, as a key-value table of constants (``constant_tables``). The TFLite model thus looks up
+exactly the SavedModel's vocabularies, computed or from the schema. A one-row batch runs as
+two rows inside the model (see ``convert``). TF-DF models (the ``gbt`` trainer) are out of
+scope.
 
 Check: the first ``num_examples`` examples of the eval split go through the SavedModel's
 ``serving_json`` and through the interpreter (inputs read off the examples, with "" or 0 for a
@@ -86,7 +90,7 @@ def convert(saved_model_dir: str, quantization: str = 'none') -> bytes:
     # concrete function alone leaves out.
     with tempfile.TemporaryDirectory(prefix='tflite-source-') as tmp:
         module = tf.Module()
-        module.weights = [v for v in _trackables(loaded) if isinstance(v, tf.Variable)]
+        module.captured = captured_objects(loaded, function)
         module.tables = constant_tables(function)
         module.predict = predict
         tf.saved_model.save(module, tmp, signatures={TFLITE_SIGNATURE: predict})
@@ -94,9 +98,14 @@ def convert(saved_model_dir: str, quantization: str = 'none') -> bytes:
         return _convert(converter, quantization)
 
 
-def _trackables(root) -> list:
-    from tensorflow.python.checkpoint import graph_view, util
-    return util.list_objects(graph_view.ObjectGraphView(root))
+def captured_objects(loaded, function) -> list:
+    """The objects of ``loaded`` (its variables) whose handles ``function`` captures: saved
+    with it, and nothing else of the model (not its table initializers, which read files)."""
+    from tensorflow.python.checkpoint import graph_view, util  # TF's own object walk
+    captured = {id(t) for t in function.captured_inputs}
+    return [o for o in util.list_objects(graph_view.ObjectGraphView(loaded))
+            if id(getattr(o, 'handle', None) if isinstance(o, tf.Variable)
+                  else getattr(o, 'resource_handle', None)) in captured]
 
 
 class _ConstantTable(tf.saved_model.experimental.TrackableResource):

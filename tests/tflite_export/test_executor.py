@@ -89,3 +89,43 @@ def test_dynamic_range_quantization_is_checked_against_its_own_bound(tmp_path, e
     # A bound it cannot meet fails the export, naming the example and the two predictions.
     with pytest.raises(executor.TFLiteMismatch, match='above the tolerance 1e-09'):
         export(tmp_path / 'strict', 'binary', examples, 'dynamic_range', 1e-9)
+
+
+def test_the_taxi_model_with_computed_vocabularies_runs_as_tflite(tmp_path, taxi_e2e):
+    """The product's own demo model: Transform computes the vocabularies of company and the
+    census tracts from the data (asset files read when the SavedModel loads), which the
+    TFLite converter cannot initialize from; the export re-makes those tables from the
+    loaded model's contents. Before that, the export refused this model."""
+    import glob
+    pushed = taxi_e2e['first']['push']['path']
+    assert {'company', 'pickup_census_tract'} <= set(os.listdir(os.path.join(pushed, 'assets')))
+    examples = standard_artifacts.Examples()
+    examples.uri = glob.glob(os.path.join(taxi_e2e['config'].paths.pipeline_root,
+                                          'CsvExampleGen', 'examples', '*'))[0]
+    examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
+    from components.example_inputs import read_examples
+    rows = read_examples(examples, 200)
+    report = executor.export(pushed, rows[:100], 'none', 1e-5, str(tmp_path))
+    assert report['max_difference'] <= 1e-5 and report['examples_checked'] == 100
+    with open(tmp_path / 'assets.extra' / 'model.tflite', 'rb') as f:
+        runner = tf.lite.Interpreter(model_content=f.read()).get_signature_runner('serving_default')
+    # Independently, on the 100 eval rows the export did not check, and one row alone (a
+    # batch of one, which TFLite's table kernels got wrong before the padding).
+    function = tf.saved_model.load(pushed).signatures['serving_json']
+    inputs = signature_inputs(function, rows[100:])
+    want = function(**{k: tf.constant(v) for k, v in inputs.items()})['probability'].numpy()
+    feed = {k: v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()}
+    np.testing.assert_allclose(runner(**feed)['probability'], want, atol=1e-5, rtol=0)
+    one = runner(**{k: v[:1] for k, v in feed.items()})['probability']
+    assert one.shape == want[:1].shape
+    np.testing.assert_allclose(one, want[:1], atol=1e-5, rtol=0)
+    assert want.std() > 0.01
+    # A company in the computed vocabulary and one not in it (an out-of-vocabulary bucket),
+    # on one row: both models agree on both.
+    with open(os.path.join(pushed, 'assets', 'company'), 'rb') as f:
+        in_vocabulary = f.readline().strip()
+    two = {k: np.repeat(v[:1], 2) for k, v in inputs.items()}
+    two['company'] = np.array([in_vocabulary, b'No Such Cab Co'], dtype=object)
+    want = function(**{k: tf.constant(v) for k, v in two.items()})['probability'].numpy()
+    got = runner(**{k: v.astype(bytes) if v.dtype == object else v for k, v in two.items()})
+    np.testing.assert_allclose(got['probability'], want, atol=1e-5, rtol=0)
