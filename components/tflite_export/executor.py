@@ -32,7 +32,10 @@ example of each (one example per call, the median of ``LATENCY_CALLS`` calls, on
 the largest difference found, the tolerance and the quantization.
 
 The output artifact is the Trainer's model directory copied whole, plus those two files: it
-is what the Pusher pushes, and the Trainer's artifact stays as it was.
+is what the Pusher pushes, and the Trainer's artifact stays as it was. A second output,
+``tflite_model``, is the same with the TFLite model also as ``tflite`` at the top (TFX's
+TFLite layout, which TFMA's ``model_type='tf_lite'`` reads, with the SavedModel beside it for
+the transformed label): what the Evaluator gates when asked (export.tflite_gate).
 """
 import json
 import os
@@ -54,6 +57,7 @@ from components.features import CLASSES_OUTPUT
 from components.signatures import SERVING_JSON
 
 TFLITE_FILE = 'model.tflite'
+TFMA_TFLITE_FILE = 'tflite'  # the name TFX's rewriter gives it and TFMA's tf_lite reads
 REPORT_FILE = 'model_tflite.json'
 ASSETS_EXTRA = 'assets.extra'
 QUANTIZATIONS = ('none', 'dynamic_range')
@@ -282,6 +286,12 @@ class Executor(base_executor.BaseExecutor):
             report = export(source, examples, exec_properties['quantization'],
                             float(exec_properties['tolerance']), staged)
             io_utils.copy_dir(staged, destination)
+            if output_dict.get('tflite_model'):  # TFX's TFLite layout, for TFMA
+                tfma_layout = path_utils.serving_model_path(
+                    artifact_utils.get_single_uri(output_dict['tflite_model']))
+                io_utils.copy_dir(staged, tfma_layout)
+                io_utils.copy_file(os.path.join(staged, ASSETS_EXTRA, TFLITE_FILE),
+                                   os.path.join(tfma_layout, TFMA_TFLITE_FILE))
         for key in ('tflite_bytes', 'saved_model_bytes'):
             exported.set_int_custom_property(key, report[key])
         for key in ('tflite_seconds_per_example', 'saved_model_seconds_per_example',
