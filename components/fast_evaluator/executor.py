@@ -47,6 +47,7 @@ BATCH_ROWS = 10_000
 TFLITE_MODEL_KEY = 'tflite_model'
 # Its evaluation, under the Evaluator's output (``tfma.load_eval_result`` reads it).
 TFLITE_EVALUATION = 'tflite'
+TFLITE_EXTRACTORS = 'components.tflite_export.evaluation'
 
 
 def eval_config_of(exec_properties: Dict[str, Any], has_baseline: bool):
@@ -156,6 +157,7 @@ class Executor(evaluator_executor.Executor):
         properties = dict(exec_properties)
         properties[specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
             tflite_eval_config(exec_properties))
+        properties[specs.MODULE_PATH_KEY] = TFLITE_EXTRACTORS  # rows with missing values
         super().Do({specs.EXAMPLES_KEY: input_dict[specs.EXAMPLES_KEY],
                     specs.MODEL_KEY: input_dict[TFLITE_MODEL_KEY]},
                    {specs.EVALUATION_KEY: [evaluation], specs.BLESSING_KEY: [tflite_blessing]},
