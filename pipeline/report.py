@@ -140,6 +140,9 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
             config.data.task, summary['evaluation']['metrics'])
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+        if evaluation['blessing'][0].has_custom_property('tflite_blessed'):  # export.tflite_gate
+            summary['tflite_blessed'] = bool(
+                evaluation['blessing'][0].get_int_custom_property('tflite_blessed'))
     exported = nodes.get('TFLiteExport', {}).get('outputs', {}).get('exported_model')
     if exported:
         from components.tflite_export.executor import read_report  # imports TF: only here
@@ -340,6 +343,9 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('Blessed: yes')
         else:
             lines.append('Blessed: NO')
+            if summary.get('tflite_blessed') is False:
+                lines.append('  the TFLite model fails the thresholds (export.tflite_gate; its '
+                             'evaluation: <evaluation>/tflite)')
             for f in (ev or {}).get('failures', []):
                 what = 'change vs baseline' if f['diff_vs_baseline'] else 'value'
                 trivial = (ev or {}).get('trivial')

@@ -33,9 +33,9 @@ def one_value_per_row(column):
         rows = [values[:0]] * int(column.dense_shape[0])
         for i in reversed(range(len(values))):  # the row's first value last
             rows[int(column.indices[i][0])] = values[i:i + 1]
-    elif isinstance(column, np.ndarray) and column.dtype != object:
-        return column  # dense: a value per row already
-    else:
+    elif isinstance(column, np.ndarray) and column.dtype != object and column.ndim == 1:
+        return column  # a value per row already
+    else:  # one array per row, or a dense [rows, values] array (no values: [rows, 0])
         rows = [np.asarray(v) for v in column]
     return [_first(v) for v in rows]
 

@@ -206,8 +206,8 @@ def test_the_evaluator_gates_the_tflite_model(taxi_tflite, tmp_path):
     auc = {}
     for name, uri in (('saved_model', good_uri), ('tflite', os.path.join(good_uri, 'tflite'))):
         overall = [m for m in tfma.load_metrics(uri) if not m.slice_key.single_slice_keys][0]
-        auc[name] = next(v.double_value.value for k, v in overall.metric_keys_and_values
-                         if k.name == 'auc')
+        auc[name] = next(kv.value.double_value.value for kv in overall.metric_keys_and_values
+                         if kv.key.name == 'auc')
     # The TFLite model predicts what the SavedModel predicts: the same AUC.
     assert auc['tflite'] == pytest.approx(auc['saved_model'], abs=1e-4) and auc['tflite'] > 0.7
 
