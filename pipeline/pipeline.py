@@ -382,9 +382,11 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         # export.tflite_gate: the TFLite model is evaluated and gated too.
         tflite_model=tflite.outputs['tflite_model'] if config.export.tflite_gate else None,
     ).with_id('Evaluator')
-    # TFMA imports the modules of our metric classes (components/metrics.py) by name.
+    # TFMA imports the modules of our metric classes (components/metrics.py) by name, and,
+    # with tflite_gate, the TFLite extractor's module (the executor's TFLITE_EXTRACTORS).
     keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
-                                       for m in spec.metrics if m.module})
+                                       for m in spec.metrics if m.module},
+                  *(['components.tflite_export.evaluation'] if config.export.tflite_gate else []))
 
     to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
 
