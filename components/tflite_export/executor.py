@@ -1,7 +1,7 @@
 """TFLiteExport's executor: ``model.tflite`` beside the SavedModel, checked in the interpreter.
 
-Conversion: ``tf.lite.TFLiteConverter.from_concrete_functions`` on the model's
-``serving_json`` signature, so the TFLite model takes raw features (one [batch] tensor per
+Conversion: ``tf.lite.TFLiteConverter.from_saved_model`` on a SavedModel of the model's
+``serving_json`` signature alone (with its variables and its lookup tables), so the TFLite model takes raw features (one [batch] tensor per
 feature, as that signature does) with the TFT graph inside. TFLite's builtin ops plus select
 TF ops (the TFT graph's bucketizing, hashing and bincounts have no builtin kernels; the
 interpreter in the ``tensorflow`` package runs them, on a device the app must link the Flex
@@ -229,10 +229,10 @@ def export(saved_model_dir: str, examples: List[bytes], quantization: str, toler
         if 'hashtable need to be initialized' not in str(e):
             raise
         raise TFLiteMismatch(
-            'the TFLite converter leaves out the initialization of lookup tables read from '
-            'files, such as the vocabularies Transform computes from the data (columns with '
-            'no closed domain in the schema): the model cannot run as TFLite. Give those '
-            'columns a string_domain in the schema, or set export.tflite: false') from None
+            'a lookup table of the model is not initialized in the TFLite model: the export '
+            're-makes the tables the serving_json signature creates by name (as Transform\'s '
+            'are), not one it takes from outside (a Keras lookup layer\'s, say). Set '
+            'export.tflite: false for this model') from None
     difference, output, index = largest_difference(got, want)
     if not difference <= tolerance:
         raise TFLiteMismatch(
