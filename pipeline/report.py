@@ -367,7 +367,10 @@ def render(summary: Dict[str, Any]) -> str:
             f'{tflite["saved_model_seconds_per_example"] * 1e3:.2f} ms); '
             f'{tflite["quantization"]} quantization, largest difference '
             f'{tflite["max_difference"]:.2g} on {tflite["examples_checked"]} eval examples '
-            f'(<= {tflite["tolerance"]:g})')
+            f'(<= {tflite["tolerance"]:g})'
+            + ({True: '; meets the thresholds (export.tflite_gate)',
+                False: '; FAILS the thresholds (export.tflite_gate)'}.get(
+                    summary.get('tflite_blessed'), '')))
     infra = summary.get('infra_validation')
     if infra:
         lines.append(f'Infra validation: {infra_line(infra)}')
