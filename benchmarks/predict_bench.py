@@ -62,8 +62,9 @@ def reference(model_path: str, csv_path: str, batch_rows: int = 1000) -> float:
     import tensorflow as tf
     from pyarrow import csv as pa_csv
     from tfx_bsl.coders import example_coder
+    from tfx_bsl.coders.csv_decoder import ColumnType
 
-    from components.fast_csv_example_gen.executor import ColumnType, to_record_batch
+    from components.csv_format import to_record_batch
     kinds = features(model_path)
     types = {n: {'int': ColumnType.INT, 'float': ColumnType.FLOAT,
                  'string': ColumnType.STRING}[k] for n, k in kinds.items()}
@@ -72,7 +73,7 @@ def reference(model_path: str, csv_path: str, batch_rows: int = 1000) -> float:
     start = time.perf_counter()
     reader = pa_csv.open_csv(csv_path, convert_options=pa_csv.ConvertOptions(
         include_columns=list(kinds), column_types={n: pa.string() for n in kinds},
-        strings_can_be_null=False, null_values=[]))
+        strings_can_be_null=True, null_values=['']))  # an empty cell is missing
     for block in reader:
         for offset in range(0, block.num_rows, batch_rows):
             batch = block.slice(offset, batch_rows)

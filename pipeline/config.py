@@ -317,11 +317,14 @@ class ExportConfig:
     """``tflite: true`` adds ``assets.extra/model.tflite`` (and ``model_tflite.json``: sizes,
     latencies, the check) to the pushed model (components/tflite_export), checked against the
     SavedModel on the eval split within ``tflite_tolerance`` (absolute; default 1e-5, or 0.05
-    with ``tflite_quantization: dynamic_range``)."""
+    with ``tflite_quantization: dynamic_range``). ``tflite_gate: true`` (with ``tflite``) has
+    the Evaluator evaluate the TFLite model too (TFMA, ``model_type='tf_lite'``) and bless
+    the candidate only if it also meets the value thresholds."""
     tflite: bool = False
     tflite_quantization: Literal['none', 'dynamic_range'] = 'none'
     tflite_tolerance: Optional[float] = None
     tflite_examples: int = 1000
+    tflite_gate: bool = False
 
     @property
     def tolerance(self) -> float:
@@ -672,6 +675,8 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('validation.infra.require_tf_serving', 'tensorflow_model_server is not on PATH; '
              'install TF Serving\'s binary, or set require_tf_serving: false to validate with '
              'the product\'s model server alone')
+    if config.export.tflite_gate and not config.export.tflite:
+        fail('export.tflite_gate', 'needs export.tflite: true (the TFLite model it gates)')
     if config.export.tflite_examples < 1:
         fail('export.tflite_examples', f'expected a positive number, got {config.export.tflite_examples}')
     if config.export.tflite_tolerance is not None and config.export.tflite_tolerance < 0:

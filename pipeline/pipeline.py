@@ -369,6 +369,11 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
                             candidate=trainer.outputs['model'], **previous)
     baseline = baseline.with_id('BaselineModelResolver')
 
+    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
+    tflite = keyed_on_code(TFLiteExport(
+        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
+        num_examples=config.export.tflite_examples), inputs) if config.export.tflite else None
     # The newest span's eval split: the data nearest to what the model will serve, never
     # trained on, and the same rows for the candidate and the baseline. TFX's Evaluator, with
     # small eval splits evaluated in memory (components/fast_evaluator); the id stays.
@@ -378,16 +383,16 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
         example_splits=['eval'],
         model=trainer.outputs['model'],
         baseline_model=baseline.outputs['model'],
-        eval_config=eval_config).with_id('Evaluator')
-    # TFMA imports the modules of our metric classes (components/metrics.py) by name.
+        eval_config=eval_config,
+        # export.tflite_gate: the TFLite model is evaluated and gated too.
+        tflite_model=tflite.outputs['tflite_model'] if config.export.tflite_gate else None,
+    ).with_id('Evaluator')
+    # TFMA imports the modules of our metric classes (components/metrics.py) by name, and,
+    # with tflite_gate, the TFLite extractor's module (the executor's TFLITE_EXTRACTORS).
     keyed_on_code(evaluator, inputs, *{m.module for spec in eval_config.metrics_specs
-                                       for m in spec.metrics if m.module})
+                                       for m in spec.metrics if m.module},
+                  *(['components.tflite_export.evaluation'] if config.export.tflite_gate else []))
 
-    # export.tflite: the SavedModel with assets.extra/model.tflite; then it is what is pushed.
-    tflite = keyed_on_code(TFLiteExport(
-        model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
-        quantization=config.export.tflite_quantization, tolerance=config.export.tolerance,
-        num_examples=config.export.tflite_examples), inputs) if config.export.tflite else None
     to_push = tflite.outputs['exported_model'] if tflite else trainer.outputs['model']
 
     # Before the push: the candidate in a real model server (validation.infra; off by default).
@@ -423,7 +428,7 @@ def create_pipeline(config: PipelineConfig, inputs: RunInputs, *,
                     example_validator, *span_nodes, anomaly_gate, transform,
                     *([warm_start] if warm_start else []), *([tuner] if tuner else []),
                     trainer, baseline,
-                    evaluator, *([tflite] if tflite else []),
+                    *([tflite] if tflite else []), evaluator,
                     *([infra_validator] if infra_validator else []),
                     pusher_component, *([bulk_inferrer] if bulk_inferrer else [])],
         enable_cache=True,

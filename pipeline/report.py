@@ -145,6 +145,9 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
             config.data.task, summary['evaluation']['metrics'])
     if evaluation.get('blessing'):
         summary['blessed'] = bool(evaluation['blessing'][0].get_int_custom_property('blessed'))
+        if evaluation['blessing'][0].has_custom_property('tflite_blessed'):  # export.tflite_gate
+            summary['tflite_blessed'] = bool(
+                evaluation['blessing'][0].get_int_custom_property('tflite_blessed'))
     exported = nodes.get('TFLiteExport', {}).get('outputs', {}).get('exported_model')
     if exported:
         from components.tflite_export.executor import read_report  # imports TF: only here
@@ -349,6 +352,9 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('Blessed: yes')
         else:
             lines.append('Blessed: NO')
+            if summary.get('tflite_blessed') is False:
+                lines.append('  the TFLite model fails the thresholds (export.tflite_gate; its '
+                             'evaluation: <evaluation>/tflite)')
             for f in (ev or {}).get('failures', []):
                 what = 'change vs baseline' if f['diff_vs_baseline'] else 'value'
                 trivial = (ev or {}).get('trivial')
@@ -370,7 +376,10 @@ def render(summary: Dict[str, Any]) -> str:
             f'{tflite["saved_model_seconds_per_example"] * 1e3:.2f} ms); '
             f'{tflite["quantization"]} quantization, largest difference '
             f'{tflite["max_difference"]:.2g} on {tflite["examples_checked"]} eval examples '
-            f'(<= {tflite["tolerance"]:g})')
+            f'(<= {tflite["tolerance"]:g})'
+            + ({True: '; meets the thresholds (export.tflite_gate)',
+                False: '; FAILS the thresholds (export.tflite_gate)'}.get(
+                    summary.get('tflite_blessed'), '')))
     infra = summary.get('infra_validation')
     if infra:
         lines.append(f'Infra validation: {infra_line(infra)}')

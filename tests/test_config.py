@@ -63,6 +63,7 @@ def test_command_line_flags_map_to_config_keys(tmp_path):
     ('data.spans=0', 'data.spans', 'expected a positive number of spans'),
     # The bundled root is flat: there is nothing to take the last 3 spans of.
     ('data.spans=3', 'data.spans', 'has no span-<N>/ directories'),
+    ('export.tflite_gate=true', 'export.tflite_gate', 'needs export.tflite: true'),
 ])
 def test_bad_values_are_refused_naming_the_key(override, key, expected):
     with pytest.raises(ConfigError) as e:

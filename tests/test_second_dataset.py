@@ -50,6 +50,8 @@ evaluation:
   slices: [[island]]
   thresholds:
     - {{metric: sparse_categorical_accuracy, lower: 0.6}}
+export:
+  tflite: true          # the TFLite model of a multi-class model, checked in the interpreter
 run:
   runner: beam          # TFX's Beam orchestrator (the taxi tests use the local one)
 paths:
@@ -109,6 +111,18 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     # Each prototype is classified as its own species.
     predicted = [classes[i][probabilities[i].argmax()].decode() for i in range(3)]
     assert predicted == list(SPECIES)
+
+    # The TFLite model beside it predicts the SavedModel's class probabilities (checked by
+    # the export on the eval split, recorded in the summary), here on the three prototypes.
+    tflite = summary['tflite']
+    assert tflite['outputs'] == ['probabilities'] and sorted(tflite['classes']) == sorted(SPECIES)
+    assert tflite['max_difference'] <= 1e-5 and tflite['examples_checked'] > 0
+    with open(os.path.join(summary['push']['path'], tflite['file']), 'rb') as f:
+        runner = tf.lite.Interpreter(model_content=f.read()).get_signature_runner('serving_default')
+    from components.example_inputs import signature_inputs
+    inputs = signature_inputs(model.signatures['serving_json'], examples)
+    got = runner(**{k: v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()})
+    np.testing.assert_allclose(got['probabilities'], probabilities, atol=1e-5, rtol=0)
 
     # The run's HTML report draws the multi-class confusion matrix (tests/test_html_report.py).
     import browser

@@ -26,7 +26,7 @@ from tfx import types
 from tfx.components.evaluator import constants
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.util import tfxio_utils
-from tfx.types import artifact_utils, standard_component_specs as specs
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs as specs
 from tfx.utils import io_utils, json_utils, path_utils, proto_utils
 from tfx_bsl.tfxio import dataset_options
 
@@ -43,6 +43,11 @@ LOCAL_RUNNERS = ('', 'DirectRunner', 'direct', 'SwitchingDirectRunner',
 # Rows per batch read, predicted (each model) and evaluated. TFMA under Beam gets batches
 # of at most 1,000 rows (tfx_bsl's BatchElements cap).
 BATCH_ROWS = 10_000
+# The optional input: a TFLite model in TFX's layout (``tflite`` beside the SavedModel).
+TFLITE_MODEL_KEY = 'tflite_model'
+# Its evaluation, under the Evaluator's output (``tfma.load_eval_result`` reads it).
+TFLITE_EVALUATION = 'tflite'
+TFLITE_EXTRACTORS = 'components.tflite_export.evaluation'
 
 
 def eval_config_of(exec_properties: Dict[str, Any], has_baseline: bool):
@@ -126,6 +131,50 @@ class Executor(evaluator_executor.Executor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        self.evaluate({k: v for k, v in input_dict.items() if k != TFLITE_MODEL_KEY},
+                      output_dict, exec_properties)
+        if input_dict.get(TFLITE_MODEL_KEY):
+            self.gate_tflite(input_dict, output_dict, exec_properties)
+
+    def gate_tflite(self, input_dict, output_dict, exec_properties) -> None:
+        """The TFLite model evaluated by TFMA (``model_type='tf_lite'``: TFMA's Beam path,
+        which alone runs TFLite models; the transformed label comes from the SavedModel
+        beside it) into ``<evaluation>/tflite``, on the same metrics, slices and value
+        thresholds as the SavedModel; change thresholds are left out (a TFLite baseline may
+        not exist; TFMA cannot mix TFLite and other models). The blessing stays blessed only
+        if both pass: custom property ``tflite_blessed`` says how the TFLite model did."""
+        blessing = artifact_utils.get_single_instance(output_dict[specs.BLESSING_KEY])
+        if not blessing.has_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY):
+            logging.info('TFLite model: no thresholds, not validated.')
+            return
+        evaluation = standard_artifacts.ModelEvaluation()
+        evaluation.uri = os.path.join(
+            artifact_utils.get_single_uri(output_dict[specs.EVALUATION_KEY]), TFLITE_EVALUATION)
+        tflite_blessing = standard_artifacts.ModelBlessing()
+        tflite_blessing.uri = os.path.join(evaluation.uri, 'blessing')
+        for uri in (evaluation.uri, tflite_blessing.uri):
+            tf.io.gfile.makedirs(uri)
+        properties = dict(exec_properties)
+        properties[specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
+            tflite_eval_config(exec_properties))
+        properties[specs.MODULE_PATH_KEY] = TFLITE_EXTRACTORS  # rows with missing values
+        super().Do({specs.EXAMPLES_KEY: input_dict[specs.EXAMPLES_KEY],
+                    specs.MODEL_KEY: input_dict[TFLITE_MODEL_KEY]},
+                   {specs.EVALUATION_KEY: [evaluation], specs.BLESSING_KEY: [tflite_blessing]},
+                   properties)
+        ok = bool(tflite_blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY))
+        blessing.set_int_custom_property('tflite_blessed', int(ok))
+        if not ok and blessing.get_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY):
+            tf.io.gfile.remove(os.path.join(blessing.uri, constants.BLESSED_FILE_NAME))
+            io_utils.write_string_file(
+                os.path.join(blessing.uri, constants.NOT_BLESSED_FILE_NAME), '')
+            blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                             constants.NOT_BLESSED_VALUE)
+        logging.info('TFLite model blessed: %s (%s).', ok, evaluation.uri)
+
+    def evaluate(self, input_dict: Dict[str, List[types.Artifact]],
+                 output_dict: Dict[str, List[types.Artifact]],
+                 exec_properties: Dict[str, Any]) -> None:
         why = not_in_memory(input_dict, exec_properties, self._beam_pipeline_args)
         models = []
         if why is None:
@@ -166,6 +215,26 @@ class Executor(evaluator_executor.Executor):
         for split in example_splits(exec_properties):
             for uri in artifact_utils.get_split_uris(input_dict[specs.EXAMPLES_KEY], split):
                 yield from factory(io_utils.all_files_pattern(uri)).RecordBatches(options)
+
+
+def tflite_eval_config(exec_properties: Dict[str, Any]):
+    """The candidate's eval config for its TFLite model: ``model_type='tf_lite'``, the same
+    label, preprocessing (the transformed label) and slices, value thresholds only."""
+    eval_config = tfma.EvalConfig()
+    proto_utils.json_to_proto(exec_properties[specs.EVAL_CONFIG_KEY], eval_config)
+    candidate = next(s for s in eval_config.model_specs if not s.is_baseline)
+    candidate.model_type = tfma.TF_LITE
+    candidate.ClearField('signature_name')
+    del eval_config.model_specs[:]
+    eval_config.model_specs.append(candidate)
+    for metrics_spec in eval_config.metrics_specs:
+        for metric in metrics_spec.metrics:
+            metric.threshold.ClearField('change_threshold')
+            for per_slice in metric.per_slice_thresholds:
+                per_slice.threshold.ClearField('change_threshold')
+            for cross in metric.cross_slice_thresholds:
+                cross.threshold.ClearField('change_threshold')
+    return eval_config
 
 
 def write_blessing(input_dict, output_dict, exec_properties, output_uri: str) -> None:

@@ -19,7 +19,11 @@ class TFLiteExportSpec(types.ComponentSpec):
     }
     INPUTS = {'model': ChannelParameter(type=standard_artifacts.Model),
               'examples': ChannelParameter(type=standard_artifacts.Examples)}
-    OUTPUTS = {'exported_model': ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {'exported_model': ChannelParameter(type=standard_artifacts.Model),
+               # TFX's TFLite layout (TFX's rewriter, TFMA's tf_lite model type): the same
+               # SavedModel with the TFLite model as a file named ``tflite`` beside it. What
+               # the Evaluator gates with export.tflite_gate; not pushed.
+               'tflite_model': ChannelParameter(type=standard_artifacts.Model)}
 
 
 class TFLiteExport(base_component.BaseComponent):
@@ -34,4 +38,5 @@ class TFLiteExport(base_component.BaseComponent):
         super().__init__(spec=TFLiteExportSpec(
             model=model, examples=examples, quantization=quantization,
             tolerance=float(tolerance), num_examples=num_examples,
-            exported_model=types.Channel(type=standard_artifacts.Model)))
+            exported_model=types.Channel(type=standard_artifacts.Model),
+            tflite_model=types.Channel(type=standard_artifacts.Model)))

@@ -1,7 +1,7 @@
 """TFLiteExport's executor: ``model.tflite`` beside the SavedModel, checked in the interpreter.
 
-Conversion: ``tf.lite.TFLiteConverter.from_concrete_functions`` on the model's
-``serving_json`` signature, so the TFLite model takes raw features (one [batch] tensor per
+Conversion: ``tf.lite.TFLiteConverter.from_saved_model`` on a SavedModel of the model's
+``serving_json`` signature alone (with its variables and its lookup tables), so the TFLite model takes raw features (one [batch] tensor per
 feature, as that signature does) with the TFT graph inside. TFLite's builtin ops plus select
 TF ops (the TFT graph's bucketizing, hashing and bincounts have no builtin kernels; the
 interpreter in the ``tensorflow`` package runs them, on a device the app must link the Flex
@@ -11,11 +11,15 @@ stores the weights as int8 (``tf.lite.Optimize.DEFAULT``). The one signature is 
 task's prediction (``probability``, ``probabilities`` or ``value``); a multi-class model's
 class names, the same for every row, are in the JSON beside it (``classes``), not an output.
 
-Limitation: TFLite initializes lookup tables whose keys are constants (a vocabulary from a
-closed schema domain, ``features.vocabulary``) but not tables read from files, which is how
-Transform's computed vocabularies (``tft.vocabulary``) are stored; such a model is refused
-with that reason (the run fails; nothing is pushed). TF-DF models (the ``gbt`` trainer) are out
-of scope.
+Lookup tables: TFLite's hashtable ops take a table filled from constants, not one read from a
+file, which is how Transform stores the vocabularies it computes (``tft.apply_vocabulary``:
+asset files read by a text-file initializer); the converter silently leaves such an
+initializer out. So the tables are re-made: the SavedModel is loaded (which fills its tables),
+each table the signature looks up is read back and saved, under the name the signature opens
+it by, as a key-value table of constants (``constant_tables``). The TFLite model thus looks up
+exactly the SavedModel's vocabularies, computed or from the schema. A one-row batch runs as
+two rows inside the model (see ``convert``). TF-DF models (the ``gbt`` trainer) are out of
+scope.
 
 Check: the first ``num_examples`` examples of the eval split go through the SavedModel's
 ``serving_json`` and through the interpreter (inputs read off the examples, with "" or 0 for a
@@ -28,7 +32,10 @@ example of each (one example per call, the median of ``LATENCY_CALLS`` calls, on
 the largest difference found, the tolerance and the quantization.
 
 The output artifact is the Trainer's model directory copied whole, plus those two files: it
-is what the Pusher pushes, and the Trainer's artifact stays as it was.
+is what the Pusher pushes, and the Trainer's artifact stays as it was. A second output,
+``tflite_model``, is the same with the TFLite model also as ``tflite`` at the top (TFX's
+TFLite layout, which TFMA's ``model_type='tf_lite'`` reads, with the SavedModel beside it for
+the transformed label): what the Evaluator gates when asked (export.tflite_gate).
 """
 import json
 import os
@@ -50,6 +57,7 @@ from components.features import CLASSES_OUTPUT
 from components.signatures import SERVING_JSON
 
 TFLITE_FILE = 'model.tflite'
+TFMA_TFLITE_FILE = 'tflite'  # the name TFX's rewriter gives it and TFMA's tf_lite reads
 REPORT_FILE = 'model_tflite.json'
 ASSETS_EXTRA = 'assets.extra'
 QUANTIZATIONS = ('none', 'dynamic_range')
@@ -73,18 +81,82 @@ def convert(saved_model_dir: str, quantization: str = 'none') -> bytes:
     @tf.function(input_signature=[tf.TensorSpec([None], s.dtype, name=n)
                                   for n, s in sorted(specs.items())])
     def predict(*features):
-        outputs = function(**dict(zip(sorted(specs), features)))
-        return {k: v for k, v in outputs.items() if k != CLASSES_OUTPUT}
+        # One row more than asked (the first, again), cut off the outputs: TFLite's kernels
+        # (TF 2.15) give a lookup table's result for a one-row batch the rank of a scalar,
+        # and the layers after it then fail. The extra row costs one example's work.
+        rows = tf.shape(features[0])[0]
+        padded = [tf.concat([f, f[:1]], 0) for f in features]
+        outputs = function(**dict(zip(sorted(specs), padded)))
+        return {k: v[:rows] for k, v in outputs.items() if k != CLASSES_OUTPUT}
 
-    # Through a SavedModel of that one signature: the converter then runs the lookup tables'
-    # initializers (the TFT vocabularies) into the TFLite model, which a concrete function
-    # alone leaves out.
+    # Through a SavedModel of that one signature, its variables and its lookup tables as
+    # constants: the converter turns a table's key-value import into TFLite's, which a
+    # concrete function alone leaves out.
     with tempfile.TemporaryDirectory(prefix='tflite-source-') as tmp:
         module = tf.Module()
-        module.model, module.predict = loaded, predict
+        module.captured = captured_objects(loaded, function)
+        module.tables = constant_tables(function)
+        module.predict = predict
         tf.saved_model.save(module, tmp, signatures={TFLITE_SIGNATURE: predict})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, [TFLITE_SIGNATURE])
         return _convert(converter, quantization)
+
+
+def captured_objects(loaded, function) -> list:
+    """The objects of ``loaded`` (its variables) whose handles ``function`` captures: saved
+    with it, and nothing else of the model (not its table initializers, which read files)."""
+    from tensorflow.python.checkpoint import graph_view, util  # TF's own object walk
+    captured = {id(t) for t in function.captured_inputs}
+    return [o for o in util.list_objects(graph_view.ObjectGraphView(loaded))
+            if id(getattr(o, 'handle', None) if isinstance(o, tf.Variable)
+                  else getattr(o, 'resource_handle', None)) in captured]
+
+
+class _ConstantTable(tf.saved_model.experimental.TrackableResource):
+    """A hash table that a function creates by ``shared_name`` (as Transform's do), filled
+    from constants: the form TFLite's hashtable ops take."""
+
+    def __init__(self, shared_name: bytes, keys: np.ndarray, values: np.ndarray):
+        super().__init__()
+        self._shared_name, self._keys, self._values = shared_name, keys, values
+
+    def _create_resource(self):
+        return tf.raw_ops.HashTableV2(key_dtype=tf.as_dtype(self._keys.dtype)
+                                      if self._keys.dtype != object else tf.string,
+                                      value_dtype=tf.as_dtype(self._values.dtype)
+                                      if self._values.dtype != object else tf.string,
+                                      shared_name=self._shared_name, use_node_name_sharing=True)
+
+    def _initialize(self):
+        return tf.raw_ops.LookupTableImportV2(table_handle=self.resource_handle,
+                                              keys=tf.constant(self._keys),
+                                              values=tf.constant(self._values))
+
+
+def constant_tables(function) -> List[_ConstantTable]:
+    """The contents of every hash table ``function`` looks up, as constant tables.
+
+    Transform's computed vocabularies are files (assets) that the SavedModel's initializer
+    reads into its tables, and TFLite has no kernel that reads a file. The model is loaded
+    here, so its tables hold those vocabularies: each is read back (by its shared name, the
+    handle the function opens) and re-made from constants. The contents are the SavedModel's
+    own, so the TFLite model looks up exactly what the SavedModel does."""
+    graph = function.graph.as_graph_def()
+    nodes = [n for n in graph.node] + [n for f in graph.library.function for n in f.node_def]
+    tables = {}
+    for node in nodes:
+        if node.op != 'HashTableV2':
+            continue
+        name = node.attr['shared_name'].s
+        if not name or name in tables:
+            continue
+        key_dtype, value_dtype = node.attr['key_dtype'].type, node.attr['value_dtype'].type
+        handle = tf.raw_ops.HashTableV2(key_dtype=key_dtype, value_dtype=value_dtype,
+                                        shared_name=name, use_node_name_sharing=True)
+        keys, values = tf.raw_ops.LookupTableExportV2(table_handle=handle, Tkeys=key_dtype,
+                                                      Tvalues=value_dtype)
+        tables[name] = _ConstantTable(name, keys.numpy(), values.numpy())
+    return list(tables.values())
 
 
 def _convert(converter, quantization: str) -> bytes:
@@ -157,10 +229,10 @@ def export(saved_model_dir: str, examples: List[bytes], quantization: str, toler
         if 'hashtable need to be initialized' not in str(e):
             raise
         raise TFLiteMismatch(
-            'the TFLite converter leaves out the initialization of lookup tables read from '
-            'files, such as the vocabularies Transform computes from the data (columns with '
-            'no closed domain in the schema): the model cannot run as TFLite. Give those '
-            'columns a string_domain in the schema, or set export.tflite: false') from None
+            'a lookup table of the model is not initialized in the TFLite model: the export '
+            're-makes the tables the serving_json signature creates by name (as Transform\'s '
+            'are), not one it takes from outside (a Keras lookup layer\'s, say). Set '
+            'export.tflite: false for this model') from None
     difference, output, index = largest_difference(got, want)
     if not difference <= tolerance:
         raise TFLiteMismatch(
@@ -214,6 +286,12 @@ class Executor(base_executor.BaseExecutor):
             report = export(source, examples, exec_properties['quantization'],
                             float(exec_properties['tolerance']), staged)
             io_utils.copy_dir(staged, destination)
+            if output_dict.get('tflite_model'):  # TFX's TFLite layout, for TFMA
+                tfma_layout = path_utils.serving_model_path(
+                    artifact_utils.get_single_uri(output_dict['tflite_model']))
+                io_utils.copy_dir(staged, tfma_layout)
+                io_utils.copy_file(os.path.join(staged, ASSETS_EXTRA, TFLITE_FILE),
+                                   os.path.join(tfma_layout, TFMA_TFLITE_FILE))
         for key in ('tflite_bytes', 'saved_model_bytes'):
             exported.set_int_custom_property(key, report[key])
         for key in ('tflite_seconds_per_example', 'saved_model_seconds_per_example',
