@@ -88,9 +88,14 @@ class RolesConfig:
     datetime: bool = True
     # Regression: train on the label's z-score, de-standardized in the model's last layer.
     standardize_label: bool = True
-    # Classification: balanced class weights when the rarest class is under 10% of the
-    # rows (Keras trainer only; the estimator and gbt trainers train unweighted).
-    class_weights: bool = True
+    # Regression: a non-negative label skewed more than 1 (prices) is learnt on its log1p
+    # scale (a squared error of the logs), and the model's last layers return expm1 of it.
+    log_label: bool = True
+    # Binary classification: balanced class weights when the rarest class is under 10% of
+    # the rows (Keras trainer only; the estimator and gbt trainers train unweighted).
+    # 'all': multi-class labels too (off by default: the weights cost accuracy, the key
+    # metric of a multi-class model).
+    class_weights: Literal[True, False, 'all'] = True
 
 
 @dataclass(frozen=True)
