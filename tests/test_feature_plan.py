@@ -163,15 +163,17 @@ def test_a_regression_label_gets_its_mean_and_std(data):
 
 
 def test_a_skewed_non_negative_regression_label_is_learnt_on_its_log_scale(data):
-    plan = plan_of(data, task='regression', label='fare')  # lognormal: skewed, >= 0
+    # lognormal: skewed, >= 0; the rule is opt-in (features.roles.log_label)
+    plan = plan_of(data, task='regression', label='fare', roles={'log_label': True})
     logs = [math.log1p(r[3]) for r in make_rows()]
     mean = sum(logs) / len(logs)
     std = (sum((x - mean) ** 2 for x in logs) / len(logs)) ** 0.5
     assert plan.label_log and (plan.label_mean, plan.label_std) == pytest.approx((mean, std))
     assert 'log1p(label)' in plan.label_reason
     # A symmetric label stays on its own scale; the rule can be turned off.
-    assert not plan_of(data, task='regression', label='temperature').label_log
-    off = plan_of(data, task='regression', label='fare', roles={'log_label': False})
+    assert not plan_of(data, task='regression', label='temperature',
+                       roles={'log_label': True}).label_log
+    off = plan_of(data, task='regression', label='fare')
     assert not off.label_log and off.label_mean == pytest.approx(
         sum(r[3] for r in make_rows()) / len(make_rows()))
 
