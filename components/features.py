@@ -236,7 +236,8 @@ class FeaturePlan:
     label_log: bool = False
     # Classification: the weight of each class in the training loss, by the label value
     # as the transform writes it (binary: '0' and '1'; multi-class: the class), when the
-    # rarest class is under CLASS_WEIGHT_SHARE. Empty: unweighted.
+    # rarest class is under CLASS_WEIGHT_SHARE: binary labels, and multi-class ones when
+    # features.roles.class_weights is 'all'. Empty: unweighted.
     class_weights: Mapping[str, float] = field(default_factory=dict)
     label_reason: str = ''
     # Strings that mean "missing" (data.na_values): a string column sent with one of them
