@@ -102,6 +102,8 @@ DATE_DIRECTIVES = {'Y': r'([0-9]{4})', 'y': r'([0-9]{2})', 'm': r'([0-9]{1,2})',
 ID_DISTINCT_RATIO = 0.9     # a string column this unique (distinct / present values) ...
 ID_MIN_DISTINCT = 20        # ... with at least this many distinct values is an ID / name / text
 LOG_SCALE_SKEW = 2.0        # a non-negative numeric column skewed more than this is log-scaled
+LOG_LABEL_SKEW = 1.0        # a non-negative regression label skewed more than this is learnt
+                            # on its log1p scale
 CLASS_WEIGHT_SHARE = 0.10   # a label whose rarest class is under this share gets class weights
 
 
@@ -196,6 +198,10 @@ class ColumnProfile:
     mean: Optional[float] = None
     std: Optional[float] = None      # population standard deviation
     skew: Optional[float] = None     # Fisher's skewness (0 for a symmetric distribution)
+    # Non-negative numeric columns only: the mean and population standard deviation of
+    # log1p of the values (a skewed regression label is learnt on that scale).
+    log_mean: Optional[float] = None
+    log_std: Optional[float] = None
     # The most frequent values (as text, as the transform writes them) and their counts:
     # every value of a column with few of them (the label's classes), else the top few.
     top: Tuple[Tuple[str, int], ...] = ()
@@ -236,11 +242,16 @@ class FeaturePlan:
     # Regression: the label's mean and standard deviation. The model learns the z-score
     # and its last layer turns it back into the label's scale (components/model.py), so
     # every signature and the Evaluator see values on the label's own scale.
+    # ``label_log``: a skewed non-negative label (prices) is learnt on its log1p scale, and
+    # ``label_mean`` / ``label_std`` are those of log1p(label); the last layers return
+    # expm1 of the de-standardized value.
     label_mean: float = 0.0
     label_std: float = 1.0
+    label_log: bool = False
     # Classification: the weight of each class in the training loss, by the label value
     # as the transform writes it (binary: '0' and '1'; multi-class: the class), when the
-    # rarest class is under CLASS_WEIGHT_SHARE. Empty: unweighted.
+    # rarest class is under CLASS_WEIGHT_SHARE: binary labels, and multi-class ones when
+    # features.roles.class_weights is 'all'. Empty: unweighted.
     class_weights: Mapping[str, float] = field(default_factory=dict)
     label_reason: str = ''
     # Strings that mean "missing" (data.na_values): a string column sent with one of them
@@ -349,6 +360,13 @@ def label_decisions(config, task: str, p: Optional[ColumnProfile]) -> Dict[str, 
     if task == 'regression':
         if not roles.standardize_label or not p.std:
             return {}
+        if (roles.log_label and p.log_std and p.skew is not None
+                and p.skew > LOG_LABEL_SKEW):
+            return {'label_mean': p.log_mean, 'label_std': p.log_std, 'label_log': True,
+                    'label_reason': f'skewed (skew {_g(p.skew)}, min {_g(p.min)}): learnt as '
+                                    f'the z-score of log1p(label) (mean {_g(p.log_mean)}, std '
+                                    f'{_g(p.log_std)}), a squared error of the logs; the model '
+                                    f'outputs the label\'s scale'}
         return {'label_mean': p.mean, 'label_std': p.std,
                 'label_reason': f'standardized for training (mean {_g(p.mean)}, std '
                                 f'{_g(p.std)}); the model outputs the label\'s scale'}
@@ -364,6 +382,14 @@ def label_decisions(config, task: str, p: Optional[ColumnProfile]) -> Dict[str, 
     share = counts[rarest] / total
     if not roles.class_weights or share >= CLASS_WEIGHT_SHARE:
         return {'label_reason': f'rarest class {rarest!r} is {share:.1%} of the rows: unweighted'}
+    if task == 'multiclass' and roles.class_weights != 'all':
+        # Accuracy, the key metric the Evaluator gates on, is what balanced weights trade
+        # for the rare classes' recall (seattle_weather: 0.77 unweighted, 0.73 balanced on
+        # the eval split; benchmarks/RESULTS_generality.md). AUC, binary's, ranks and loses
+        # little to them.
+        return {'label_reason': f'rarest class {rarest!r} is {share:.1%} of the rows: unweighted '
+                                f'(multi-class: weights would cost accuracy; '
+                                f'features.roles.class_weights: all weights it too)'}
     # Keras's and scikit-learn's "balanced": n / (classes * n_c).
     weights = {c: total / (len(counts) * n) for c, n in counts.items() if n}
     return {'class_weights': weights,

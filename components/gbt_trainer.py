@@ -53,10 +53,19 @@ def build_gbt_model(plan, inputs, training) -> tfdf.keras.GradientBoostedTreesMo
         random_seed=training.seed, verbose=0)
 
 
-def _renamed(transform, names):
-    def renamed(raw_features):
+def tree_names(inputs):
+    """{transformed feature: the name the trees know it by}, for the features whose name
+    TF-DF refuses (a space, '?', '%' or ',' in it: a CSV's 'Date Egg', 'Body Mass (g)'):
+    ``features.json_input_name``'s, the same in training and in the exported signatures."""
+    return {n: json_input_name(n) for n in inputs if json_input_name(n) != n}
+
+
+def renamed(transform, names):
+    """``transform`` (raw features to transformed ones) with ``names`` applied to its
+    output."""
+    def apply(raw_features):
         return {names.get(k, k): v for k, v in transform(raw_features).items()}
-    return renamed
+    return apply
 
 
 def run_fn(fn_args):
@@ -65,20 +74,17 @@ def run_fn(fn_args):
     raw = not fn_args.custom_config.get('materialized', True)
     transform = transform_function(tft_output)
     inputs = model_inputs(plan, tft_output)
-    # TF-DF takes no feature name with a space, '?', '%' or ',' in it (a CSV's 'Date Egg'):
-    # the trees see such features under json_input_name's names, in training and in the
-    # exported signatures alike.
-    names = {n: json_input_name(n) for n in inputs}
-    if any(k != v for k, v in names.items()):
-        transform = _renamed(transform, names)
-        inputs = {names[n]: semantic for n, semantic in inputs.items()}
+    names = tree_names(inputs)
+    if names:
+        transform = renamed(transform, names)
+        inputs = {names.get(n, n): semantic for n, semantic in inputs.items()}
     # One pass over the train split, in large batches (TF-DF reads it all into memory), in
     # the files' order: TF-DF samples with its own seed, so the trees are reproducible.
     train_ds = make_dataset(fn_args, fn_args.train_files, plan, tft_output,
                             batch_size=max(training.batch_size, 1024), seed=training.seed,
                             raw=raw, num_epochs=1, transform=transform, shuffle=False)
     valid_ds = validation_dataset(fn_args, plan, tft_output, training, raw, transform)
-    if any(k != v for k, v in names.items()) and not raw:  # materialized: renamed here
+    if names and not raw:  # materialized: renamed here
         rename = lambda x, y: ({names.get(k, k): v for k, v in x.items()}, y)  # noqa: E731
         train_ds, valid_ds = train_ds.map(rename), valid_ds.map(rename)
     model = build_gbt_model(plan, inputs, training)

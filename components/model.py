@@ -7,6 +7,10 @@ before. The two parts' logits are summed; the head depends on the task. A regres
 learns the label's z-score (the plan's ``label_mean`` and ``label_std``): its loss is the
 z-scores' squared error, and its last layer (``output``, a fixed ``Rescaling``) returns
 ``z * std + mean``, so the model, its signatures and the Evaluator speak the label's scale.
+A skewed non-negative label (the plan's ``label_log``: prices) is learnt on its log1p
+scale: ``label_mean`` / ``label_std`` are those of log1p(label), the loss is the squared
+error of the logs (Keras's ``mean_squared_logarithmic_error``, divided by their variance),
+and the last layers return ``exp(z * std + mean) - 1``, the label's scale again.
 """
 import tensorflow as tf
 
@@ -77,6 +81,15 @@ def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model
     elif plan.task == 'multiclass':
         output = tf.keras.layers.Activation('softmax', name='output')(logits)
         loss, metrics = 'sparse_categorical_crossentropy', ['sparse_categorical_accuracy']
+    elif plan.label_log:
+        # exp(z * std + mean) - 1: built-in layers only, so the model reloads from its config.
+        logs = tf.keras.layers.Rescaling(plan.label_std, offset=plan.label_mean)(logits)
+        output = tf.keras.layers.Rescaling(1.0, offset=-1.0, name='output')(
+            tf.keras.layers.Activation('exponential')(logs))
+        # Keras's squared error of log1p(prediction) and log1p(label): that of the logs'
+        # z-scores once divided by their variance.
+        loss, metrics = 'mean_squared_logarithmic_error', ['mae']
+        loss_weights = [1.0 / plan.label_std ** 2]
     else:
         output = tf.keras.layers.Rescaling(plan.label_std, offset=plan.label_mean,
                                            name='output')(logits)

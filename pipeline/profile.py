@@ -4,7 +4,8 @@
 reads them (``components.csv_format.read_table``: pyarrow, the run's delimiter, encoding and
 NA tokens), and returns one
 ``ColumnProfile`` per column of the schema: how many values are present, how many distinct,
-the numeric range, mean, standard deviation and skewness, and the most frequent values.
+the numeric range, mean, standard deviation and skewness (and, for a non-negative column,
+the mean and standard deviation of its log1p), and the most frequent values.
 It runs once, while the run's inputs are resolved (``pipeline/inputs.py``); the plan it
 informs is passed along in
 Transform's and the Trainer's ``custom_config``.
@@ -101,8 +102,11 @@ def _numeric(rows: int, present: int, x: np.ndarray, **facts) -> ColumnProfile:
     """The profile of a column of numbers ``x`` (its present values)."""
     mean, std = float(x.mean()), float(x.std())
     skew = float(np.mean(((x - mean) / std) ** 3)) if std > 0 else 0.0
+    logs = np.log1p(x) if x.min() >= 0 else None
     return ColumnProfile(rows=rows, present=present, min=float(x.min()), max=float(x.max()),
-                         mean=mean, std=std, skew=skew, **facts)
+                         mean=mean, std=std, skew=skew,
+                         log_mean=None if logs is None else float(logs.mean()),
+                         log_std=None if logs is None else float(logs.std()), **facts)
 
 
 def profile_files(files: Sequence[str], dtypes: Dict[str, str], na_values: Sequence[str] = (),

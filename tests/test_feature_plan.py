@@ -1,5 +1,6 @@
 """The feature plan's decisions (components/features.py) on the profile of tiny CSVs
 (pipeline/profile.py): what each column becomes, and the reason it gives."""
+import math
 import os
 import random
 import re
@@ -159,6 +160,37 @@ def test_a_regression_label_gets_its_mean_and_std(data):
     assert (plan.label_mean, plan.label_std) == pytest.approx((mean, std))
     assert plan_of(data, task='regression', label='temperature',
                    roles={'standardize_label': False}).label_std == 1.0
+
+
+def test_a_skewed_non_negative_regression_label_is_learnt_on_its_log_scale(data):
+    # lognormal: skewed, >= 0; the rule is opt-in (features.roles.log_label)
+    plan = plan_of(data, task='regression', label='fare', roles={'log_label': True})
+    logs = [math.log1p(r[3]) for r in make_rows()]
+    mean = sum(logs) / len(logs)
+    std = (sum((x - mean) ** 2 for x in logs) / len(logs)) ** 0.5
+    assert plan.label_log and (plan.label_mean, plan.label_std) == pytest.approx((mean, std))
+    assert 'log1p(label)' in plan.label_reason
+    # A symmetric label stays on its own scale; the rule can be turned off.
+    assert not plan_of(data, task='regression', label='temperature',
+                       roles={'log_label': True}).label_log
+    off = plan_of(data, task='regression', label='fare')
+    assert not off.label_log and off.label_mean == pytest.approx(
+        sum(r[3] for r in make_rows()) / len(make_rows()))
+
+
+def test_a_rare_class_of_a_multiclass_label_is_unweighted_unless_asked(tmp_path):
+    rng = random.Random(0)
+    header = ['x', 'label']
+    rows = [[rng.random(), 'rare' if i % 40 == 0 else rng.choice(['a', 'b'])]
+            for i in range(400)]
+    write_csv(str(tmp_path / 'data' / 'data.csv'), header, rows)
+    schema = schema_of({'x': 'float', 'label': 'string'})
+    config = config_for(str(tmp_path), task='multiclass')
+    plan = plan_from_schema(schema, config, data_profile(config, schema))
+    assert plan.class_weights == {} and 'weights would cost accuracy' in plan.label_reason
+    config = config_for(str(tmp_path), task='multiclass', roles={'class_weights': 'all'})
+    weighted = plan_from_schema(schema, config, data_profile(config, schema))
+    assert weighted.class_weights['rare'] == pytest.approx(400 / (3 * 10))
 
 
 def test_when_no_column_is_left_the_error_says_why(tmp_path):

@@ -149,12 +149,16 @@ def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_p
     assert probability(b'a') != probability(b'')
 
 
-def test_a_regression_model_answers_on_the_labels_scale(tmp_path):
-    # Prices in the thousands: the model learns z-scores, its signatures return prices.
+@pytest.mark.parametrize('log', [False, True], ids=['standardized', 'log1p'])
+def test_a_regression_model_answers_on_the_labels_scale(tmp_path, log):
+    # Prices in the thousands: the model learns z-scores (of the prices, or of their log1p),
+    # its signatures return prices.
     rng = np.random.default_rng(0)
     labels = [float(x) for x in 5000 + 1500 * rng.standard_normal(len(MOMENTS))]
-    mean, std = float(np.mean(labels)), float(np.std(labels))
-    plan = make_plan('regression', label_mean=mean, label_std=std)
+    std = float(np.std(labels))
+    scale = np.log1p(labels) if log else np.array(labels)
+    plan = make_plan('regression', label_mean=float(scale.mean()), label_std=float(scale.std()),
+                     label_log=log)
     out, tft_output = run_tft(plan, rows(labels), spec(tf.float32), str(tmp_path))
     model = build_keras_model(plan, tft_output, TrainingConfig(
         hidden_units=16, hidden_layers=1, learning_rate=0.02, dropout=0.0))
