@@ -137,16 +137,20 @@ def local_cluster(training) -> Dict[str, List[str]]:
             PS: addresses(training.parameter_servers)}
 
 
-def train(fn_args, training, task_fn: Callable[[Any, Optional[Task]], Any], entry: str):
+def train(fn_args, training, task_fn: Callable[[Any, Optional[Task]], Any], entry: str,
+          workers_serve: bool = True):
     """Runs ``task_fn(fn_args, task)`` where ``training.distribute`` says: in this process
     (no cluster strategy; or ``TF_CONFIG`` names this process's task), or in each process
-    of a local cluster, as ``entry`` (the dotted name of ``task_fn``)."""
+    of a local cluster, as ``entry`` (the dotted name of ``task_fn``). ``workers_serve``:
+    a parameter-server cluster's workers serve the chief until stopped (Keras's
+    ``ClusterCoordinator``), so one that exits fails the run; False: they train and finish
+    by themselves (the Estimator's between-graph training)."""
     if training.distribute not in CLUSTER_STRATEGIES:
         return task_fn(fn_args, None)
     task = task_from_env()
     if task is not None:
         return task_fn(fn_args, task)
-    return run_local_cluster(fn_args, training, entry)
+    return run_local_cluster(fn_args, training, entry, workers_serve)
 
 
 def make_strategy(training, task: Optional[Task]):
@@ -229,6 +233,23 @@ def heartbeat_callbacks(training) -> list:
                                               on_test_batch_end=lambda *_: beat())]
 
 
+def heartbeat_hooks() -> list:
+    """The Estimator's equivalent of ``heartbeat_callbacks``: a ``SessionRunHook`` that
+    tells the local cluster's supervisor at every step that training goes on (none when
+    there is no supervisor)."""
+    path = os.environ.get(HEARTBEAT_ENV)
+    if not path:
+        return []
+    import tensorflow as tf
+    beat = _Beat(path)
+
+    class Heartbeat(tf.estimator.SessionRunHook):
+        def after_run(self, run_context, run_values):
+            beat()
+
+    return [Heartbeat()]
+
+
 # ------------------------------------------------------------------------------------
 # The local cluster: the supervisor (in the Trainer's process) and its tasks.
 
@@ -296,7 +317,7 @@ class _Process:
         return self.popen.poll()
 
 
-def run_local_cluster(fn_args, training, entry: str) -> None:
+def run_local_cluster(fn_args, training, entry: str, workers_serve: bool = True) -> None:
     """Runs ``entry`` on a local cluster of processes and waits for its chief to finish.
 
     Writes ``<model_run>/cluster/``: ``job.json`` (what every task runs), ``<task>.log``
@@ -330,13 +351,18 @@ def run_local_cluster(fn_args, training, entry: str) -> None:
         print(f'{what}: {", ".join(p.task.name for p in processes)} on '
               f'{", ".join(cluster[CHIEF] + cluster.get(WORKER, []) + cluster.get(PS, []))}; '
               f'logs in {run_dir}', flush=True)
-        _supervise(processes, training, heartbeat, started, what)
+        serving = (PS, WORKER) if training.distribute == PARAMETER_SERVER and workers_serve else (PS,)
+        _supervise(processes, training, heartbeat, started, what, serving)
         done = True
     finally:
         _stop(processes, graceful=done and training.distribute == MULTI_WORKER)
 
 
-def _supervise(processes, training, heartbeat: str, started: float, what: str) -> None:
+def _supervise(processes, training, heartbeat: str, started: float, what: str,
+               serving=(PS,)) -> None:
+    """Returns when the chief has finished; raises when a task fails, the chief exits
+    early, a task of a ``serving`` job exits at all, or no step is made for
+    ``cluster_timeout`` seconds."""
     chief = next(p for p in processes if p.task.is_chief)
     while True:
         for p in processes:
@@ -345,7 +371,7 @@ def _supervise(processes, training, heartbeat: str, started: float, what: str) -
                 continue
             if p is chief and code == 0:
                 return
-            if code != 0 or training.distribute == PARAMETER_SERVER or p is chief:
+            if code != 0 or p.task.type in serving or p is chief:
                 raise ClusterError(
                     f'{what}: {p.task.name} (pid {p.popen.pid}) {_describe_exit(code)} '
                     f'{time.time() - started:.1f} s after the cluster started; the other tasks '
