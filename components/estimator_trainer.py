@@ -180,6 +180,9 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
         # in per-replica batches (a step's global batch: batch_size x replicas in sync).
         shard = (input_context and (input_context.num_input_pipelines,
                                     input_context.input_pipeline_id))
+        if task is not None:
+            print(f'{task.name}: reads input shard {shard[1] + 1} of {shard[0]}'
+                  if shard else f'{task.name}: reads all the input', flush=True)
         return make_dataset(fn_args, files, plan=plan, tft_output=tft_output,
                             batch_size=training.batch_size, seed=training.seed,
                             shard=shard if shard and shard[0] > 1 else None)
@@ -194,7 +197,7 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
                         fn_args.train_files, input_context),
                     eval_input_fn=lambda: input_fn(fn_args.eval_files),
                     train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
-                    hooks=distribute.heartbeat_hooks())
+                    hooks=distribute.heartbeat_hooks() + ([TaskSteps(task)] if task else []))
     if not fn_args.serving_model_dir:  # a task of a cluster other than the chief
         return
     model = keras_model_from_checkpoint(plan, tft_output, training, fn_args.model_run_dir)
@@ -203,6 +206,24 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
     training_record.write(fn_args.serving_model_dir, training_record.describe(
         TRAINER_NAME, training, fn_args.hyperparameters, task and estimator_workers(task),
         strategy.num_replicas_in_sync if strategy else 1))
+
+
+class TaskSteps(tf.estimator.SessionRunHook):
+    """Prints, in a task's log, how many training steps the task took itself and the
+    global step it ended at (each worker's share of an asynchronous training)."""
+
+    def __init__(self, task: distribute.Task):
+        self.task, self.steps = task, 0
+
+    def begin(self):
+        self.global_step = tf.compat.v1.train.get_global_step()
+
+    def after_run(self, run_context, run_values):
+        self.steps += 1
+
+    def end(self, session):
+        print(f'{self.task.name}: trained {self.steps} step(s) of its own, to global step '
+              f'{session.run(self.global_step)}', flush=True)
 
 
 def estimator_workers(task: distribute.Task):

@@ -11,6 +11,7 @@ the trainer's ``run_fn`` alone, on the first run's artifacts.
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -71,9 +72,28 @@ def test_an_estimator_cluster_run_is_blessed_pushed_and_serves(
     model_run = run['nodes']['Trainer']['outputs']['model_run'][0].uri
     assert sorted(f for f in os.listdir(os.path.join(model_run, 'cluster'))
                   if f.endswith('.log')) == tasks
+    # Every task that trains reads a shard of its own; the workers' steps are the
+    # chief's: under multi_worker each task takes every (synchronous) step, under
+    # parameter_server each asynchronous step is one task's (a worker stopped when the
+    # chief finished prints nothing: a non-chief waits up to 30 s for the chief to
+    # initialize the variables, so in a run this short it may take no step).
+    trainers = [t[:-len('.log')] for t in tasks if not t.startswith('ps')]
+    shards, steps, global_step = set(), {}, 0
+    for name in trainers:
+        log = open(os.path.join(model_run, 'cluster', f'{name}.log'), errors='replace').read()
+        shards.update(re.findall(rf'{name}: reads input shard (\d+) of {len(trainers)}\b', log))
+        for own, reached in re.findall(
+                rf'{name}: trained (\d+) step\(s\) of its own, to global step (\d+)', log):
+            steps[name], global_step = int(own), max(global_step, int(reached))
+    assert shards == {str(i + 1) for i in range(len(trainers))}, shards
+    assert 'chief-0' in steps and any(steps.get(name) for name in trainers if name != 'chief-0')
+    if strategy == 'multi_worker':
+        assert set(steps.values()) == {TRAINING['train_steps']} == {global_step}, steps
+    else:
+        assert TRAINING['train_steps'] <= global_step and sum(steps.values()) <= global_step
     import tensorflow as tf
-    checkpoint = tf.train.latest_checkpoint(model_run)
-    assert checkpoint and checkpoint.endswith(f'-{TRAINING["train_steps"]}'), checkpoint
+    saved = int(tf.train.latest_checkpoint(model_run).rsplit('-', 1)[1])
+    assert TRAINING['train_steps'] <= saved <= global_step
     model = run['nodes']['Trainer']['outputs']['model'][0].uri
     assert os.listdir(model) == ['Format-Serving']
     serving_dir = str(tmp_path / 'taxi')
