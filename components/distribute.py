@@ -1,4 +1,4 @@
-"""The Keras trainer's distribution strategies, and the local cluster that runs them here.
+"""The trainers' distribution strategies, and the local cluster that runs them here.
 
 ``training.distribute``:
 
@@ -11,6 +11,12 @@
 ``parameter_server``  ``tf.distribute.ParameterServerStrategy``: the chief coordinates
                       (``ClusterCoordinator``, through Keras ``fit``), workers compute
                       asynchronously, parameter servers hold the variables.
+
+That is the Keras trainer (``components/trainer.py``). The Estimator trainer
+(``components/estimator_trainer.py``) gives the same values to ``RunConfig.train_distribute``
+(its ``parameter_server`` is TF1's between-graph strategy: the chief and the workers all
+train, and finish by themselves) and runs on the same local cluster; only the function each
+task runs differs.
 
 The two cluster strategies follow the ``TF_CONFIG`` contract. Where ``TF_CONFIG`` is set (a
 Vertex AI training job's worker pools, a Kubeflow TFJob: docs/distributed.md), the
@@ -29,8 +35,8 @@ waiting for a dead peer) can only be ended by killing the process that runs it. 
 child process keeps the Trainer's process as it was, and lets the supervisor stop everything.
 
 Failures: a process of the local cluster that dies stops the training at once (the
-supervisor polls every half second); one that exits early (a parameter-server cluster's
-worker or server must not) too; so does a cluster that goes ``training.cluster_timeout``
+supervisor polls every half second); one that exits early (a parameter server must not,
+nor a Keras parameter-server cluster's worker) too; so does a cluster that goes ``training.cluster_timeout``
 seconds without a training step (``Heartbeat``). Then every process is terminated, and the
 error names the task, its exit status and the end of its log. The children also exit on
 their own if the Trainer's process disappears (``_exit_with_parent``), so none outlives it.

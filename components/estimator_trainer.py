@@ -19,10 +19,19 @@ Estimator-only settings (``training`` section of the config):
   TensorBoard pointed at it shows the training loss and the eval metrics (``eval/``);
   ``checkpoint_steps``, ``keep_checkpoint_max``, ``save_summary_steps`` and ``seed`` go to
   ``tf.estimator.RunConfig``; the eval split is evaluated after each checkpoint.
-- ``distribute: mirrored`` sets ``train_distribute`` to ``tf.distribute.MirroredStrategy``
-  (all local GPUs; with one device it runs single-device). The cluster strategies
-  (``multi_worker``, ``parameter_server``) are the Keras trainer's; the config check refuses
-  them here (docs/distributed.md).
+- ``distribute`` sets ``RunConfig.train_distribute`` (TensorFlow 2.15's Estimator
+  distribution): ``mirrored``, ``tf.distribute.MirroredStrategy`` (all local GPUs; with one
+  device it runs single-device); ``multi_worker``, ``tf.distribute.MultiWorkerMirroredStrategy``
+  (synchronous, between-graph: every task takes every step); ``parameter_server``,
+  ``tf.compat.v1.distribute.experimental.ParameterServerStrategy`` (the Estimator's is the
+  TF1 one: the chief and every worker train asynchronously, the variables live on the
+  parameter servers). Each task of the cluster runs ``train_task``: ``train_and_evaluate``
+  under the ``TF_CONFIG`` of its process, on the cluster ``components/distribute.py`` starts
+  and supervises (or the one that sets ``TF_CONFIG``); a parameter server only serves. Each
+  training task reads its own shard of the input (the ``input_context`` the Estimator
+  passes). Only the chief exports, from its checkpoint, as without distribution. With no
+  ``evaluator`` task in the cluster, the eval split is not evaluated during a cluster's
+  training (TensorBoard has no ``eval/``); the Evaluator evaluates the export as always.
 - Tuned hyperparameters (the Trainer's ``hyperparameters`` input, docs/tuning.md) replace
   the ``training`` section's: the tuned Keras model goes through ``model_to_estimator``.
   The export records what it was trained with (``components/training_record.py``).
