@@ -9,13 +9,9 @@ is evaluated, blessed and pushed; the pushed models are served. A killed worker 
 the trainer's ``run_fn`` alone, on the first run's artifacts.
 """
 import io
-import json
 import os
 import re
-import signal
 import sys
-import threading
-import time
 
 import pytest
 
@@ -105,47 +101,22 @@ def test_an_estimator_cluster_run_is_blessed_pushed_and_serves(
         server.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_killed_estimator_worker_fails_the_training_clearly_and_leaves_no_process(
         estimator_distributed, tmp_path):
     """A parameter-server cluster's worker is killed mid-training: the Trainer fails within
     seconds naming the worker and how it died, every process is gone, nothing exported."""
     from components import distribute, estimator_trainer
-    from trainer_testlib import fn_args_of
+    from trainer_testlib import alive, fn_args_of, kill_a_task_once_training
 
     config = estimator_distributed['config']
     fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path),
                          training={'distribute': 'parameter_server'})
     fn_args.train_steps = 10_000_000   # it would train for hours
-    cluster_json = os.path.join(fn_args.model_run_dir, 'cluster', 'cluster.json')
-    heartbeat = os.path.join(fn_args.model_run_dir, 'cluster', 'heartbeat')
-    pids = {}
-
-    def kill_a_worker_once_training():
-        deadline = time.monotonic() + 300
-        while not os.path.exists(heartbeat) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with open(cluster_json) as f:
-            pids.update({name: task['pid'] for name, task in json.load(f).items()})
-        pids['killed_at'] = time.monotonic()
-        os.kill(pids['worker-1'], signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_a_worker_once_training, daemon=True)
-    killer.start()
-    with pytest.raises(distribute.ClusterError) as failure:
-        estimator_trainer.run_fn(fn_args)
-    failed_after = time.monotonic() - pids['killed_at']
-    killer.join(5)
-    message = str(failure.value)
+    failure, failed_after, pids = kill_a_task_once_training(estimator_trainer.run_fn, fn_args,
+                                                            'worker-1')
+    message = str(failure)
     assert 'training.distribute parameter_server: worker-1' in message
     assert 'was killed by signal SIGKILL' in message and 'worker-1.log' in message
     assert failed_after < distribute.STOP_SECONDS + 5
-    assert not any(_alive(pid) for name, pid in pids.items() if name != 'killed_at')
+    assert not any(alive(pid) for pid in pids.values())
     assert not os.path.exists(fn_args.serving_model_dir)
