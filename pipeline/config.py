@@ -144,7 +144,8 @@ class TrainingConfig:
     # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
     # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or
     # without one on a local cluster of processes the Trainer starts and supervises
-    # (the Keras trainer only).
+    # (the keras and estimator trainers; the estimator's parameter_server is TF1's, where
+    # the chief trains too).
     distribute: Literal['none', 'mirrored', 'multi_worker', 'parameter_server'] = 'none'
     # The global batch is batch_size per replica times the replicas; the learning rate
     # stays as configured unless this multiplies it by the replicas.
