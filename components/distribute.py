@@ -1,4 +1,4 @@
-"""The Keras trainer's distribution strategies, and the local cluster that runs them here.
+"""The trainers' distribution strategies, and the local cluster that runs them here.
 
 ``training.distribute``:
 
@@ -11,6 +11,12 @@
 ``parameter_server``  ``tf.distribute.ParameterServerStrategy``: the chief coordinates
                       (``ClusterCoordinator``, through Keras ``fit``), workers compute
                       asynchronously, parameter servers hold the variables.
+
+That is the Keras trainer (``components/trainer.py``). The Estimator trainer
+(``components/estimator_trainer.py``) gives the same values to ``RunConfig.train_distribute``
+(its ``parameter_server`` is TF1's between-graph strategy: the chief and the workers all
+train, and finish by themselves) and runs on the same local cluster; only the function each
+task runs differs.
 
 The two cluster strategies follow the ``TF_CONFIG`` contract. Where ``TF_CONFIG`` is set (a
 Vertex AI training job's worker pools, a Kubeflow TFJob: docs/distributed.md), the
@@ -29,8 +35,8 @@ waiting for a dead peer) can only be ended by killing the process that runs it. 
 child process keeps the Trainer's process as it was, and lets the supervisor stop everything.
 
 Failures: a process of the local cluster that dies stops the training at once (the
-supervisor polls every half second); one that exits early (a parameter-server cluster's
-worker or server must not) too; so does a cluster that goes ``training.cluster_timeout``
+supervisor polls every half second); one that exits early (a parameter server must not,
+nor a Keras parameter-server cluster's worker) too; so does a cluster that goes ``training.cluster_timeout``
 seconds without a training step (``Heartbeat``). Then every process is terminated, and the
 error names the task, its exit status and the end of its log. The children also exit on
 their own if the Trainer's process disappears (``_exit_with_parent``), so none outlives it.
@@ -137,16 +143,20 @@ def local_cluster(training) -> Dict[str, List[str]]:
             PS: addresses(training.parameter_servers)}
 
 
-def train(fn_args, training, task_fn: Callable[[Any, Optional[Task]], Any], entry: str):
+def train(fn_args, training, task_fn: Callable[[Any, Optional[Task]], Any], entry: str,
+          workers_serve: bool = True):
     """Runs ``task_fn(fn_args, task)`` where ``training.distribute`` says: in this process
     (no cluster strategy; or ``TF_CONFIG`` names this process's task), or in each process
-    of a local cluster, as ``entry`` (the dotted name of ``task_fn``)."""
+    of a local cluster, as ``entry`` (the dotted name of ``task_fn``). ``workers_serve``:
+    a parameter-server cluster's workers serve the chief until stopped (Keras's
+    ``ClusterCoordinator``), so one that exits fails the run; False: they train and finish
+    by themselves (the Estimator's between-graph training)."""
     if training.distribute not in CLUSTER_STRATEGIES:
         return task_fn(fn_args, None)
     task = task_from_env()
     if task is not None:
         return task_fn(fn_args, task)
-    return run_local_cluster(fn_args, training, entry)
+    return run_local_cluster(fn_args, training, entry, workers_serve)
 
 
 def make_strategy(training, task: Optional[Task]):
@@ -229,6 +239,23 @@ def heartbeat_callbacks(training) -> list:
                                               on_test_batch_end=lambda *_: beat())]
 
 
+def heartbeat_hooks() -> list:
+    """The Estimator's equivalent of ``heartbeat_callbacks``: a ``SessionRunHook`` that
+    tells the local cluster's supervisor at every step that training goes on (none when
+    there is no supervisor)."""
+    path = os.environ.get(HEARTBEAT_ENV)
+    if not path:
+        return []
+    import tensorflow as tf
+    beat = _Beat(path)
+
+    class Heartbeat(tf.estimator.SessionRunHook):
+        def after_run(self, run_context, run_values):
+            beat()
+
+    return [Heartbeat()]
+
+
 # ------------------------------------------------------------------------------------
 # The local cluster: the supervisor (in the Trainer's process) and its tasks.
 
@@ -296,7 +323,7 @@ class _Process:
         return self.popen.poll()
 
 
-def run_local_cluster(fn_args, training, entry: str) -> None:
+def run_local_cluster(fn_args, training, entry: str, workers_serve: bool = True) -> None:
     """Runs ``entry`` on a local cluster of processes and waits for its chief to finish.
 
     Writes ``<model_run>/cluster/``: ``job.json`` (what every task runs), ``<task>.log``
@@ -330,13 +357,18 @@ def run_local_cluster(fn_args, training, entry: str) -> None:
         print(f'{what}: {", ".join(p.task.name for p in processes)} on '
               f'{", ".join(cluster[CHIEF] + cluster.get(WORKER, []) + cluster.get(PS, []))}; '
               f'logs in {run_dir}', flush=True)
-        _supervise(processes, training, heartbeat, started, what)
+        serving = (PS, WORKER) if training.distribute == PARAMETER_SERVER and workers_serve else (PS,)
+        _supervise(processes, training, heartbeat, started, what, serving)
         done = True
     finally:
         _stop(processes, graceful=done and training.distribute == MULTI_WORKER)
 
 
-def _supervise(processes, training, heartbeat: str, started: float, what: str) -> None:
+def _supervise(processes, training, heartbeat: str, started: float, what: str,
+               serving=(PS,)) -> None:
+    """Returns when the chief has finished; raises when a task fails, the chief exits
+    early, a task of a ``serving`` job exits at all, or no step is made for
+    ``cluster_timeout`` seconds."""
     chief = next(p for p in processes if p.task.is_chief)
     while True:
         for p in processes:
@@ -345,7 +377,7 @@ def _supervise(processes, training, heartbeat: str, started: float, what: str) -
                 continue
             if p is chief and code == 0:
                 return
-            if code != 0 or training.distribute == PARAMETER_SERVER or p is chief:
+            if code != 0 or p.task.type in serving or p is chief:
                 raise ClusterError(
                     f'{what}: {p.task.name} (pid {p.popen.pid}) {_describe_exit(code)} '
                     f'{time.time() - started:.1f} s after the cluster started; the other tasks '

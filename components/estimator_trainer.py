@@ -19,10 +19,19 @@ Estimator-only settings (``training`` section of the config):
   TensorBoard pointed at it shows the training loss and the eval metrics (``eval/``);
   ``checkpoint_steps``, ``keep_checkpoint_max``, ``save_summary_steps`` and ``seed`` go to
   ``tf.estimator.RunConfig``; the eval split is evaluated after each checkpoint.
-- ``distribute: mirrored`` sets ``train_distribute`` to ``tf.distribute.MirroredStrategy``
-  (all local GPUs; with one device it runs single-device). The cluster strategies
-  (``multi_worker``, ``parameter_server``) are the Keras trainer's; the config check refuses
-  them here (docs/distributed.md).
+- ``distribute`` sets ``RunConfig.train_distribute`` (TensorFlow 2.15's Estimator
+  distribution): ``mirrored``, ``tf.distribute.MirroredStrategy`` (all local GPUs; with one
+  device it runs single-device); ``multi_worker``, ``tf.distribute.MultiWorkerMirroredStrategy``
+  (synchronous, between-graph: every task takes every step); ``parameter_server``,
+  ``tf.compat.v1.distribute.experimental.ParameterServerStrategy`` (the Estimator's is the
+  TF1 one: the chief and every worker train asynchronously, the variables live on the
+  parameter servers). Each task of the cluster runs ``train_task``: ``train_and_evaluate``
+  under the ``TF_CONFIG`` of its process, on the cluster ``components/distribute.py`` starts
+  and supervises (or the one that sets ``TF_CONFIG``); a parameter server only serves. Each
+  training task reads its own shard of the input (the ``input_context`` the Estimator
+  passes). Only the chief exports, from its checkpoint, as without distribution. With no
+  ``evaluator`` task in the cluster, the eval split is not evaluated during a cluster's
+  training (TensorBoard has no ``eval/``); the Evaluator evaluates the export as always.
 - Tuned hyperparameters (the Trainer's ``hyperparameters`` input, docs/tuning.md) replace
   the ``training`` section's: the tuned Keras model goes through ``model_to_estimator``.
   The export records what it was trained with (``components/training_record.py``).
@@ -41,14 +50,15 @@ estimator's first checkpoint (``<model_run>/keras/``) and warm-starts from it.
 Not carried over from the Keras trainer: early stopping (``early_stopping_patience``) and
 dropout seeds being fixed across the estimator's graph rebuilds.
 """
-import functools
 import os
+import types
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
-from components import training_record
+from components import distribute, training_record
 from components.model import build_keras_model
 from components.signatures import export_serving_model
 from components.trainer import make_dataset, training_of
@@ -56,8 +66,19 @@ from components.trainer import make_dataset, training_of
 TRAINER_NAME = 'estimator'
 
 
-def run_config(training, model_dir: str) -> tf.estimator.RunConfig:
-    strategy = tf.distribute.MirroredStrategy() if training.distribute == 'mirrored' else None
+def train_strategy(training, task):
+    """``RunConfig.train_distribute``: TensorFlow 2.15's Estimator distribution. A cluster
+    strategy reads this process's place from ``TF_CONFIG`` (set by the local cluster, or
+    by the cluster running the job), as ``RunConfig`` does."""
+    if training.distribute == distribute.PARAMETER_SERVER:
+        # The Estimator's is the TF1 (between-graph) parameter-server strategy: every
+        # worker, the chief included, runs the training graph; the variables live on
+        # the parameter servers.
+        return tf.compat.v1.distribute.experimental.ParameterServerStrategy(task.resolver())
+    return distribute.make_strategy(training, task)
+
+
+def run_config(training, model_dir: str, strategy=None) -> tf.estimator.RunConfig:
     return tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=training.seed,
@@ -94,14 +115,15 @@ def base_model_checkpoint(base_model: str) -> str:
     return path
 
 
-def make_estimator(plan, tft_output, training, model_dir: str, warm_start_from: str = ''):
+def make_estimator(plan, tft_output, training, model_dir: str, warm_start_from: str = '',
+                   strategy=None):
     model = build_keras_model(plan, tft_output, training)
     if warm_start_from:
         load_weights(model, base_model_checkpoint(warm_start_from),
                      'training.warm_start: the base model')
         logging.info('Warm start from %s', warm_start_from)
     estimator = tf.keras.estimator.model_to_estimator(
-        keras_model=model, config=run_config(training, model_dir))
+        keras_model=model, config=run_config(training, model_dir, strategy))
     # The same estimator, but keeping ``keep_checkpoint_max`` checkpoints, and warm-started
     # from the first checkpoint model_to_estimator wrote, as it does itself.
     return tf.estimator.Estimator(
@@ -123,11 +145,13 @@ def keep_checkpoints(model_fn, keep: int):
 
 
 def train_estimator(estimator, train_input_fn, eval_input_fn, train_steps: int,
-                    eval_steps: int):
-    """Trains to ``train_steps``, evaluating ``eval_steps`` batches at every checkpoint."""
+                    eval_steps: int, hooks=()):
+    """Trains to ``train_steps``, evaluating ``eval_steps`` batches at every checkpoint
+    (on a cluster, in every task: the Estimator's distribute coordinator trains on the
+    chief and the workers and evaluates only in an ``evaluator`` task, if there is one)."""
     return tf.estimator.train_and_evaluate(
         estimator,
-        tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps),
+        tf.estimator.TrainSpec(train_input_fn, max_steps=train_steps, hooks=list(hooks)),
         tf.estimator.EvalSpec(eval_input_fn, steps=eval_steps, start_delay_secs=0,
                               throttle_secs=0))
 
@@ -142,24 +166,78 @@ def keras_model_from_checkpoint(plan, tft_output, training, model_dir: str) -> t
 
 
 def run_fn(fn_args):
+    _, training = training_of(fn_args)
+    # Under parameter_server the Estimator's workers train and finish by themselves.
+    distribute.train(fn_args, training, train_task, workers_serve=False,
+                     entry='components.estimator_trainer.train_task')
+
+
+def train_task(fn_args, task: Optional[distribute.Task] = None):
+    """Trains (and, on the chief, exports) in this process: the whole training, or this
+    process's task of a cluster (``components/distribute.py``)."""
     plan, training = training_of(fn_args)
+    if task is not None and task.type == distribute.PS:
+        return distribute.serve(task)   # what train_and_evaluate does in a ps task
+    fn_args = distribute.task_dirs(fn_args, task)
+    # First: a multi-worker strategy configures TensorFlow's runtime, before anything runs.
+    strategy = train_strategy(training, task)
     tf.keras.utils.set_random_seed(training.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    input_fn = functools.partial(make_dataset, fn_args, plan=plan, tft_output=tft_output,
-                                 batch_size=training.batch_size, seed=training.seed)
+
+    def input_fn(files, input_context=None):
+        # On a cluster the Estimator passes each worker's input context: its own shard,
+        # in per-replica batches (a step's global batch: batch_size x replicas in sync).
+        shard = (input_context and (input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id))
+        if task is not None:
+            print(f'{task.name}: reads input shard {shard[1] + 1} of {shard[0]}'
+                  if shard else f'{task.name}: reads all the input', flush=True)
+        return make_dataset(fn_args, files, plan=plan, tft_output=tft_output,
+                            batch_size=training.batch_size, seed=training.seed,
+                            shard=shard if shard and shard[0] > 1 else None)
+
     warm_start_from = fn_args.base_model if training.warm_start else ''
     if training.warm_start and not warm_start_from:
         logging.info('training.warm_start: no blessed model yet, starting from scratch')
     estimator = make_estimator(plan, tft_output, training, fn_args.model_run_dir,
-                               warm_start_from=warm_start_from)
+                               warm_start_from=warm_start_from, strategy=strategy)
     train_estimator(estimator,
-                    train_input_fn=lambda: input_fn(files=fn_args.train_files),
-                    eval_input_fn=lambda: input_fn(files=fn_args.eval_files),
-                    train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps)
+                    train_input_fn=lambda input_context=None: input_fn(
+                        fn_args.train_files, input_context),
+                    eval_input_fn=lambda: input_fn(fn_args.eval_files),
+                    train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+                    hooks=distribute.heartbeat_hooks() + ([TaskSteps(task)] if task else []))
+    if not fn_args.serving_model_dir:  # a task of a cluster other than the chief
+        return
     model = keras_model_from_checkpoint(plan, tft_output, training, fn_args.model_run_dir)
     export_serving_model(model, tft_output, plan, fn_args.serving_model_dir,
                          trainer=TRAINER_NAME)
-    strategy = estimator.config.train_distribute
     training_record.write(fn_args.serving_model_dir, training_record.describe(
-        TRAINER_NAME, training, fn_args.hyperparameters, None,
+        TRAINER_NAME, training, fn_args.hyperparameters, task and estimator_workers(task),
         strategy.num_replicas_in_sync if strategy else 1))
+
+
+class TaskSteps(tf.estimator.SessionRunHook):
+    """Prints, in a task's log, how many training steps the task took itself and the
+    global step it ended at (each worker's share of an asynchronous training)."""
+
+    def __init__(self, task: distribute.Task):
+        self.task, self.steps = task, 0
+
+    def begin(self):
+        self.global_step = tf.compat.v1.train.get_global_step()
+
+    def after_run(self, run_context, run_values):
+        self.steps += 1
+
+    def end(self, session):
+        print(f'{self.task.name}: trained {self.steps} step(s) of its own, to global step '
+              f'{session.run(self.global_step)}', flush=True)
+
+
+def estimator_workers(task: distribute.Task):
+    """The cluster as the training record counts it: the Estimator's parameter-server
+    chief trains too (Keras's only coordinates)."""
+    if distribute.PS not in task.cluster:
+        return task
+    return types.SimpleNamespace(workers=task.workers + len(task.cluster.get(distribute.CHIEF, ())))

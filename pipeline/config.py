@@ -158,7 +158,8 @@ class TrainingConfig:
     # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
     # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or
     # without one on a local cluster of processes the Trainer starts and supervises
-    # (the Keras trainer only).
+    # (the keras and estimator trainers; the estimator's parameter_server is TF1's, where
+    # the chief trains too).
     distribute: Literal['none', 'mirrored', 'multi_worker', 'parameter_server'] = 'none'
     # The global batch is batch_size per replica times the replicas; the learning rate
     # stays as configured unless this multiplies it by the replicas.
@@ -652,10 +653,6 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
     if t.distribute == 'multi_worker' and t.workers < 2 and 'TF_CONFIG' not in os.environ:
         fail('training.workers', 'multi_worker trains on at least 2 worker processes (the '
              'chief and another); for one process, set training.distribute: mirrored')
-    if t.trainer == 'estimator' and t.distribute in ('multi_worker', 'parameter_server'):
-        fail('training.distribute', f'{t.distribute} is not available for the estimator '
-             'trainer yet (not proven on a cluster here); use the keras trainer for '
-             'multi_worker or parameter_server, or distribute: mirrored with the estimator')
     if t.trainer == 'gbt' and t.distribute != 'none':
         fail('training.distribute', 'the gbt trainer trains its trees in one process '
              '(TF-DF); set training.distribute: none, or use the keras or estimator trainer')

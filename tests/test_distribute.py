@@ -9,7 +9,6 @@ the first run's artifacts.
 """
 import io
 import os
-import signal
 import sys
 import threading
 import time
@@ -84,50 +83,22 @@ def test_the_pushed_model_serves_predictions(distributed, strategy, tmp_path):
         server.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_killed_worker_fails_the_training_clearly_and_leaves_no_process(distributed, tmp_path):
     """The worker is killed mid-training: the Trainer fails within seconds with an error
     naming the worker and how it died, and every process of the cluster is gone."""
-    import json
-
     from components import distribute, trainer
-    from trainer_testlib import fn_args_of
+    from trainer_testlib import alive, fn_args_of, kill_a_task_once_training
 
     config = distributed['config']
     fn_args = fn_args_of(config.paths.metadata, config.name, str(tmp_path),
                          training={'distribute': 'multi_worker', 'steps_per_epoch': 20})
     fn_args.train_steps = 100_000   # it would train for hours
-    cluster_json = os.path.join(fn_args.model_run_dir, 'cluster', 'cluster.json')
-    heartbeat = os.path.join(fn_args.model_run_dir, 'cluster', 'heartbeat')
-    pids = {}
-
-    def kill_the_worker_once_training():
-        deadline = time.monotonic() + 300
-        while not os.path.exists(heartbeat) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with open(cluster_json) as f:
-            pids.update({name: task['pid'] for name, task in json.load(f).items()})
-        pids['killed_at'] = time.monotonic()
-        os.kill(pids['worker-0'], signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_the_worker_once_training, daemon=True)
-    killer.start()
-    with pytest.raises(distribute.ClusterError) as failure:
-        trainer.run_fn(fn_args)
-    failed_after = time.monotonic() - pids['killed_at']
-    killer.join(5)
-    message = str(failure.value)
+    failure, failed_after, pids = kill_a_task_once_training(trainer.run_fn, fn_args, 'worker-0')
+    message = str(failure)
     assert 'training.distribute multi_worker: worker-0' in message
     assert 'was killed by signal SIGKILL' in message and 'worker-0.log' in message
     assert failed_after < distribute.STOP_SECONDS + 5
-    assert not any(_alive(pid) for name, pid in pids.items() if name != 'killed_at')
+    assert not any(alive(pid) for pid in pids.values())
     assert not os.path.exists(fn_args.serving_model_dir)
 
 

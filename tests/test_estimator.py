@@ -291,14 +291,15 @@ def test_weights_that_do_not_fit_are_refused_naming_the_base_model(runs, tmp_pat
 
 
 def test_run_config_comes_from_the_training_config(tmp_path):
-    from components.estimator_trainer import run_config
+    from components.estimator_trainer import run_config, train_strategy
     from pipeline.config import TrainingConfig
     training = TrainingConfig(trainer='estimator', checkpoint_steps=7, keep_checkpoint_max=4,
                               save_summary_steps=3, seed=11, distribute='mirrored')
-    config = run_config(training, str(tmp_path))
+    config = run_config(training, str(tmp_path), train_strategy(training, None))
     assert (config.model_dir, config.save_checkpoints_steps, config.keep_checkpoint_max,
             config.save_summary_steps, config.tf_random_seed) == (str(tmp_path), 7, 4, 3, 11)
     assert isinstance(config.train_distribute, tf.distribute.MirroredStrategy)
+    assert train_strategy(TrainingConfig(), None) is None
     assert run_config(TrainingConfig(), str(tmp_path)).train_distribute is None
 
 

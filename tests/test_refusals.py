@@ -87,9 +87,6 @@ CONFIG_MISTAKES = [
      "tuning.reuse: expected a Tuner's best_hyperparameters directory holding "
      'best_hyperparameters.txt, got {data}'),
     ('an unknown strategy', ['training.distribute=horovod'], 'data', 'training.distribute'),
-    ('a cluster strategy for the estimator trainer',
-     ['training.distribute=multi_worker', 'training.trainer=estimator'], 'data',
-     'training.distribute: multi_worker is not available for the estimator trainer yet'),
     ('distributing the gbt trainer', ['training.distribute=multi_worker', 'training.trainer=gbt'],
      'data', 'training.distribute: the gbt trainer trains its trees in one process'),
     ('a positive class that is not among the label\'s values',

@@ -38,3 +38,45 @@ def fn_args_of(metadata: str, pipeline: str, directory: str, node: str = 'Traine
     fn_args.model_run_dir = os.path.join(directory, 'model_run')
     fn_args.transform_output = fn_args.transform_graph_path
     return fn_args
+
+
+def kill_a_task_once_training(run_fn, fn_args, victim: str):
+    """Runs ``run_fn(fn_args)`` (a cluster strategy, started locally) and SIGKILLs the task
+    named ``victim`` (``worker-0``...) once the cluster has taken a training step.
+    Returns (the ``ClusterError`` it raised, seconds from the kill to the failure, the
+    pids of the cluster's tasks)."""
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    from components import distribute
+    cluster_json = os.path.join(fn_args.model_run_dir, 'cluster', 'cluster.json')
+    heartbeat = os.path.join(fn_args.model_run_dir, 'cluster', 'heartbeat')
+    pids, killed = {}, []
+
+    def kill():
+        deadline = time.monotonic() + 300
+        while not os.path.exists(heartbeat) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with open(cluster_json) as f:
+            pids.update({name: task['pid'] for name, task in json.load(f).items()})
+        killed.append(time.monotonic())
+        os.kill(pids[victim], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    with pytest.raises(distribute.ClusterError) as failure:
+        run_fn(fn_args)
+    failed_after = time.monotonic() - killed[0]
+    killer.join(5)
+    return failure.value, failed_after, pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
