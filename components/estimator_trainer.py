@@ -51,6 +51,7 @@ Not carried over from the Keras trainer: early stopping (``early_stopping_patien
 dropout seeds being fixed across the estimator's graph rebuilds.
 """
 import os
+import time
 import types
 from typing import Optional
 
@@ -178,6 +179,12 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
     plan, training = training_of(fn_args)
     if task is not None and task.type == distribute.PS:
         return distribute.serve(task)   # what train_and_evaluate does in a ps task
+    hooks = distribute.heartbeat_hooks() + ([TaskSteps(task)] if task else [])
+    if task is not None and distribute.PS in task.cluster and distribute.HEARTBEAT_ENV in os.environ:
+        # A local cluster (its supervisor's heartbeat is set): the marks go to the chief's
+        # model run, which every task of this machine sees.
+        hooks.append(StartTogether(task, os.path.join(fn_args.model_run_dir,
+                                                      distribute.CLUSTER_DIR)))
     fn_args = distribute.task_dirs(fn_args, task)
     # First: a multi-worker strategy configures TensorFlow's runtime, before anything runs.
     strategy = train_strategy(training, task)
@@ -206,7 +213,7 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
                         fn_args.train_files, input_context),
                     eval_input_fn=lambda: input_fn(fn_args.eval_files),
                     train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
-                    hooks=distribute.heartbeat_hooks() + ([TaskSteps(task)] if task else []))
+                    hooks=hooks)
     if not fn_args.serving_model_dir:  # a task of a cluster other than the chief
         return
     model = keras_model_from_checkpoint(plan, tft_output, training, fn_args.model_run_dir)
@@ -233,6 +240,42 @@ class TaskSteps(tf.estimator.SessionRunHook):
     def end(self, session):
         print(f'{self.task.name}: trained {self.steps} step(s) of its own, to global step '
               f'{session.run(self.global_step)}', flush=True)
+
+
+class StartTogether(tf.estimator.SessionRunHook):
+    """Under ``parameter_server`` on a local cluster, the tasks that train take their first
+    step together. Without it a worker that asks for its session before the chief has
+    initialized the variables sleeps 30 s (TF1's ``SessionManager`` recovery wait), and a
+    short training is the chief's alone. The chief marks, once its session has initialized
+    the variables, that it is up, then waits for every worker's session; a worker waits for
+    the chief's mark before asking for its session. Each wait gives up after ``seconds``
+    (training goes on, as TensorFlow's own waits would have it)."""
+
+    def __init__(self, task: distribute.Task, directory: str, seconds: float = 60.0):
+        self.task, self.directory, self.seconds = task, directory, seconds
+
+    def _mark(self, name: str) -> str:
+        return os.path.join(self.directory, f'{name}.started')
+
+    def _wait_for(self, names) -> None:
+        deadline = time.time() + self.seconds
+        while (not all(os.path.exists(self._mark(n)) for n in names)
+               and time.time() < deadline):
+            time.sleep(0.05)
+
+    def _trainers(self):
+        return [distribute.Task(self.task.cluster, kind, i)
+                for kind in (distribute.CHIEF, distribute.WORKER)
+                for i in range(len(self.task.cluster.get(kind, ())))]
+
+    def begin(self):
+        if not self.task.is_chief:
+            self._wait_for([t.name for t in self._trainers() if t.is_chief])
+
+    def after_create_session(self, session, coord):
+        open(self._mark(self.task.name), 'w').close()
+        if self.task.is_chief:
+            self._wait_for([t.name for t in self._trainers() if not t.is_chief])
 
 
 def estimator_workers(task: distribute.Task):

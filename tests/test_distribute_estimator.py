@@ -4,7 +4,8 @@ with ``training.distribute: multi_worker | parameter_server`` on local clusters 
 TensorFlow 2.15's Estimator distribution: ``RunConfig(train_distribute=...)`` with each
 process's ``TF_CONFIG``, and ``train_and_evaluate`` in every task. Two pipeline runs on one
 store and 500 taxi rows share the tests: ``multi_worker`` (a chief and a worker) and
-``parameter_server`` (a chief and two workers that all train, one parameter server). Each
+``parameter_server`` (a chief and two workers that all train, one parameter server, and
+start together). Each
 is evaluated, blessed and pushed; the pushed models are served. A killed worker is shown on
 the trainer's ``run_fn`` alone, on the first run's artifacts.
 """
@@ -68,11 +69,11 @@ def test_an_estimator_cluster_run_is_blessed_pushed_and_serves(
     model_run = run['nodes']['Trainer']['outputs']['model_run'][0].uri
     assert sorted(f for f in os.listdir(os.path.join(model_run, 'cluster'))
                   if f.endswith('.log')) == tasks
-    # Every task that trains reads a shard of its own; the workers' steps are the
-    # chief's: under multi_worker each task takes every (synchronous) step, under
-    # parameter_server each asynchronous step is one task's (a worker stopped when the
-    # chief finished prints nothing: a non-chief waits up to 30 s for the chief to
-    # initialize the variables, so in a run this short it may take no step).
+    # Every task that trains reads a shard of its own and takes steps: under multi_worker
+    # each task takes every (synchronous) step; under parameter_server each asynchronous
+    # step is one task's, and the tasks start together (StartTogether: before it, a worker
+    # that asked for its session before the chief had initialized the variables slept
+    # 30 s, and a training this short was the chief's alone).
     trainers = [t[:-len('.log')] for t in tasks if not t.startswith('ps')]
     shards, steps, global_step = set(), {}, 0
     for name in trainers:
@@ -82,7 +83,7 @@ def test_an_estimator_cluster_run_is_blessed_pushed_and_serves(
                 rf'{name}: trained (\d+) step\(s\) of its own, to global step (\d+)', log):
             steps[name], global_step = int(own), max(global_step, int(reached))
     assert shards == {str(i + 1) for i in range(len(trainers))}, shards
-    assert 'chief-0' in steps and any(steps.get(name) for name in trainers if name != 'chief-0')
+    assert 'chief-0' in steps and all(steps.get(name) for name in trainers if name != 'chief-0'), steps
     if strategy == 'multi_worker':
         assert set(steps.values()) == {TRAINING['train_steps']} == {global_step}, steps
     else:
