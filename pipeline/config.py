@@ -700,6 +700,10 @@ def validate(config: PipelineConfig, check_data: bool = True, source: str = '') 
         fail('data.positive_class', 'only applies to binary tasks')
     check_beam(config, fail)
     if config.run.runner == 'kubeflow':
+        root = config.data.root
+        if '://' not in root and os.path.relpath(root, config.base_dir).startswith('..'):
+            fail('data.root', f'{root} is on this machine, not in the image; give a URI '
+                 f'(gs://...) or a path inside the repository {config.base_dir}')
         for key in ('transform', 'trainer'):
             path = getattr(config.modules, key)
             if path and os.path.relpath(path, config.base_dir).startswith('..'):

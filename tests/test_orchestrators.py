@@ -176,7 +176,12 @@ def test_kubeflow_cli_writes_the_spec_and_refuses_data_outside_the_repository(tm
     assert bare['pipelineInfo']['name'] == 'taxi' and 'root' in bare
     assert bare['root']['inputDefinitions']['parameters']['data_root']['defaultValue'] == \
         '/pipeline/data/taxi'
-    data = write_sample(tmp_path / 'data', rows=40)  # both classes: the label is not what is refused
+    # Data the run would refuse (no label column): refused first for where it is, by the
+    # config check, before the data is read.
+    data = str(tmp_path / 'data')
+    os.makedirs(data)
+    with open(os.path.join(data, 'data.csv'), 'w', encoding='utf-8') as f:
+        f.write('a,b\n1,2\n')
     assert pipeline_runner.main(common + ['--kfp-output', str(tmp_path / 'x.json'),
                                           '--data-root', data]) == 2
     err = capsys.readouterr().err

@@ -30,16 +30,12 @@ DATA_ROOT = 'data_root'
 TRAIN_ARGS = 'train_args'
 
 
-def in_image(path: str, config: PipelineConfig, key: str,
-             image_root: str = IMAGE_REPO_DIR) -> str:
-    """A URI unchanged; a path inside the repository as the image sees it."""
+def in_image(path: str, config: PipelineConfig, image_root: str = IMAGE_REPO_DIR) -> str:
+    """A URI unchanged; a path inside the repository as the image sees it (the config check
+    refuses a path outside it)."""
     if '://' in path:
         return path
-    relative = os.path.relpath(path, config.base_dir)
-    if relative.startswith('..'):
-        raise ConfigError(f'{key}: {path} is on this machine, not in the image; give a URI '
-                          f'(gs://...) or a path inside the repository {config.base_dir}')
-    return os.path.join(image_root, relative)
+    return os.path.join(image_root, os.path.relpath(path, config.base_dir))
 
 
 def runtime_parameters(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR):
@@ -49,7 +45,7 @@ def runtime_parameters(config: PipelineConfig, image_root: str = IMAGE_REPO_DIR)
     return {
         DATA_ROOT: tfx.dsl.experimental.RuntimeParameter(
             name=DATA_ROOT, ptype=str,
-            default=in_image(config.data.root, config, 'data.root', image_root)),
+            default=in_image(config.data.root, config, image_root)),
         TRAIN_ARGS: tfx.dsl.experimental.RuntimeParameter(
             name=TRAIN_ARGS, ptype=str,
             default=json.dumps({'num_steps': config.training.train_steps})),
