@@ -191,7 +191,7 @@ def test_the_push_section_shows_the_tflite_model_beside_the_saved_model():
     from pipeline.html_report.render import render_page
 
     summary = {'push': {'pushed': False}, 'tflite_blessed': False, 'tflite': {
-        'file': 'assets.extra/model.tflite', 'quantization': 'dynamic', 'tolerance': 0.02,
+        'file': 'assets.extra/model.tflite', 'quantization': 'dynamic_range', 'tolerance': 0.02,
         'examples_checked': 1000, 'max_difference': 0.0061, 'tflite_bytes': 189400,
         'saved_model_bytes': 694098, 'tflite_seconds_per_example': 0.000947,
         'saved_model_seconds_per_example': 0.002468}}
@@ -202,5 +202,5 @@ def test_the_push_section_shows_the_tflite_model_beside_the_saved_model():
             re.findall(r'<tr>(.*?)</tr>', table.group(1), re.S)[1:]]
     cells = [[c for c in row if c.strip()] for row in rows]
     assert cells == [['SavedModel', '677.8 KB', '2.468 ms'], ['TFLite', '185.0 KB', '0.947 ms']]
-    assert 'assets.extra/model.tflite' in html and 'dynamic quantization' in html
+    assert 'assets.extra/model.tflite' in html and '<code>dynamic_range</code> quantization' in html
     assert '0.0061' in html and 'fails the thresholds' in html
