@@ -5,7 +5,8 @@ Used by ``pipeline_runner.py predict`` (``pipeline/predict.py``) and by the Bulk
 
   files ─> ReadChunks (pyarrow's streaming CSV reader, ~1 MB blocks: a chunk is an Arrow
   record batch of a few thousand rows, never one element per row)
-        ─> Check (each cell checked against the feature's type; bad rows become rejects)
+        ─> Check (each cell checked against its feature's type; bad rows become rejects;
+           these two are the ReadAndCheck step)
         ─> RunInference (one signature call per chunk: ``serving_json`` on the chunk's
            columns, converted by ExampleGen's cell rules, when the model has it; else
            ``serving_default`` on the rows encoded as tf.Examples: ChunkModelHandler)
@@ -339,7 +340,7 @@ class Chunk:
     rejects: List[Tuple[int, str]]  # (line, reason)
 
 
-class ReadAndEncode(beam.DoFn):
+class ReadAndCheck(beam.DoFn):
     """One file's chunks, checked; bad rows ride along as the chunk's rejects."""
 
     def __init__(self, job: Job):
@@ -535,7 +536,7 @@ def _write(table: pa.Table, path: str, fmt: str) -> None:
 def build(pipeline: beam.Pipeline, job: Job):
     return (pipeline
             | 'Files' >> beam.Create(list(range(len(job.files))))
-            | 'ReadAndEncode' >> beam.ParDo(ReadAndEncode(job))
+            | 'ReadAndCheck' >> beam.ParDo(ReadAndCheck(job))
             | 'RunInference' >> RunInference(ChunkModelHandler(
                 job.model_path, job.signature, job.features, job.raw_signature))
             | 'WriteShard' >> beam.ParDo(WriteShard(job)))
