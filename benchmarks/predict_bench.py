@@ -1,7 +1,8 @@
 """Batch predictions: ``pipeline_runner.py predict`` against the model called in process.
 
     .venv/bin/python benchmarks/predict_bench.py [--serving-dir output/serving/taxi]
-        [--rows 100000,1000000] [--reference-rows 200000] [--compare-tfx-bsl 50000]
+        [--rows 100000,1000000] [--reference-rows 200000] [--workers 2]
+        [--compare-tfx-bsl 50000]
 
 It makes CSV files of the bundled taxi rows repeated (label included, as new data may have
 it), then, alternating, in one invocation:
@@ -11,7 +12,10 @@ it), then, alternating, in one invocation:
   ``serving_default``: the model called in process in batches of 1,000, CSV parsing included;
 - ``pipeline_runner.py predict`` on each row count, as a user runs it (a new process: Beam's
   in-process runner, model load, CSV output), with its wall time and the peak memory (RSS)
-  of its process tree.
+  of its process tree, and its CPU time (user + system, its workers included: above the wall
+  time, it used more than one core);
+- with ``--workers N``, the largest row count again, split into N files of a directory and
+  scored on N Beam worker processes (``--beam-workers N``): the other way to use the cores.
 
 It prints rows/s of each, predict's rate as a fraction of the reference's (target >= 0.5),
 the 1M-row time (target <= 30 s) and the peak memory per row count (target: flat). With
@@ -90,10 +94,12 @@ def tree_rss(pid: int) -> int:
         return 0
 
 
-def predict(serving_dir: str, csv_path: str, out: str) -> dict:
-    """Runs the command; its wall time and the peak RSS of its process tree."""
+def predict(serving_dir: str, csv_path: str, out: str, *args: str) -> dict:
+    """Runs the command; its wall time, CPU time and the peak RSS of its process tree."""
+    import resource
     command = [sys.executable, os.path.join(REPO, 'pipeline_runner.py'), 'predict',
-               '--data', csv_path, '--out', out, '--serving-dir', serving_dir]
+               '--data', csv_path, '--out', out, '--serving-dir', serving_dir, *args]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = [0]
@@ -107,9 +113,11 @@ def predict(serving_dir: str, csv_path: str, out: str) -> dict:
     output = process.communicate()[0].decode()
     seconds = time.perf_counter() - start
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode:
         raise SystemExit(f'predict failed:\n{output}')
-    return {'seconds': seconds, 'peak_mb': peak[0] / 2**20, 'output': output.strip()}
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return {'seconds': seconds, 'cpu': cpu, 'peak_mb': peak[0] / 2**20, 'output': output.strip()}
 
 
 def compare_tfx_bsl(model_path: str, csv_path: str, rows: int, tmp: str) -> None:
@@ -150,6 +158,8 @@ def main() -> None:
     p.add_argument('--serving-dir', default=os.path.join(REPO, 'output', 'serving', 'taxi'))
     p.add_argument('--rows', default='100000,1000000')
     p.add_argument('--reference-rows', type=int, default=200_000)
+    p.add_argument('--workers', type=int, default=0, metavar='N',
+                   help='also score the largest row count as N files on N Beam workers')
     p.add_argument('--compare-tfx-bsl', type=int, default=0, metavar='ROWS')
     args = p.parse_args()
     model_path = newest_model(args.serving_dir)
@@ -165,12 +175,26 @@ def main() -> None:
             rate = n / results[n]['seconds']
             print(f'reference (in process, 1,000-row batches): {ref_rates[-1]:,.0f} rows/s | '
                   f'predict, {n:,} rows: {results[n]["seconds"]:.1f} s, {rate:,.0f} rows/s '
-                  f'({rate / ref_rates[-1]:.2f} of the reference), peak RSS '
-                  f'{results[n]["peak_mb"]:,.0f} MB')
+                  f'({rate / ref_rates[-1]:.2f} of the reference), CPU '
+                  f'{results[n]["cpu"]:.1f} s, peak RSS {results[n]["peak_mb"]:,.0f} MB')
         largest = max(counts)
-        print(f'{largest:,} rows in {results[largest]["seconds"]:.1f} s (target <= 30 s for 1M); '
-              'peak RSS by rows: ' + ', '.join(f'{n:,}: {r["peak_mb"]:,.0f} MB'
-                                               for n, r in sorted(results.items())))
+        print(f'{largest:,} rows in {results[largest]["seconds"]:.1f} s (target <= 30 s for 1M), '
+              f'{largest / results[largest]["seconds"] / ref_rates[-1]:.2f} of the reference\'s '
+              'rows/s; peak RSS by rows: ' + ', '.join(f'{n:,}: {r["peak_mb"]:,.0f} MB'
+                                                     for n, r in sorted(results.items())))
+        if args.workers:
+            split = os.path.join(tmp, 'split')
+            os.makedirs(split)
+            for i in range(args.workers):
+                make_csv(os.path.join(split, f'part-{i}.csv'),
+                         largest // args.workers + (i < largest % args.workers))
+            one = predict(args.serving_dir, files[largest], os.path.join(tmp, 'one.csv'))
+            many = predict(args.serving_dir, split, os.path.join(tmp, 'many.csv'),
+                           '--beam-workers', str(args.workers))
+            print(f'{largest:,} rows, one file in this process: {one["seconds"]:.1f} s (CPU '
+                  f'{one["cpu"]:.1f} s) | {args.workers} files on --beam-workers '
+                  f'{args.workers}: {many["seconds"]:.1f} s (CPU {many["cpu"]:.1f} s, peak RSS '
+                  f'{many["peak_mb"]:,.0f} MB): {one["seconds"] / many["seconds"]:.2f}x the speed')
         if args.compare_tfx_bsl:
             compare_tfx_bsl(model_path, make_csv(os.path.join(tmp, 'tfx-bsl.csv'),
                                                  args.compare_tfx_bsl),

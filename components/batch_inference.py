@@ -5,9 +5,11 @@ Used by ``pipeline_runner.py predict`` (``pipeline/predict.py``) and by the Bulk
 
   files ─> ReadChunks (pyarrow's streaming CSV reader, ~1 MB blocks: a chunk is an Arrow
   record batch of a few thousand rows, never one element per row)
-        ─> Encode (each cell checked against the feature's type; good rows become tf.Examples
-           through the encoder and the cell rules ExampleGen uses, bad rows become rejects)
-        ─> RunInference (the model's ``serving_default`` on one chunk per call)
+        ─> Check (each cell checked against its feature's type; bad rows become rejects;
+           these two are the ReadAndCheck step)
+        ─> RunInference (one signature call per chunk: ``serving_json`` on the chunk's
+           columns, converted by ExampleGen's cell rules, when the model has it; else
+           ``serving_default`` on the rows encoded as tf.Examples: ChunkModelHandler)
         ─> WriteShard (the chunk's predictions and rejects, to ``<out>.parts/``)
   then, in the launching process, the shards are joined in input order into the output file
   (CSV or Parquet) and the rejects file, one shard in memory at a time.
@@ -63,7 +65,9 @@ class Job:
     features: Dict[str, str]  # raw feature -> FLOAT, INT or STRING
     output: str
     keep: Tuple[str, ...] = ()
-    signature: str = 'serving_default'
+    signature: str = 'serving_default'  # takes serialized tf.Examples
+    # Takes one tensor per raw feature; used instead when the model has it (ChunkModelHandler).
+    raw_signature: str = 'serving_json'
     chunk_bytes: int = CHUNK_BYTES
     # How the files are read, as the run reads its data (``data.*``): the delimiter ('':
     # detected in each file), the encoding, and the cells that mean "missing".
@@ -254,14 +258,9 @@ def _not_of_type(text: pa.Array, kind: str) -> np.ndarray:
                         False).to_numpy(zero_copy_only=False)
 
 
-def encode(batch: pa.RecordBatch, features: Dict[str, str]
-           ) -> Tuple[np.ndarray, List[bytes], List[Tuple[int, str]]]:
-    """(mask of accepted rows, their serialized tf.Examples, (row index, reason) rejects)."""
-    from tfx_bsl.coders import example_coder
-
-    from tfx_bsl.coders.csv_decoder import ColumnType
-
-    from components.csv_format import to_record_batch
+def check(batch: pa.RecordBatch, features: Dict[str, str]
+          ) -> Tuple[np.ndarray, pa.RecordBatch, List[Tuple[int, str]]]:
+    """(mask of accepted rows, their feature cells as text, (row index, reason) rejects)."""
     n = batch.num_rows
     rejected = np.zeros(n, bool)
     reasons: Dict[int, str] = {}
@@ -281,11 +280,54 @@ def encode(batch: pa.RecordBatch, features: Dict[str, str]
     good = pa.RecordBatch.from_arrays([texts[f] for f in features], list(features))
     if rejected.any():
         good = good.filter(pa.array(accepted))
-    types = {name: {INT: ColumnType.INT, FLOAT: ColumnType.FLOAT,
-                    STRING: ColumnType.STRING}[kind] for name, kind in features.items()}
-    examples = (example_coder.RecordBatchToExamplesEncoder().encode(to_record_batch(good, types))
-                if good.num_rows else [])
-    return accepted, examples, sorted(reasons.items())
+    return accepted, good, sorted(reasons.items())
+
+
+def _column_types(features: Dict[str, str]):
+    from tfx_bsl.coders.csv_decoder import ColumnType
+    return {name: {INT: ColumnType.INT, FLOAT: ColumnType.FLOAT,
+                   STRING: ColumnType.STRING}[kind] for name, kind in features.items()}
+
+
+def to_examples(rows: pa.RecordBatch, features: Dict[str, str]) -> List[bytes]:
+    """Checked rows (``check``) as serialized tf.Examples, through the encoder and the cell
+    rules ExampleGen uses."""
+    from tfx_bsl.coders import example_coder
+
+    from components.csv_format import to_record_batch
+    if not rows.num_rows:
+        return []
+    return example_coder.RecordBatchToExamplesEncoder().encode(
+        to_record_batch(rows, _column_types(features)))
+
+
+def encode(batch: pa.RecordBatch, features: Dict[str, str]
+           ) -> Tuple[np.ndarray, List[bytes], List[Tuple[int, str]]]:
+    """(mask of accepted rows, their serialized tf.Examples, (row index, reason) rejects)."""
+    accepted, good, rejects = check(batch, features)
+    return accepted, to_examples(good, features), rejects
+
+
+def to_raw_features(rows: pa.RecordBatch, features: Dict[str, str]
+                    ) -> Optional[Dict[str, np.ndarray]]:
+    """Checked rows as ``serving_json``'s inputs, one [rows] array per raw feature, converted
+    by ExampleGen's cell rules (``csv_format.to_values``), a missing cell as the signature's
+    missing value ("", NaN, ``MISSING_INT64``). None when a present cell *is* that value (an
+    empty string, "nan", int64's smallest value): the signature would read it as missing,
+    where a tf.Example has it, so such a chunk goes the tf.Example way."""
+    from components.csv_format import to_values
+    from components.signatures import MISSING_INT64
+    missing = {STRING: b'', FLOAT: np.float32('nan'), INT: MISSING_INT64}
+    types = _column_types(features)
+    arrays = {}
+    for name, kind in features.items():
+        values = to_values(rows.column(name), types[name])
+        present = values.drop_null()
+        if len(present) and (pc.any(pc.is_nan(present)).as_py() if kind == FLOAT
+                             else pc.any(pc.equal(present, missing[kind])).as_py()):
+            return None
+        arrays[name] = values.fill_null(missing[kind]).to_numpy(zero_copy_only=False)
+    return arrays
 
 
 @dataclasses.dataclass
@@ -294,12 +336,12 @@ class Chunk:
     index: int
     lines: np.ndarray
     keep: Dict[str, List[str]]
-    examples: List[bytes]
+    rows: pa.RecordBatch  # the accepted rows' feature cells, as text (``check``)
     rejects: List[Tuple[int, str]]  # (line, reason)
 
 
-class ReadAndEncode(beam.DoFn):
-    """One file's chunks, encoded; bad rows ride along as the chunk's rejects."""
+class ReadAndCheck(beam.DoFn):
+    """One file's chunks, checked; bad rows ride along as the chunk's rejects."""
 
     def __init__(self, job: Job):
         self.job = job
@@ -310,21 +352,21 @@ class ReadAndEncode(beam.DoFn):
         for index, (batch, lines, rejects) in enumerate(
                 read_chunks(job.files[file_index], columns, job.reading(job.files[file_index]),
                             job.chunk_bytes)):
-            accepted, examples, bad = encode(batch, job.features)
+            accepted, rows, bad = check(batch, job.features)
             rejects += [(int(lines[i]), reason) for i, reason in bad]
             keep = {}
             for name in job.keep:
                 text, _ = _as_text(batch.column(name))
                 keep[name] = text.filter(pa.array(accepted)).to_pylist()
-            yield Chunk(file_index, index, lines[accepted], keep, examples, rejects)
+            yield Chunk(file_index, index, lines[accepted], keep, rows, rejects)
 
 
-def _one_by_one(chunk: Chunk, call):
+def _one_by_one(chunk: Chunk, examples: List[bytes], call):
     """The model refused a chunk: each row alone, so that only the rows it refuses are
     rejected (with its message), as the model server does with a failed batch."""
     import tensorflow as tf
     good, outputs, rejects = [], [], list(chunk.rejects)
-    for i, example in enumerate(chunk.examples):
+    for i, example in enumerate(examples):
         try:
             outputs.append(call([example]))
             good.append(i)
@@ -336,30 +378,58 @@ def _one_by_one(chunk: Chunk, call):
                             'the model refused the row: ' + (message[0] if message else '')))
     kept = Chunk(chunk.file, chunk.index, chunk.lines[good],
                  {k: [v[i] for i in good] for k, v in chunk.keep.items()},
-                 [chunk.examples[i] for i in good], rejects)
+                 chunk.rows.take(pa.array(good, pa.int64())), rejects)
     return kept, ({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
                   if outputs else {})
 
 
 class ChunkModelHandler(ModelHandler):
     """Beam's RunInference on chunks: the SavedModel loaded once per worker
-    (``tf.saved_model.load``), one signature call per chunk of serialized tf.Examples.
+    (``tf.saved_model.load``), one signature call per chunk.
+
+    The call: the raw-feature signature (``raw_signature``, ``serving_json``: one tensor per
+    feature, the TFT graph and the model) on the chunk's columns, when the model has it with
+    the job's features and types; that skips encoding and parsing tf.Examples, about half
+    of the work per row (benchmarks/RESULTS.md, "Batch predictions"), for the same
+    predictions. Otherwise, and for a chunk that signature refuses or cannot express
+    (``to_raw_features``), ``signature`` (``serving_default``) on the chunk as serialized
+    tf.Examples, whose refusals and messages are the rejects'.
 
     Beam's own TensorFlow handler (``TFModelHandlerNumpy``) loads a Keras model with
     ``tf.keras.models.load_model`` and calls it on one stacked array: it cannot call a named
-    signature on serialized examples, and its module imports tensorflow_hub, which needs
-    setuptools' pkg_resources (not installed). tfx-bsl's ``CreateModelHandler`` calls the
-    signature, but on one element per example and one PredictionLog proto per row: 6x slower
-    here (benchmarks/predict_bench.py --compare-tfx-bsl).
+    signature, and its module imports tensorflow_hub, which needs setuptools' pkg_resources
+    (not installed). tfx-bsl's ``CreateModelHandler`` calls the signature, but on one element
+    per example and one PredictionLog proto per row: 6x slower here
+    (benchmarks/predict_bench.py --compare-tfx-bsl).
     """
 
-    def __init__(self, model_path: str, signature: str):
+    def __init__(self, model_path: str, signature: str, features: Dict[str, str],
+                 raw_signature: str = ''):
         super().__init__()
         self.model_path, self.signature = model_path, signature
+        self.features, self.raw_signature = dict(features), raw_signature
 
     def load_model(self):
         import tensorflow as tf
         return tf.saved_model.load(self.model_path)
+
+    def _raw_call(self, model):
+        """A call of the raw-feature signature on ``to_raw_features``' arrays, or None when
+        the model has no such signature taking exactly the job's features and types."""
+        import tensorflow as tf
+
+        from components.features import json_inputs
+        function = model.signatures.get(self.raw_signature) if self.raw_signature else None
+        if function is None:
+            return None
+        dtypes = {FLOAT: tf.float32, INT: tf.int64, STRING: tf.string}
+        inputs = json_inputs(self.features)  # signature input -> feature
+        spec = function.structured_input_signature[1]
+        if set(spec) != set(inputs) or any(spec[name].dtype != dtypes[self.features[column]]
+                                           for name, column in inputs.items()):
+            return None
+        return lambda arrays: {k: v.numpy() for k, v in function(**{
+            name: tf.constant(arrays[column]) for name, column in inputs.items()}).items()}
 
     def run_inference(self, batch: Sequence[Chunk], model,
                       inference_args: Optional[Dict[str, Any]] = None
@@ -369,14 +439,24 @@ class ChunkModelHandler(ModelHandler):
         [name] = function.structured_input_signature[1]
         def call(examples):
             return {k: v.numpy() for k, v in function(**{name: tf.constant(examples)}).items()}
+        raw_call = self._raw_call(model)
 
         for chunk in batch:
-            outputs = {}
-            if chunk.examples:
+            outputs = None
+            if not chunk.rows.num_rows:
+                outputs = {}
+            elif raw_call is not None:
+                arrays = to_raw_features(chunk.rows, self.features)
                 try:
-                    outputs = call(chunk.examples)
+                    outputs = None if arrays is None else raw_call(arrays)
                 except tf.errors.InvalidArgumentError:
-                    chunk, outputs = _one_by_one(chunk, call)
+                    outputs = None  # the tf.Example way, for serving_default's own messages
+            if outputs is None:
+                examples = to_examples(chunk.rows, self.features)
+                try:
+                    outputs = call(examples)
+                except tf.errors.InvalidArgumentError:
+                    chunk, outputs = _one_by_one(chunk, examples, call)
             yield PredictionResult(chunk, outputs)
 
     def batch_elements_kwargs(self) -> Dict[str, int]:  # noqa: D102
@@ -427,7 +507,7 @@ class WriteShard(beam.DoFn):
         job, chunk = self.job, result.example
         name = os.path.join(job.parts, f'{chunk.file:06d}-{chunk.index:08d}')
         os.makedirs(job.parts, exist_ok=True)
-        if chunk.examples:
+        if chunk.rows.num_rows:
             columns = {LINE: pa.array(chunk.lines)}
             if job.file_names:
                 columns[FILE] = pa.array([job.file_names[chunk.file]] * len(chunk.lines))
@@ -456,8 +536,9 @@ def _write(table: pa.Table, path: str, fmt: str) -> None:
 def build(pipeline: beam.Pipeline, job: Job):
     return (pipeline
             | 'Files' >> beam.Create(list(range(len(job.files))))
-            | 'ReadAndEncode' >> beam.ParDo(ReadAndEncode(job))
-            | 'RunInference' >> RunInference(ChunkModelHandler(job.model_path, job.signature))
+            | 'ReadAndCheck' >> beam.ParDo(ReadAndCheck(job))
+            | 'RunInference' >> RunInference(ChunkModelHandler(
+                job.model_path, job.signature, job.features, job.raw_signature))
             | 'WriteShard' >> beam.ParDo(WriteShard(job)))
 
 

@@ -392,8 +392,9 @@ def infer_type(column) -> int:
     return max(csv_decoder._InferValueType(v.encode()) for v in values.to_pylist())  # pylint: disable=protected-access
 
 
-def _to_values(cells, column_type: int):
-    """Present ``cells`` converted as CsvExampleGen converts them (int(), float(), bytes)."""
+def to_values(cells, column_type: int):
+    """``cells`` converted as CsvExampleGen converts them (int(), float(), bytes); a null
+    stays null. Also components/batch_inference.py's raw-feature tensors."""
     import pyarrow as pa
     from pyarrow import compute as pc
 
@@ -428,5 +429,5 @@ def to_record_batch(batch, types_by_name: Dict[str, int]):
         offsets = np.zeros(len(cells) + 1, dtype=np.int32)
         np.cumsum(present.to_numpy(zero_copy_only=False), out=offsets[1:])
         columns.append(pa.ListArray.from_arrays(
-            pa.array(offsets), _to_values(cells.filter(present), column_type)))
+            pa.array(offsets), to_values(cells.filter(present), column_type)))
     return pa.RecordBatch.from_arrays(columns, names)

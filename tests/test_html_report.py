@@ -182,3 +182,25 @@ def test_the_report_command_writes_any_recorded_run_again(tmp_path, capsys):
         'title': 'document.title', 'version': text('#key-version')})
     assert first['run_id'] in values['title']
     assert values['version'] == first['push']['version']
+
+
+def test_the_push_section_shows_the_tflite_model_beside_the_saved_model():
+    # The renderer on the summary's TFLite report (components/tflite_export.read_report, as
+    # pipeline/report.collect puts it in the summary); no run or browser needed.
+    from pipeline.html_report.gather import push_section
+    from pipeline.html_report.render import render_page
+
+    summary = {'push': {'pushed': False}, 'tflite_blessed': False, 'tflite': {
+        'file': 'assets.extra/model.tflite', 'quantization': 'dynamic_range', 'tolerance': 0.02,
+        'examples_checked': 1000, 'max_difference': 0.0061, 'tflite_bytes': 189400,
+        'saved_model_bytes': 694098, 'tflite_seconds_per_example': 0.000947,
+        'saved_model_seconds_per_example': 0.002468}}
+    html = render_page({'push': push_section({}, summary, None, 'binary')})
+    table = re.search(r'<table id="tflite">(.*?)</table>', html, re.S)
+    assert table, 'no TFLite table in the push section'
+    rows = [re.sub(r'<[^>]+>', '|', row).split('|') for row in
+            re.findall(r'<tr>(.*?)</tr>', table.group(1), re.S)[1:]]
+    cells = [[c for c in row if c.strip()] for row in rows]
+    assert cells == [['SavedModel', '677.8 KB', '2.468 ms'], ['TFLite', '185.0 KB', '0.947 ms']]
+    assert 'assets.extra/model.tflite' in html and '<code>dynamic_range</code> quantization' in html
+    assert '0.0061' in html and 'fails the thresholds' in html

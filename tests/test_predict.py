@@ -6,6 +6,7 @@ import glob
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -216,3 +217,49 @@ def test_files_are_read_as_the_run_reads_its_data(tmp_path):
         return sorted(name for name, f in features.items()
                       if len(getattr(f, f.WhichOneof('kind') or 'int64_list').value))
     assert [present(e) for e in examples] == [['n', 's'], ['s'], ['n']]
+
+
+def test_raw_features_are_the_cells_as_examplegen_reads_them():
+    """serving_json's inputs from checked cells: ExampleGen's int()/float() rules, a missing
+    cell as the signature's missing value; a present value that *is* that value (an empty
+    string, "nan") sends the chunk the tf.Example way (None)."""
+    from components.signatures import MISSING_INT64
+    features = {'n': batch_inference.INT, 'x': batch_inference.FLOAT,
+                's': batch_inference.STRING}
+    batch = lambda n, x, s: pa.RecordBatch.from_arrays(
+        [pa.array(v, pa.string()) for v in (n, x, s)], ['n', 'x', 's'])
+    arrays = batch_inference.to_raw_features(
+        batch([' 7', None, '3'], ['1e3', '0.1', None], ['a', None, 'Caf\xe9']), features)
+    assert arrays['n'].tolist() == [7, MISSING_INT64, 3]
+    assert arrays['x'].dtype == np.float32 and arrays['x'][:2].tolist() == [1000.0, np.float32(0.1)]
+    assert np.isnan(arrays['x'][2])
+    assert arrays['s'].tolist() == [b'a', b'', 'Caf\xe9'.encode()]
+    assert batch_inference.to_raw_features(batch(['1'], ['nan'], ['a']), features) is None
+    assert batch_inference.to_raw_features(batch(['1'], ['2'], ['']), features) is None
+
+
+def test_the_raw_feature_call_gives_serving_defaults_predictions(scored):
+    """The job calls the pushed model's serving_json on the chunk's columns (no tf.Example
+    encoding), with exactly serving_default's predictions; a chunk serving_json cannot
+    express (a present "nan" fare) still gets serving_default's."""
+    from pipeline.predict import model_features
+    path = str(scored['data'] / 'b.csv')
+    features = model_features(scored['config'], scored['model'])
+    (batch, lines, _), = batch_inference.read_chunks(
+        path, list(features), csv_format.resolve(path, '', 'utf-8', csv_format.NA_VALUES))
+    _, rows, _ = batch_inference.check(batch, features)
+    nan_fare = pa.RecordBatch.from_arrays(
+        [pa.array(['nan'] * rows.num_rows, pa.string()) if name == 'fare' else rows.column(name)
+         for name in rows.schema.names], rows.schema.names)
+    outputs = {}
+    for raw in ('serving_json', ''):
+        handler = batch_inference.ChunkModelHandler(scored['model'], 'serving_default',
+                                                    features, raw)
+        model = handler.load_model()
+        assert (handler._raw_call(model) is not None) == bool(raw)
+        chunks = [batch_inference.Chunk(0, i, lines, {}, r, []) for i, r in
+                  enumerate((rows, nan_fare))]
+        outputs[raw] = [r.inference['probability'] for r in handler.run_inference(chunks, model)]
+    for ours, reference in zip(outputs['serving_json'], outputs['']):
+        np.testing.assert_array_equal(ours, reference)
+    assert not np.array_equal(outputs[''][0], outputs[''][1])  # the fare mattered

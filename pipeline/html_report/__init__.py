@@ -16,7 +16,8 @@ again for any recorded run (``write_report``). It shows, with a table of content
    model's layers and parameter count.
 5. Evaluation: metrics overall and per slice, candidate beside baseline, each threshold's
    verdict, the plots of the task, and why the model was (not) blessed.
-6. Push: the version, its signatures, and a curl and a Python gRPC call for
+6. Push: the version, its signatures, the TFLite model's size and latency per example beside
+   the SavedModel's (``export.tflite``), and a curl and a Python gRPC call for
    ``pipeline_runner.py serve``.
 7. Lineage: the artifacts that made the model, from ML Metadata, and the runs before it.
 

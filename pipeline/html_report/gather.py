@@ -257,16 +257,19 @@ def push_section(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], confi
     from components.signatures import SERVING_JSON
 
     push = summary.get('push')
+    # export.tflite: the TFLite model's size and latency beside the SavedModel's
+    # (components/tflite_export's report, as pipeline/report.collect reads it).
+    tflite = {'tflite': summary.get('tflite'), 'tflite_blessed': summary.get('tflite_blessed')}
     model = data.output(nodes, 'Trainer', 'model')
     pushed = bool(push and push.get('pushed') and push.get('path')
                   and os.path.isdir(push['path']))
     directory = push['path'] if pushed else (
         os.path.join(model.uri, 'Format-Serving') if model is not None else None)
     if directory is None or not os.path.exists(os.path.join(directory, 'saved_model.pb')):
-        return {'push': push, 'signatures': [], 'requests': None, 'directory': None}
+        return {'push': push, 'signatures': [], 'requests': None, 'directory': None, **tflite}
     sigs = signatures(directory)
     result = {'push': push, 'signatures': sigs, 'directory': directory, 'requests': None,
-              'pushed': pushed}
+              'pushed': pushed, **tflite}
     examples = nodes['Evaluator'].inputs.get('examples') if 'Evaluator' in nodes else None
     if pushed and examples:
         json_inputs = next((s['inputs'] for s in sigs if s['name'] == SERVING_JSON), None)

@@ -74,6 +74,13 @@ def _when(ms: Optional[int]) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000).strftime('%Y-%m-%d %H:%M:%S')
 
 
+def _ms(seconds: Any) -> str:
+    """A latency in seconds, as milliseconds."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return '–'
+    return f'{seconds * 1000:.3f} ms'
+
+
 def _size(n: Optional[int]) -> str:
     if n is None:
         return '–'
@@ -137,7 +144,7 @@ def _environment():
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.ChainableUndefined,
                              bytecode_cache=jinja2.FileSystemBytecodeCache())
-    env.filters.update(num=_num, short=_short, pct=_pct, when=_when, size=_size)
+    env.filters.update(num=_num, short=_short, pct=_pct, when=_when, size=_size, ms=_ms)
     return env
 
 
