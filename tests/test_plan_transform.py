@@ -1,6 +1,7 @@
 """The plan's decisions inside the real Transform and model code, on a few rows: date parts,
 log scaling, NA tokens at serving, the regression label's scale through the exported
-signatures, and the class weights the Keras fit receives."""
+signatures, the class weights the Keras fit receives, and small data validated after every
+pass."""
 import datetime
 import math
 
@@ -12,7 +13,7 @@ from components.features import (CATEGORICAL, DATETIME, NUMERIC, Feature, Featur
                                   transformed_name)
 from components.model import build_keras_model
 from components.signatures import SERVING_JSON, export_serving_model
-from components.trainer import class_weights, train_keras
+from components.trainer import class_weights, count_records, train_keras
 from pipeline.config import TrainingConfig
 from test_modules import run_tft as run_plan_tft
 
@@ -266,3 +267,39 @@ def test_columns_named_as_spreadsheets_name_them_are_served_over_json(tmp_path):
     by_examples = loaded.signatures['serving_default'](
         examples=tf.constant(examples))['probability'].numpy()
     np.testing.assert_allclose(by_json, by_examples, rtol=1e-6)
+
+
+def test_small_data_is_validated_after_every_pass_and_keeps_its_best_pass(binary, tmp_path):
+    # 42 training rows are 6 batches of 8: a validation after every pass (not after 200
+    # steps, 33 passes), and a patience of as many passes as make up 1 x 200 steps. The
+    # eval labels are the training labels flipped, so fitting the training rows makes the
+    # eval loss worse: training stops, and the best pass's weights are the model's.
+    out, tft_output = binary
+    path = str(tmp_path / 'train-00000-of-00001.gz')
+    with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+        for _ in range(42):
+            writer.write(tf.train.Example().SerializeToString())
+    assert count_records([str(tmp_path / 'train-*')], 1000) == 42
+    assert count_records([str(tmp_path / 'train-*')], 10) == 10  # counts no further
+
+    plan = make_plan()
+    training = TrainingConfig(hidden_units=16, hidden_layers=1, dropout=0.0, learning_rate=0.05,
+                              batch_size=8, steps_per_epoch=200, early_stopping_patience=1)
+    model = build_keras_model(plan, tft_output, training)
+    features = {name: np.tile([r[name] for r in out], 6) for name in model.input_names}
+    labels = np.tile([r['label_xf'] for r in out], 6).astype(np.float32)
+    train = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(42, seed=0).batch(8).repeat()
+    flipped = tf.data.Dataset.from_tensor_slices((features, 1.0 - labels)).batch(42)
+    steps = []
+    at_validation = tf.keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: steps.append(int(model.optimizer.iterations)))
+    history = train_keras(model, train, flipped, 2000, training, callbacks=[at_validation],
+                          rows=42)
+    assert steps[:3] == [6, 12, 18]
+    val_loss = history.history['val_loss']
+    best = int(np.argmin(val_loss))
+    patience = 200 // 6
+    assert len(val_loss) == best + 1 + patience < math.ceil(2000 / 6)  # stopped early
+    restored = model.evaluate(flipped, verbose=0)[0]
+    assert restored == pytest.approx(val_loss[best], rel=1e-4)
+    assert restored < val_loss[-1]
