@@ -140,10 +140,10 @@ def schedule(train_steps: int, training, rows: Optional[int] = None,
     steps (3 x 200 steps: 75 passes of 8; 6 passes of 94 for 12k taxi rows), so small data
     is not stopped sooner nor trained longer, only watched more closely, and the weights
     restored are those of its best pass. ``rows`` None: not counted
-    (as many as a stretch or more)."""
+    (as many as a stretch or more). Only with ``training.validate_every_pass``."""
     steps = min(training.steps_per_epoch, train_steps)
     patience = training.early_stopping_patience
-    if rows:
+    if rows and getattr(training, 'validate_every_pass', False):
         per_pass = max(1, math.ceil(rows / (training.batch_size * replicas)))
         if per_pass < steps:
             patience = max(1, patience * steps // per_pass) if patience else 0
@@ -240,10 +240,11 @@ def train_task(fn_args, task: Optional[distribute.Task] = None):
     replicas = strategy.num_replicas_in_sync if strategy else 1
     training = distribute.scaled(training, replicas)
     record = training_record.describe('keras', training, fn_args.hyperparameters, task, replicas)
-    # The training rows, counted up to one stretch of steps_per_epoch global batches: fewer
-    # are small data, validated after every pass (``schedule``).
+    # validate_every_pass: the training rows, counted up to one stretch of steps_per_epoch
+    # global batches (fewer are validated after every pass: ``schedule``).
     rows = count_records(fn_args.train_files,
-                         training.steps_per_epoch * training.batch_size * replicas)
+                         training.steps_per_epoch * training.batch_size * replicas) \
+        if getattr(training, 'validate_every_pass', False) else None
     record['validation_every_steps'], record['early_stopping_patience'] = schedule(
         fn_args.train_steps, training, rows, replicas)
     logging.info('Training with %s', record)

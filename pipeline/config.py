@@ -144,6 +144,11 @@ class TrainingConfig:
     # Steps between validations; early stopping watches the eval loss at each one.
     steps_per_epoch: int = 200
     early_stopping_patience: int = 3
+    # Keras: when a pass over the training rows is shorter than steps_per_epoch, validate
+    # after every pass, with the patience in the same steps (components/trainer.py's
+    # schedule). Off by default: on the nine small generality sets it changed no held-out
+    # metric beyond noise and made tiny data train longer (benchmarks/RESULTS_generality.md).
+    validate_every_pass: bool = False
     seed: int = 42
     # Estimator trainer only.
     checkpoint_steps: int = 200

@@ -2,6 +2,7 @@
 log scaling, NA tokens at serving, the regression label's scale through the exported
 signatures, the class weights the Keras fit receives, and small data validated after every
 pass."""
+import dataclasses
 import datetime
 import math
 
@@ -13,7 +14,7 @@ from components.features import (CATEGORICAL, DATETIME, NUMERIC, Feature, Featur
                                   transformed_name)
 from components.model import build_keras_model
 from components.signatures import SERVING_JSON, export_serving_model
-from components.trainer import class_weights, count_records, train_keras
+from components.trainer import class_weights, count_records, schedule, train_keras
 from pipeline.config import TrainingConfig
 from test_modules import run_tft as run_plan_tft
 
@@ -269,7 +270,7 @@ def test_columns_named_as_spreadsheets_name_them_are_served_over_json(tmp_path):
     np.testing.assert_allclose(by_json, by_examples, rtol=1e-6)
 
 
-def test_small_data_is_validated_after_every_pass_and_keeps_its_best_pass(binary, tmp_path):
+def test_validate_every_pass_validates_small_data_after_each_pass_and_keeps_its_best(binary, tmp_path):
     # 42 training rows are 6 batches of 8: a validation after every pass (not after 200
     # steps, 33 passes), and a patience of as many passes as make up 1 x 200 steps. The
     # eval labels are the training labels flipped, so fitting the training rows makes the
@@ -284,7 +285,12 @@ def test_small_data_is_validated_after_every_pass_and_keeps_its_best_pass(binary
 
     plan = make_plan()
     training = TrainingConfig(hidden_units=16, hidden_layers=1, dropout=0.0, learning_rate=0.05,
-                              batch_size=8, steps_per_epoch=200, early_stopping_patience=1)
+                              batch_size=8, steps_per_epoch=200, early_stopping_patience=1,
+                              validate_every_pass=True)
+    # Off (the default): every 200 steps, whatever the rows.
+    assert schedule(2000, dataclasses.replace(training, validate_every_pass=False), 42) == (200, 1)
+    assert schedule(2000, training, 42) == (6, 33)
+    assert schedule(2000, training, 5000) == (200, 1)  # a pass longer than a stretch
     model = build_keras_model(plan, tft_output, training)
     features = {name: np.tile([r[name] for r in out], 6) for name in model.input_names}
     labels = np.tile([r['label_xf'] for r in out], 6).astype(np.float32)
