@@ -60,7 +60,7 @@ import sys
 import tarfile
 import time
 import warnings
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -280,7 +280,8 @@ def read_table(path: str):
 
 
 def run_product(ds: DataSet, config_path: str, trainer: str, data: Dict[str, Any],
-                work: str) -> Dict[str, Any]:
+                work: str, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """``overrides``: KEY=VALUE settings (``--set``) for every run, after the benchmark's."""
     run_dir = os.path.join(work, ds.name, trainer)
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
@@ -292,6 +293,8 @@ def run_product(ds: DataSet, config_path: str, trainer: str, data: Dict[str, Any
            '--serving-dir', os.path.join(run_dir, 'serving'),
            '--set', 'data.schema=draft',  # drafted from this run's training rows
            '--set', f'training.trainer={trainer}', '--summary-json', summary_path]
+    for item in overrides:
+        cmd += ['--set', item]
     start = time.time()
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=PRODUCT_ENV, capture_output=True, text=True,
@@ -536,7 +539,8 @@ def trivial(task: str, train, holdout) -> Optional[float]:
 # One data set, and the tables
 
 
-def benchmark(ds: DataSet, trainers: List[str], work: str, missing_mode: str) -> Dict[str, Any]:
+def benchmark(ds: DataSet, trainers: List[str], work: str, missing_mode: str,
+              overrides: Sequence[str] = ()) -> Dict[str, Any]:
     config_path = ds.config(work)
     config = load_config(config_path, check_data=False)
     data = split(ds, materialise(ds), work)
@@ -544,14 +548,14 @@ def benchmark(ds: DataSet, trainers: List[str], work: str, missing_mode: str) ->
           f'({data["holdout_rows"]:,} held out)', flush=True)
     result = {'name': ds.name, 'task': config.data.task, 'metric': METRIC[config.data.task],
               'rows': data['rows'], 'holdout_rows': data['holdout_rows'],
-              'held_out_set': ds.name in HELD_OUT, 'runs': {}}
+              'held_out_set': ds.name in HELD_OUT, 'overrides': list(overrides), 'runs': {}}
     result['gb'] = gradient_boosting(ds, config, data)
     print(f'   gradient boosting: {METRIC[config.data.task]} {result["gb"]["metric"]:.4f}', flush=True)
     text, missing = read_table(data['holdout'])
     labelled = missing[config.data.label].values == False  # noqa: E712 - a numpy mask
     text, missing = text[labelled], missing[labelled]
     for trainer in trainers:
-        run = run_product(ds, config_path, trainer, data, work)
+        run = run_product(ds, config_path, trainer, data, work, overrides)
         if run.get('serving_dir'):
             try:
                 with model_server(config_path, run['serving_dir'],
@@ -631,6 +635,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='how a missing cell is sent to serving_json (default: %(default)s)')
     p.add_argument('--work', default=WORK_DIR, help='runs and splits (default: %(default)s)')
     p.add_argument('--out', help='results JSON (default: <work>/results.json)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                   help='a config setting for every run (repeatable), e.g. '
+                        'training.train_steps=6000: to try a setting on every data set')
     p.add_argument('--materialise', action='store_true',
                    help=f'only write the data sets to {os.path.relpath(DATA_DIR, REPO)}/')
     args = p.parse_args(argv)
@@ -644,7 +651,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in names:
             print(materialise(BY_NAME[name]))
         return 0
-    results = [benchmark(BY_NAME[n], trainers, args.work, args.missing) for n in names]
+    results = [benchmark(BY_NAME[n], trainers, args.work, args.missing, args.set)
+               for n in names]
     out = args.out or os.path.join(args.work, 'results.json')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w', encoding='utf-8') as f:
