@@ -126,13 +126,17 @@ class VersionBase:
         return await asyncio.to_thread(self.run, signature_name, inputs)
 
 
-def _flat_call(function):
+def _flat_call(function, input_names):
     """`function(**inputs)` without TensorFlow's binding of keyword arguments to the signature
     on every call (a third of the CPU of a one-row call of the taxi model, measured in
     RESULTS_serving.md): the inputs go straight to the graph, in the order it takes them, found
     once here. The server's codecs (serving/tensors.py) have already checked each input's
     shape, and convert_to_tensor its dtype. TensorFlow's own API for this is private
-    (`_call_flat`, TF 2.15); if it is not there, the plain call is used."""
+    (`_call_flat`, TF 2.15); if it is not there, the plain call is used.
+
+    `input_names`: the SignatureDef's, which requests use. The function's own argument names
+    are Python identifiers (an input `yrs.service` is its argument `yrs_service`); each
+    argument's TensorSpec keeps the SignatureDef's name."""
     try:
         from tensorflow.python.eager.polymorphic_function import function_type_utils
 
@@ -141,12 +145,12 @@ def _flat_call(function):
         bound = function_type_utils.canonicalize_function_inputs((), probes, function.function_type)
         flat = function.function_type.unpack_inputs(bound)
         names = {id(tensor): name for name, tensor in probes.items()}
-        order = [(names[id(tensor)], specs[names[id(tensor)]].dtype) for tensor in flat]
+        order = [(specs[names[id(tensor)]].name, specs[names[id(tensor)]].dtype) for tensor in flat]
         captured = function.captured_inputs
         call_flat = function._call_flat  # pylint: disable=protected-access
     except Exception:  # noqa: BLE001 - another TF version, or a signature this does not cover
         return lambda inputs: function(**inputs)
-    if len(order) != len(specs):
+    if len(order) != len(specs) or {name for name, _ in order} != set(input_names):
         return lambda inputs: function(**inputs)
 
     def call(inputs):
@@ -161,8 +165,10 @@ class LoadedVersion(VersionBase):
     def __init__(self, model_name: str, version: int, path: str):
         module = load_saved_model(path)
         self._module = module
-        self._functions = {name: _flat_call(function) for name, function in module.signatures.items()}
-        super().__init__(model_name, version, path, read_signature_defs(path), list(self._functions))
+        signature_defs = read_signature_defs(path)
+        self._functions = {name: _flat_call(function, signature_defs[name].inputs if name in signature_defs else ())
+                           for name, function in module.signatures.items()}
+        super().__init__(model_name, version, path, signature_defs, list(self._functions))
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Calls a signature (blocking)."""
