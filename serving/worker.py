@@ -16,6 +16,7 @@ server stops, or when the server's process dies (the pipe closes).
 import asyncio
 import gc
 import logging
+import os
 import signal
 import weakref
 
@@ -75,7 +76,11 @@ class VersionProcess(VersionBase):
                     await answered
                 finally:
                     loop.remove_reader(fd)
-                reply = self._conn.recv()  # the whole answer follows its first byte at once
+                    # uvloop's add_reader (libuv's poll) turns the pipe non-blocking, where a
+                    # recv of an answer larger than the pipe's buffer could find only its first
+                    # part there (BlockingIOError), and a send of a large request fail alike.
+                    os.set_blocking(fd, True)
+                reply = self._conn.recv()  # the rest of the answer follows its first byte at once
             except (EOFError, OSError, ValueError):
                 log.error("model %s version %d: its process is gone (exit code %s)",
                           self.model_name, self.version, self._process.exitcode)
