@@ -415,12 +415,17 @@ class ChunkModelHandler(ModelHandler):
 
     def _raw_call(self, model):
         """A call of the raw-feature signature on ``to_raw_features``' arrays, or None when
-        the model has no such signature taking exactly the job's features and types."""
+        the model has no such signature taking exactly the job's features and types, or was
+        not exported by this product (``signatures.export_serving_model``, which records its
+        trainer): only there are the two signatures one function of the raw features, a
+        missing value included (another model's ``serving_default`` may refuse a row with a
+        missing feature that its ``serving_json`` scores)."""
         import tensorflow as tf
 
         from components.features import json_inputs
+        from components.signatures import read_trainer
         function = model.signatures.get(self.raw_signature) if self.raw_signature else None
-        if function is None:
+        if function is None or not read_trainer(self.model_path):
             return None
         dtypes = {FLOAT: tf.float32, INT: tf.int64, STRING: tf.string}
         inputs = json_inputs(self.features)  # signature input -> feature
