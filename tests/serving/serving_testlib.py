@@ -52,6 +52,15 @@ def start_server(serving_dir: str, **overrides) -> ModelServer:
     return ModelServer(ServerConfig(**config)).start()
 
 
+def serve_function(serving_dir, function) -> ModelServer:
+    """Serves a `tf.function` with an input signature as version 1's `serving_default`."""
+    module = tf.Module()
+    module.function = function
+    tf.saved_model.save(module, os.path.join(str(serving_dir), "1"),
+                        signatures={"serving_default": function.get_concrete_function()})
+    return start_server(str(serving_dir))
+
+
 class Reference:
     """Calls a SavedModel directly, to check what the server answers."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, start_server
+from serving_testlib import MODEL_NAME, serve_function
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 NAMES = ("yrs.service", "years-in", "b")
@@ -18,16 +18,11 @@ NAMES = ("yrs.service", "years-in", "b")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    module = tf.Module()
-
     @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name) for name in NAMES}])
     def predict(features):
         return {"score": 100.0 * features["yrs.service"] + 10.0 * features["years-in"] + features["b"]}
 
-    module.predict = predict
-    serving_dir = tmp_path_factory.mktemp("names")
-    tf.saved_model.save(module, str(serving_dir / "1"), signatures={"serving_default": predict.get_concrete_function()})
-    server = start_server(str(serving_dir))
+    server = serve_function(tmp_path_factory.mktemp("names"), predict)
     yield server
     server.stop()
 

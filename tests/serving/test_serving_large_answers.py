@@ -9,23 +9,18 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from serving_testlib import MODEL_NAME, start_server
+from serving_testlib import MODEL_NAME, serve_function
 
 WIDTH = 2048  # outputs per row: 500 rows are 4 MB of float32, many times a pipe's buffer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    module = tf.Module()
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
     def predict(x):
         return {"y": tf.tile(x[:, tf.newaxis], [1, WIDTH]) + tf.range(WIDTH, dtype=tf.float32)}
 
-    module.predict = predict
-    serving_dir = tmp_path_factory.mktemp("large")
-    tf.saved_model.save(module, str(serving_dir / "1"), signatures={"serving_default": predict.get_concrete_function()})
-    server = start_server(str(serving_dir))
+    server = serve_function(tmp_path_factory.mktemp("large"), predict)
     yield server
     server.stop()
 
