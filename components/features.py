@@ -20,8 +20,13 @@ Kinds:
   datetime     date or time column (the schema's ``time_domain``, or ``features.datetime``):
                parsed in the graph and expanded into year, month, day of month, day of week,
                day of year and, when the format has a time, hour (``DATE_PARTS``); each part
-               is z-scored, and those that wrap also get their sin and cos. Clients still
-               send the raw string (or the integer, for Unix times).
+               is z-scored, and those that wrap also get their sin and cos. The absolute
+               time (days since 1970) is also cut into ``DATE_ERA_BUCKETS`` quantile buckets,
+               one-hot in the model (``<name>_era_xf``): a period's own level, as a tree
+               takes it by splitting on the year or the date (data whose labels were
+               recorded differently from one year to the next; a date after the training
+               data falls into the last bucket). Clients still send the raw string (or the
+               integer, for Unix times).
 
 Columns that are not features are listed with the reason (``FeaturePlan.dropped``): the
 config's ``data.exclude``, near-unique strings (IDs, names, free text), unique consecutive
@@ -88,6 +93,7 @@ TRIVIAL_MODELS = {'binary': 'a constant score', 'multiclass': 'always the most f
 # cos are features too). Day of week: Monday is 0, as Python's ``date.weekday()``.
 DATE_PARTS = ('year', 'month', 'day', 'weekday', 'yearday', 'hour')
 DATE_PERIODS = {'month': 12, 'day': 31, 'weekday': 7, 'yearday': 366, 'hour': 24}
+DATE_ERA_BUCKETS = 10  # quantile buckets of a date/time column's absolute time (its era)
 # Integer time formats (the schema's ``time_domain.integer_format``) and their seconds.
 UNIX_FORMATS = {'UNIX_DAYS': 86400.0, 'UNIX_SECONDS': 1.0, 'UNIX_MILLISECONDS': 1e-3,
                 'UNIX_MICROSECONDS': 1e-6, 'UNIX_NANOSECONDS': 1e-9}
@@ -121,6 +127,11 @@ def date_part_names(name: str, time_format: str) -> Tuple[str, ...]:
         if part in DATE_PERIODS:
             names += [transformed_name(f'{name}_{part}_sin'), transformed_name(f'{name}_{part}_cos')]
     return tuple(names)
+
+
+def date_era_name(name: str) -> str:
+    """The transformed name of a date/time column's era: the bucket of its absolute time."""
+    return transformed_name(f'{name}_era')
 
 
 def has_time(time_format: str) -> bool:
@@ -176,8 +187,10 @@ class Feature:
 
     @property
     def outputs(self) -> Tuple[str, ...]:
-        """Its transformed names: one, or a date's parts (all float)."""
-        return date_part_names(self.name, self.time_format) if self.kind == DATETIME else (self.xf,)
+        """Its transformed names: one, or a date's parts (float) and its era (a bucket id)."""
+        if self.kind == DATETIME:
+            return date_part_names(self.name, self.time_format) + (date_era_name(self.name),)
+        return (self.xf,)
 
 
 @dataclass(frozen=True)
@@ -446,7 +459,7 @@ def plan_from_schema(schema, config,
                 f'date/time ({time_format}'
                 + (', features.datetime' if f.name in datetimes else ', from the schema')
                 + '): ' + ', '.join(DATE_PARTS if has_time(time_format) else DATE_PARTS[:-1])
-                + '; sin/cos of those that wrap')))
+                + f'; sin/cos of those that wrap; {DATE_ERA_BUCKETS} era buckets')))
             continue
         if (dtype == STRING and p is not None and p.formatted and roles.formatted_numbers
                 and f.name not in fc.categorical):

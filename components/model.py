@@ -1,9 +1,10 @@
 """The Keras wide-and-deep model, built from the feature plan and the Transform output.
 
-Wide part: one-hot of every categorical and bucketized feature, straight to the output.
-Deep part: scaled numeric features and date parts, plus categoricals (one-hot when small,
-embedded when large), through ``hidden_layers`` dense layers, each half as wide as the one
-before. The two parts' logits are summed; the head depends on the task. A regression model
+Wide part: one-hot of every categorical and bucketized feature and of a date's era bucket,
+straight to the output.
+Deep part: scaled numeric features and date parts, plus categoricals and a date's era
+(one-hot when small, embedded when large), through ``hidden_layers`` dense layers, each
+half as wide as the one before. The two parts' logits are summed; the head depends on the task. A regression model
 learns the label's z-score (the plan's ``label_mean`` and ``label_std``): its loss is the
 z-scores' squared error, and its last layer (``output``, a fixed ``Rescaling``) returns
 ``z * std + mean``, so the model, its signatures and the Evaluator speak the label's scale.
@@ -14,7 +15,8 @@ and the last layers return ``exp(z * std + mean) - 1``, the label's scale again.
 """
 import tensorflow as tf
 
-from components.features import BUCKETIZED, CATEGORICAL, LABEL_VOCAB, FeaturePlan
+from components.features import (BUCKETIZED, CATEGORICAL, DATE_ERA_BUCKETS, LABEL_VOCAB,
+                                 FeaturePlan, date_era_name)
 
 
 def category_count(plan: FeaturePlan, tft_output, feature) -> int:
@@ -38,20 +40,25 @@ def build_keras_model(plan: FeaturePlan, tft_output, training) -> tf.keras.Model
     inputs, deep, wide = {}, [], []
     planned = {name for f in plan.features for name in f.outputs}
 
-    for f in plan.features:
-        if f.kind not in (CATEGORICAL, BUCKETIZED):  # numbers, date parts
-            for name in f.outputs:
-                x = inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
-                deep.append(tf.keras.layers.Reshape((1,))(x))
-            continue
-        x = inputs[f.xf] = tf.keras.Input(shape=(), name=f.xf, dtype=tf.int64)
-        n = category_count(plan, tft_output, f)
+    def ids(name, n):
+        x = inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.int64)
         one_hot = tf.keras.layers.CategoryEncoding(n, output_mode='one_hot')(x)
         wide.append(one_hot)
         if n <= plan.one_hot_max:
             deep.append(one_hot)
         else:
             deep.append(tf.keras.layers.Embedding(n, plan.embedding_dim)(x))
+
+    for f in plan.features:
+        if f.kind in (CATEGORICAL, BUCKETIZED):
+            ids(f.xf, category_count(plan, tft_output, f))
+            continue
+        for name in f.outputs:  # numbers, date parts, a date's era
+            if name == date_era_name(f.name):
+                ids(name, DATE_ERA_BUCKETS)
+                continue
+            x = inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
+            deep.append(tf.keras.layers.Reshape((1,))(x))
     # Extra float features a custom preprocessing_fn added go into the deep part as they are.
     for name, spec in sorted(transformed_spec.items()):
         if name not in planned and name != plan.label_xf and spec.dtype == tf.float32:

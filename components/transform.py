@@ -14,10 +14,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform.beam.experimental import PTransformAnalyzer
 
-from components.features import (BUCKETIZED, CATEGORICAL, DATE_PARTS, DATE_PERIODS, DATETIME,
-                                 FORMATTED_NUMBER, FORMATTING_CHARS,
+from components.features import (BUCKETIZED, CATEGORICAL, DATE_ERA_BUCKETS, DATE_PARTS,
+                                 DATE_PERIODS, DATETIME, FORMATTED_NUMBER, FORMATTING_CHARS,
                                  LABEL_VOCAB, NUMERIC, STRING, UNIX_FORMATS, FeaturePlan,
-                                 date_regex, has_time, transformed_name)
+                                 date_era_name, date_regex, has_time, transformed_name)
 
 
 def dense(x, default):
@@ -71,15 +71,21 @@ def numeric_columns(plan: FeaturePlan, inputs, strings=None):
     ``strings``: the date columns' values as strings (NA tokens already blanked).
     """
     columns, names, outputs = [], [], {}
+    buckets = []  # (column, output, bucket count) of the columns cut into quantile buckets
     for f in plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED):
         x = (formatted_numbers(inputs[f.name], plan.na_values) if f.dtype == STRING
              else nan_filled(inputs[f.name]))
+        if f.kind == BUCKETIZED:
+            buckets.append((len(columns), f.xf, f.buckets))
         # log1p of a negative value (never in the data profiled) is that of 0.
         columns.append(tf.math.log1p(tf.maximum(x, 0.0)) if f.log_scale else x)
         names.append(f.xf if f.kind == NUMERIC else None)
     for f in plan.of_kind(DATETIME):
         raw = strings[f.name] if f.dtype == STRING else inputs[f.name]
         parts = date_parts(raw, f.time_format)
+        buckets.append((len(columns), date_era_name(f.name), DATE_ERA_BUCKETS))
+        columns.append(parts.pop('era'))
+        names.append(None)
         for part, value in parts.items():
             columns.append(value)
             names.append(transformed_name(f'{f.name}_{part}'))
@@ -104,16 +110,13 @@ def numeric_columns(plan: FeaturePlan, inputs, strings=None):
         if name:
             outputs[name] = z_scores[:, i]
     # Quantile boundaries: one analyzer per distinct bucket count (usually one).
-    bucketized = plan.of_kind(BUCKETIZED)
-    first = len(plan.of_kind(NUMERIC))
-    for n in sorted({f.buckets for f in bucketized}):
-        index = [first + i for i, f in enumerate(bucketized) if f.buckets == n]
+    for n in sorted({count for _, _, count in buckets}):
+        index, xfs = zip(*[(i, xf) for i, xf, count in buckets if count == n])
         boundaries = tft.quantiles(  # TFT.bucketize's default error tolerance
-            tf.gather(matrix, index, axis=1), n, epsilon=min(1.0 / n, 0.01),
+            tf.gather(matrix, list(index), axis=1), n, epsilon=min(1.0 / n, 0.01),
             reduce_instance_dims=False)
-        for row, i in enumerate(index):
-            outputs[bucketized[i - first].xf] = tft.apply_buckets(filled[:, i],
-                                                                  boundaries[row:row + 1])
+        for row, (i, xf) in enumerate(zip(index, xfs)):
+            outputs[xf] = tft.apply_buckets(filled[:, i], boundaries[row:row + 1])
     return outputs
 
 
@@ -182,9 +185,10 @@ def days_in_month(year, month):
 
 
 def date_parts(x, time_format: str) -> Dict[str, tf.Tensor]:
-    """A date/time column's parts (``features.DATE_PARTS``) as [batch] float32, NaN where the
-    value is missing or not in ``time_format``: strings in a strptime format, or integers
-    in one of ``features.UNIX_FORMATS`` (UTC)."""
+    """A date/time column's parts (``features.DATE_PARTS``) and its absolute time (``'era'``:
+    days since 1970-01-01, the hour as a fraction) as [batch] float32, NaN where the value is
+    missing or not in ``time_format``: strings in a strptime format, or integers in one of
+    ``features.UNIX_FORMATS`` (UTC)."""
     if time_format in UNIX_FORMATS:
         present = ~tf.math.is_nan(nan_filled(x))
         seconds = tf.cast(dense(x, tf.zeros([], x.dtype)), tf.float64) * UNIX_FORMATS[time_format]
@@ -200,8 +204,10 @@ def date_parts(x, time_format: str) -> Dict[str, tf.Tensor]:
              'yearday': days - days_from_civil(year, tf.ones_like(month), 1) + 1,
              'hour': hour}
     nan = tf.constant(float('nan'), tf.float32)
-    return {part: tf.where(present, tf.cast(parts[part], tf.float32), nan)
-            for part in (DATE_PARTS if has_time(time_format) else DATE_PARTS[:-1])}
+    values = {part: tf.where(present, tf.cast(parts[part], tf.float32), nan)
+              for part in (DATE_PARTS if has_time(time_format) else DATE_PARTS[:-1])}
+    era = tf.cast(days, tf.float32) + tf.cast(hour, tf.float32) / 24.0
+    return {**values, 'era': tf.where(present, era, nan)}
 
 
 def as_string(x, na_values: Sequence[str] = ()):

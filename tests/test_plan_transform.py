@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.features import (CATEGORICAL, DATETIME, NUMERIC, Feature, FeaturePlan,
-                                  transformed_name)
+from components.features import (CATEGORICAL, DATE_ERA_BUCKETS, DATETIME, NUMERIC, Feature,
+                                  FeaturePlan, date_era_name, transformed_name)
 from components.model import build_keras_model
 from components.signatures import SERVING_JSON, export_serving_model
 from components.trainer import class_weights, train_keras
@@ -108,6 +108,20 @@ def test_each_date_format_expands_into_its_parts(binary, name):
                 got = np.array([r[transformed_name(f'{name}_{part}_{suffix}')] for r in out])
                 np.testing.assert_allclose(got, np.where(present, fn(angle), 0.0), atol=1e-5,
                                            err_msg=f'{name} {part} {suffix}')
+
+
+@pytest.mark.parametrize('name', [*FORMATS, 'ts'])
+def test_a_dates_era_is_its_quantile_bucket_of_absolute_time(binary, name):
+    """The era one-hot lets the model give each period its own level (labels recorded
+    differently from one year to the next): ordered as the moments, a missing value in the
+    mean's bucket."""
+    out, _ = binary
+    era = np.array([r[date_era_name(name)] for r in out])
+    assert era.dtype == np.int64 and ((0 <= era) & (era < DATE_ERA_BUCKETS)).all()
+    present = [i for i, m in enumerate(MOMENTS) if m is not None]
+    by_time = sorted(present, key=lambda i: MOMENTS[i])
+    assert list(era[by_time]) == sorted(era[by_time]), era
+    assert era[by_time[0]] < era[by_time[-1]]  # 1999 and 2031 are not one era
 
 
 def test_a_log_scaled_column_is_the_z_score_of_its_log1p(binary):
