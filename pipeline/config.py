@@ -154,6 +154,10 @@ class TrainingConfig:
     # stop sooner), each at most this deep (TF-DF's defaults).
     gbt_num_trees: int = 300
     gbt_max_depth: int = 6
+    # TF-DF's predefined hyper-parameters (its GradientBoostedTreesModel's
+    # ``hyperparameter_template``): '' for TF-DF's defaults, 'better_default' (best-first
+    # growth) or 'benchmark_rank1' (also oblique splits: its authors' best on their benchmark).
+    gbt_template: Literal['', 'better_default', 'benchmark_rank1'] = ''
     # (docs/distributed.md) none; mirrored (every local GPU, one process; both trainers);
     # multi_worker (MultiWorkerMirroredStrategy, synchronous) or parameter_server
     # (ParameterServerStrategy, asynchronous): on the cluster TF_CONFIG describes, or

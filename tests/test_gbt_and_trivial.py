@@ -202,3 +202,22 @@ def test_a_standardized_regression_model_beats_the_mean_and_answers_in_prices(re
     expected = np.array([800 + 2000 + 400, 800 + 8000 + 900])
     assert np.all(np.abs(out - expected) < 0.5 * expected), out  # prices, not z-scores
     assert out[1] > out[0]
+
+
+@pytest.mark.parametrize('template, split_axis, growing', [
+    ('', 'AXIS_ALIGNED', 'LOCAL'), ('better_default', 'AXIS_ALIGNED', 'BEST_FIRST_GLOBAL'),
+    ('benchmark_rank1', 'SPARSE_OBLIQUE', 'BEST_FIRST_GLOBAL')])
+def test_training_gbt_template_picks_tf_dfs_predefined_hyperparameters(template, split_axis,
+                                                                       growing):
+    import tensorflow_decision_forests as tfdf
+
+    from components.features import FeaturePlan
+    from components.gbt_trainer import build_gbt_model
+    from pipeline.config import TrainingConfig
+    plan = FeaturePlan(features=(), label='y', label_dtype='int', task='binary')
+    model = build_gbt_model(plan, {'x': tfdf.keras.FeatureSemantic.NUMERICAL},
+                            TrainingConfig(gbt_template=template))
+    params = model.learner_params
+    assert (params['split_axis'], params['growing_strategy']) == (split_axis, growing)
+    # the settings the config names win over the template's
+    assert (params['num_trees'], params['max_depth']) == (300, 6)
