@@ -17,6 +17,10 @@ estimates: a column's distinct share, skewness and class shares are taken from i
 A remote data root (``gs://...``) is not profiled: the plan then follows the schema and the
 config alone (no rule that needs data applies).
 """
+import dataclasses
+import hashlib
+import json
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -133,10 +137,59 @@ def profile_files(files: Sequence[str], dtypes: Dict[str, str], na_values: Seque
 def data_profile(config, schema, fmt=None) -> Optional[Dict[str, ColumnProfile]]:
     """The profile of the data ``config`` trains on, for the columns of ``schema``, read as
     ``fmt`` says (default: as the config says, ``pipeline.config.read_format``); None for a
-    remote data root."""
+    remote data root.
+
+    The last answer is kept in ``<pipeline_root>/_fast_rerun/profile.json`` under its key:
+    the files' paths, sizes and modification times (CsvExampleGen's fingerprint), the
+    columns' types, the reading format and this module's code. An unchanged rerun needs the
+    plan, and so the profile, before it can tell that nothing changed
+    (``pipeline/fast_rerun.py``); profiling the bundled 15k rows again was ~0.8 s of its
+    ~1.7 s."""
     if '://' in config.data.root:
         return None
     from components.features import schema_dtype
     from pipeline.config import read_format
     dtypes = {f.name: schema_dtype(f) for f in schema.feature}
-    return profile_files(training_files(config), dtypes, fmt=fmt or read_format(config))
+    fmt = fmt or read_format(config)
+    files = training_files(config)
+    cache = (os.path.join(config.paths.pipeline_root, CACHE)
+             if '://' not in config.paths.pipeline_root else '')
+    key = _cache_key(files, dtypes, fmt) if cache else None
+    if key:
+        try:
+            with open(cache, encoding='utf-8') as f:
+                entry = json.load(f)
+            if entry.get('key') == key:
+                return {name: ColumnProfile(**{**facts, 'top': tuple(map(tuple, facts['top']))})
+                        for name, facts in entry['profile'].items()}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # no cache, or one this code cannot read: profile again
+    profile = profile_files(files, dtypes, fmt=fmt)
+    if key:
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            tmp = f'{cache}.{os.getpid()}.tmp'  # two runs of one root may write at once
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump({'key': key, 'profile': {name: dataclasses.asdict(p)
+                                                   for name, p in profile.items()}}, f)
+            os.replace(tmp, cache)
+        except (OSError, TypeError, ValueError):
+            pass  # a read-only pipeline root (or a fact JSON cannot hold): profiled next time
+    return profile
+
+
+CACHE = os.path.join('_fast_rerun', 'profile.json')
+
+
+def _cache_key(files: Sequence[str], dtypes: Dict[str, str], fmt) -> Optional[str]:
+    """The key of ``data_profile``'s cache; None when a file cannot be stat'ed (profiling
+    it then says why)."""
+    try:
+        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files]
+        with open(__file__, 'rb') as f:
+            code = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+    facts = [stats, sorted(dtypes.items()), dataclasses.asdict(fmt), code,
+             PROFILE_ROWS, TOP_VALUES]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()

@@ -240,3 +240,19 @@ def test_numbers_written_as_text_are_numeric_features(tmp_path):
     kept = config_for(str(tmp_path), categorical=['rate'])
     assert {f.name: f.kind for f in plan_from_schema(schema, kept, profile).features}['rate'] \
         == 'categorical'
+
+
+def test_an_unchanged_rerun_reuses_the_profile_and_a_changed_file_is_profiled_again(
+        tmp_path, monkeypatch):
+    import pipeline.profile as profile
+    path = os.path.join(str(tmp_path), 'data', 'data.csv')
+    write_csv(path, HEADER, make_rows(50))
+    config, schema = config_for(str(tmp_path)), schema_of(TYPES_BY_COLUMN)
+    first = data_profile(config, schema)
+    read = []
+    real = profile.profile_files
+    monkeypatch.setattr(profile, 'profile_files', lambda *a, **k: read.append(a[0]) or real(*a, **k))
+    assert data_profile(config, schema) == first and not read  # kept, and equal
+    write_csv(path, HEADER, make_rows(60, seed=1))
+    changed = data_profile(config, schema)
+    assert read == [[path]] and changed['row'].rows == 60 and changed['fare'] != first['fare']
