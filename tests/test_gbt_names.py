@@ -1,14 +1,13 @@
 """The gbt trainer's feature names: TF-DF refuses some that CSVs have ('Body Mass (g)',
 'Date Egg', 'Delta 15 N (o/oo)'), so the trees see them renamed (components/gbt_trainer.py).
 Real TF-DF on a tiny in-memory data set; no pipeline run."""
-import types
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from components import gbt_trainer
 from components.features import FeaturePlan
+from pipeline.config import TrainingConfig
 
 # Transformed names as the TFT graph gives them, one of each character TF-DF refuses.
 NAMES = ('Body Mass (g)_xf', 'Date Egg_xf', 'Clutch?_xf', 'share %_xf', 'a,b_xf', 'plain_xf')
@@ -24,7 +23,7 @@ def features(n=200, seed=0):
 
 def model_for(inputs):
     plan = FeaturePlan(features=(), label='y', label_dtype='int', task='binary')
-    training = types.SimpleNamespace(gbt_num_trees=10, gbt_max_depth=3, seed=0)
+    training = TrainingConfig(gbt_num_trees=10, gbt_max_depth=3, seed=0)
     return gbt_trainer.build_gbt_model(plan, inputs, training)
 
 
