@@ -5,6 +5,12 @@ the ratios, and the largest difference between the two executors' metric values.
     PYTHONPATH=. .venv/bin/python benchmarks/evaluator_bench.py EXAMPLES_URI MODEL_URI \\
         [--baseline MODEL_URI] [--order tfx,fast,tfx,fast] [--work DIR]
 
+``tfx@N`` in ``--order`` is TFX's executor with its Beam job on N worker processes of
+their own (``run.beam_workers: N``, ``pipeline/beam_workers.py``; the pool is started before
+the clock starts, as a run starts it once): TFMA under Beam in-process against on workers,
+like for like. Its CPU figure adds the harnesses' CPU (the pool's reaped children) to
+this process's.
+
 EXAMPLES_URI is an ExampleGen artifact (``.../CsvExampleGen/examples/<id>``, its ``eval``
 split is evaluated), MODEL_URI a Trainer's model artifact (``.../Trainer/model/<id>``); the
 eval config is the taxi config's (``configs/taxi.yaml``, or ``--config``). FastEvaluator's
@@ -28,6 +34,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs as specs
 
 from components.fast_evaluator import executor as fast_executor
+from pipeline import beam_workers
 from pipeline.config import load_config
 from pipeline.evaluation import build_eval_config
 from pipeline.inputs import resolve
@@ -44,6 +51,17 @@ def artifact(cls, uri, artifact_id):
 
 
 def run(kind, examples_uri, model_uri, baseline_uri, eval_config, config, out):
+    kind, _, workers = kind.partition('@')
+    with beam_workers.worker_pool(int(workers or 0)) as pool:
+        return evaluate(kind, pool, examples_uri, model_uri, baseline_uri, eval_config,
+                        config, out)
+
+
+def harness_cpu(pool) -> float:
+    return pool.harness_cpu() if pool else 0.0
+
+
+def evaluate(kind, pool, examples_uri, model_uri, baseline_uri, eval_config, config, out):
     shutil.rmtree(out, ignore_errors=True)
     examples = artifact(standard_artifacts.Examples, examples_uri, 1)
     examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
@@ -57,12 +75,15 @@ def run(kind, examples_uri, model_uri, baseline_uri, eval_config, config, out):
                                              os.path.join(out, 'blessing'), 5)]}
     for a in outputs.values():
         os.makedirs(a[0].uri)
+    args = beam_args(config) + (beam_workers.beam_args(pool) if pool else [])
     executor = EXECUTORS[kind](base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=beam_args(config), tmp_dir=os.path.join(out, 'tmp'), unique_id='1'))
-    start, cpu = time.time(), time.process_time()
+        beam_pipeline_args=args, tmp_dir=os.path.join(out, 'tmp'), unique_id='1'))
+    start, cpu, harnesses = time.time(), time.process_time(), harness_cpu(pool)
     executor.Do(inputs, outputs, {specs.EVAL_CONFIG_KEY: json_format.MessageToJson(eval_config),
                                   specs.EXAMPLE_SPLITS_KEY: json.dumps(['eval'])})
-    return time.time() - start, time.process_time() - cpu, outputs[specs.EVALUATION_KEY][0].uri
+    wall, cpu = time.time() - start, time.process_time() - cpu
+    harnesses = harness_cpu(pool) - harnesses
+    return wall, cpu + harnesses, harnesses, outputs[specs.EVALUATION_KEY][0].uri
 
 
 def values(uri):
@@ -101,19 +122,23 @@ def main():
     times = {}
     last = {}
     for i, kind in enumerate(args.order.split(',')):
-        wall, cpu, uri = run(kind, args.examples, args.model, args.baseline, eval_config,
+        wall, cpu, harnesses, uri = run(kind, args.examples, args.model, args.baseline, eval_config,
                              config, os.path.join(work, f'{i}-{kind}'))
         times.setdefault(kind, []).append((wall, cpu))
         last[kind] = uri
-        print(f'{kind}: {wall:.1f} s wall, {cpu:.1f} s CPU (load {os.getloadavg()[0]:.1f})',
-              flush=True)
-    if {'tfx', 'fast'} <= set(times):
-        for name, col in (('wall', 0), ('CPU', 1)):
-            fast = sorted(t[col] for t in times['fast'])[len(times['fast']) // 2]
-            beam = sorted(t[col] for t in times['tfx'])[len(times['tfx']) // 2]
-            print(f'median {name}: fast {fast:.1f} s / tfx {beam:.1f} s = {fast / beam:.3f}')
-        print(f'largest relative difference between the metric values: '
-              f'{largest_difference(values(last["fast"]), values(last["tfx"])):.2g}')
+        print(f'{kind}: {wall:.1f} s wall, {cpu:.1f} s CPU ({harnesses:.1f} of it in the worker '
+              f'processes; load {os.getloadavg()[0]:.1f})', flush=True)
+
+    def median(kind, col):
+        return sorted(t[col] for t in times[kind])[len(times[kind]) // 2]
+
+    for kind in times:
+        if kind != 'tfx' and 'tfx' in times:
+            for name, col in (('wall', 0), ('CPU', 1)):
+                print(f'median {name}: {kind} {median(kind, col):.1f} s / tfx '
+                      f'{median("tfx", col):.1f} s = {median(kind, col) / median("tfx", col):.3f}')
+            print(f'largest relative difference between the metric values of {kind} and tfx: '
+                  f'{largest_difference(values(last[kind]), values(last["tfx"])):.2g}')
 
 
 if __name__ == '__main__':

@@ -350,6 +350,18 @@ class Pool:
     def pid(self) -> int:
         return self.proc.pid
 
+    def harness_cpu(self, timeout: float = 60.0) -> float:
+        """CPU seconds (user + system) of the harnesses that have ended, once the running
+        ones have (they end with their job's control stream; at most ``timeout`` s): what
+        the benchmarks add to the launcher's own CPU time."""
+        import psutil
+        pool = psutil.Process(self.pid)
+        deadline = time.time() + timeout
+        while pool.children() and time.time() < deadline:
+            time.sleep(0.2)
+        times = pool.cpu_times()
+        return times.children_user + times.children_system
+
     def _watch(self) -> None:
         """Reads the pool's reports: a harness that did not exit normally fails the jobs
         that are running; so does the pool's own end before the run ends it."""

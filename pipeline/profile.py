@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from components import input_files
 from components.features import FORMATTED_NUMBER, FORMATTING_CHARS, ColumnProfile
 from pipeline import spans
 
@@ -185,7 +186,7 @@ def _cache_key(files: Sequence[str], dtypes: Dict[str, str], fmt) -> Optional[st
     """The key of ``data_profile``'s cache; None when a file cannot be stat'ed (profiling
     it then says why)."""
     try:
-        stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files]
+        stats = list(input_files.fingerprint(files).items())
         with open(__file__, 'rb') as f:
             code = hashlib.sha256(f.read()).hexdigest()
     except OSError:
