@@ -24,6 +24,7 @@ their deterministic form, the one the split hashes (``serialize.py``).
 """
 import bisect
 import hashlib
+import math
 import os
 from typing import Any, Dict, List
 
@@ -50,9 +51,9 @@ from components.fast_csv_example_gen import serialize
 LABEL_KEY = 'label'
 UNLABELLED_PROPERTY = 'rows_without_label'
 
-# Output shards hold at most this many records, so multi-worker readers downstream can share
-# the files (a .gz file is read by one worker).
-RECORDS_PER_SHARD = 200_000
+# A split of more records than this is written as several shards of equal size: a .gz file
+# is read by one worker, so a multi-worker runner shares the split file by file.
+RECORDS_PER_SHARD = 50_000
 BATCH_ROWS = 50_000
 
 
@@ -63,33 +64,37 @@ def partition(serialized: bytes, buckets: List[int]) -> int:
 
 
 class ShardedWriter:
-    """Gzipped TFRecord shards named as Beam's WriteToTFRecord names them."""
+    """Gzipped TFRecord shards named as Beam's WriteToTFRecord names them: ``expect(n)``
+    records make ceil(n / RECORDS_PER_SHARD) shards, which take the records in turn, so
+    that each holds an equal share (filled one after the other, 200,066 records were a
+    shard of 200,000 and one of 66 at 200,000 a shard, and a second worker had nothing to
+    read)."""
 
     def __init__(self, directory: str):
-        self.directory, self.paths, self.count, self.writer = directory, [], 0, None
+        self.directory, self.shards, self.writers, self.count = directory, 1, [], 0
         fileio.makedirs(directory)
 
+    def expect(self, records: int) -> None:
+        self.shards = max(1, math.ceil(records / RECORDS_PER_SHARD))
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.directory, f'.tmp-{i:05d}.gz')
+
     def write(self, record: bytes) -> None:
-        if self.writer is None or self.count >= RECORDS_PER_SHARD:
-            self._close()
-            self.paths.append(os.path.join(self.directory, f'.tmp-{len(self.paths):05d}.gz'))
-            self.writer, self.count = tf.io.TFRecordWriter(self.paths[-1], options='GZIP'), 0
-        self.writer.write(record)
+        if not self.writers:
+            self.writers = [tf.io.TFRecordWriter(self.path(i), options='GZIP')
+                            for i in range(self.shards)]
+        self.writers[self.count % self.shards].write(record)
         self.count += 1
 
-    def _close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
     def close(self) -> None:
-        self._close()
-        if not self.paths:  # an empty split is still one (empty) file, as with Beam
-            self.paths.append(os.path.join(self.directory, '.tmp-00000.gz'))
-            tf.io.TFRecordWriter(self.paths[0], options='GZIP').close()
-        n = len(self.paths)
-        for i, path in enumerate(self.paths):
-            fileio.rename(path, os.path.join(
+        if not self.writers:  # an empty split is still one (empty) file, as with Beam
+            self.shards, self.writers = 1, [tf.io.TFRecordWriter(self.path(0), options='GZIP')]
+        for writer in self.writers:
+            writer.close()
+        n = len(self.writers)
+        for i in range(n):
+            fileio.rename(self.path(i), os.path.join(
                 self.directory, f'{DEFAULT_TF_RECORD_FILE_NAME}-{i:05d}-of-{n:05d}.gz'),
                 overwrite=True)
 
@@ -101,6 +106,8 @@ def convert(files: List[str], writers: List[ShardedWriter], buckets: List[int],
     from pyarrow import compute as pc
 
     table, types_by_name = csv_format.read_tables(files, fmt)
+    for writer, share in zip(writers, np.diff([0] + buckets) / buckets[-1]):
+        writer.expect(round(table.num_rows * share))
     encoder = example_coder.RecordBatchToExamplesEncoder()
     unlabelled = 0
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):

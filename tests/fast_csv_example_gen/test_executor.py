@@ -279,3 +279,22 @@ def test_rows_without_a_label_are_left_out_and_counted(tmp_path):
         labelled = [r for r in records(full, split)
                     if tf.train.Example.FromString(r).features.feature['label'].int64_list.value]
         assert records(kept, split) == labelled
+
+
+def test_a_large_split_is_shards_of_equal_size(tmp_path, monkeypatch):
+    """More records than a shard holds: shards of equal size (a worker reads a .gz file
+    whole, so a split of 200,066 records written 200,000 then 66 left a second worker idle),
+    and the same records as one shard."""
+    whole = run(fast_executor.Executor, tmp_path, 'whole')
+    monkeypatch.setattr(fast_executor, 'RECORDS_PER_SHARD', 10)
+    sharded = run(fast_executor.Executor, tmp_path, 'sharded')
+    for split in ('train', 'eval'):
+        files = sorted(glob.glob(os.path.join(artifact_utils.get_split_uri([sharded], split),
+                                              '*')))
+        sizes = [sum(1 for _ in tf.data.TFRecordDataset(f, compression_type='GZIP'))
+                 for f in files]
+        # 60 rows, 4:1 buckets: 48 and 12 expected, so 5 and 2 shards
+        assert len(files) == {'train': 5, 'eval': 2}[split], files
+        assert max(sizes) - min(sizes) <= 1, sizes
+        assert files[0].endswith(f'-00000-of-{len(files):05d}.gz')
+        assert records(sharded, split) == records(whole, split)
