@@ -14,10 +14,10 @@ CATEGORICAL (TF-DF's dense integer categories).
 Training: one pass over the train split (``train_steps`` does not apply; the data are read
 into memory, as TF-DF does), the eval batches of the Keras trainer (``eval_steps`` of them)
 as the validation set for early stopping, at most ``gbt_num_trees`` trees of depth
-``gbt_max_depth``, seeded with ``seed``, TF-DF's other defaults (shrinkage 0.1...) or
-the predefined set ``gbt_template`` names (what it does not set). The
-label is on its own scale (trees need no standardization) and unweighted: the plan's class
-weights are the Keras trainer's.
+``gbt_max_depth`` with at least ``gbt_min_examples`` rows a leaf, seeded with ``seed``,
+TF-DF's other defaults (shrinkage 0.1...) or the predefined set ``gbt_template`` names
+(what it does not set). The label is on its own scale (trees need no standardization)
+and unweighted: the plan's class weights are the Keras trainer's.
 
 Loading the exported model needs TF-DF's custom ops: ``import tensorflow_decision_forests``
 before ``tf.saved_model.load``. TFMA and TFT do that themselves when the package is
@@ -51,8 +51,8 @@ def build_gbt_model(plan, inputs, training) -> tfdf.keras.GradientBoostedTreesMo
         features=[tfdf.keras.FeatureUsage(name=n, semantic=s) for n, s in inputs.items()],
         exclude_non_specified_features=True,
         num_trees=training.gbt_num_trees, max_depth=training.gbt_max_depth,
-        random_seed=training.seed, hyperparameter_template=training.gbt_template or None,
-        verbose=0)
+        min_examples=training.gbt_min_examples, random_seed=training.seed,
+        hyperparameter_template=training.gbt_template or None, verbose=0)
 
 
 def tree_names(inputs):

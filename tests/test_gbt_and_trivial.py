@@ -220,4 +220,7 @@ def test_training_gbt_template_picks_tf_dfs_predefined_hyperparameters(template,
     params = model.learner_params
     assert (params['split_axis'], params['growing_strategy']) == (split_axis, growing)
     # the settings the config names win over the template's
-    assert (params['num_trees'], params['max_depth']) == (300, 6)
+    assert (params['num_trees'], params['max_depth'], params['min_examples']) == (300, 6, 20)
+    mine = build_gbt_model(plan, {'x': tfdf.keras.FeatureSemantic.NUMERICAL},
+                           TrainingConfig(gbt_template=template, gbt_min_examples=5))
+    assert mine.learner_params['min_examples'] == 5
