@@ -99,9 +99,28 @@ def run_cli(args: List[str]) -> Dict[str, Any]:
     return {'code': code, 'summary': summary}
 
 
-def run_and_kill_in_transform(args: List[str], after_seconds: float = 3.0) -> Dict[str, Any]:
-    """Runs pipeline_runner.py as a subprocess and SIGKILLs it ``after_seconds`` into Transform
-    (its executor has started by then, and takes ~6 s or more even on a few rows)."""
+def transform_running(metadata_path: str) -> bool:
+    """Whether ML Metadata holds a Transform execution in state RUNNING (TFX records it
+    just before the executor starts)."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline import metadata
+    try:
+        store = metadata.open_store(metadata_path, read_only=True)
+        names = metadata.node_names(store)
+        return any(names.get(e.id) == 'Transform'
+                   and e.last_known_state == metadata_store_pb2.Execution.RUNNING
+                   for e in store.get_executions())
+    except Exception:  # noqa: BLE001 - the run is writing the store (locked): ask again
+        return False
+
+
+def run_and_kill_in_transform(args: List[str], timeout: float = 120.0) -> Dict[str, Any]:
+    """Runs pipeline_runner.py as a subprocess and SIGKILLs it once Transform's execution is
+    RUNNING in ML Metadata: its executor has started and not finished. (Killing a fixed 3 s
+    after Transform's line failed on a fast machine, where Transform on a few rows had
+    already completed by then.)"""
+    metadata_path = args[args.index('--metadata') + 1]
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'pipeline_runner.py')] + args,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=REPO, start_new_session=True,
@@ -112,7 +131,9 @@ def run_and_kill_in_transform(args: List[str], after_seconds: float = 3.0) -> Di
         for line in proc.stdout:
             lines.append(line)
             if '] Transform ...' in line:
-                time.sleep(after_seconds)
+                deadline = time.time() + timeout
+                while not transform_running(metadata_path) and time.time() < deadline:
+                    time.sleep(0.05)
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed = True
                 break
