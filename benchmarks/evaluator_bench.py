@@ -8,15 +8,14 @@ the ratios, and the largest difference between the two executors' metric values.
 ``tfx@N`` in ``--order`` is TFX's executor with its Beam job on N worker processes of
 their own (``run.beam_workers: N``, ``pipeline/beam_workers.py``; the pool is started before
 the clock starts, as a run starts it once): TFMA under Beam in-process against on workers,
-like for like. Its CPU figure adds the harnesses' CPU (the pool's reaped children) to
-this process's.
+like for like.
 
 EXAMPLES_URI is an ExampleGen artifact (``.../CsvExampleGen/examples/<id>``, its ``eval``
 split is evaluated), MODEL_URI a Trainer's model artifact (``.../Trainer/model/<id>``); the
 eval config is the taxi config's (``configs/taxi.yaml``, or ``--config``). FastEvaluator's
 row limit is lifted, so that both paths are measured at any size. CPU time
-(``time.process_time``) is this process's, which the in-memory Beam runner shares: it is
-steadier than wall time on a loaded machine.
+(``time.process_time``) is this process's, which the in-memory Beam runner shares, plus
+the harnesses' for ``tfx@N``: it is steadier than wall time on a loaded machine.
 """
 import argparse
 import json
@@ -122,8 +121,8 @@ def main():
     times = {}
     last = {}
     for i, kind in enumerate(args.order.split(',')):
-        wall, cpu, harnesses, uri = run(kind, args.examples, args.model, args.baseline, eval_config,
-                             config, os.path.join(work, f'{i}-{kind}'))
+        wall, cpu, harnesses, uri = run(kind, args.examples, args.model, args.baseline,
+                                        eval_config, config, os.path.join(work, f'{i}-{kind}'))
         times.setdefault(kind, []).append((wall, cpu))
         last[kind] = uri
         print(f'{kind}: {wall:.1f} s wall, {cpu:.1f} s CPU ({harnesses:.1f} of it in the worker '
