@@ -386,37 +386,41 @@ _DATA_TYPES = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if v is not obje
 
 
 def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
-    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~5)."""
-    if proto.dtype != spec.dtype:
+    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~5:
+    each read of a field of a C++ protobuf message costs ~0.3 us, so each is read once)."""
+    dtype_enum = proto.dtype
+    if dtype_enum != spec.dtype:
         raise invalid(
             f"input '{spec.name}' expects {spec.dtype_name} but the request sent "
-            f"{types_pb2.DataType.Name(proto.dtype)}"
+            f"{types_pb2.DataType.Name(dtype_enum)}"
         )
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    shape = tuple([d.size for d in proto.tensor_shape.dim])
     count = math.prod(shape)
     if any(d < 0 for d in shape):
         raise invalid(f"input '{spec.name}' has a negative dimension in its TensorProto shape")
-    dtype = _NUMPY_DTYPES[proto.dtype]
-    if proto.tensor_content and dtype is not object:
-        if len(proto.tensor_content) != count * np.dtype(dtype).itemsize:
-            raise invalid(f"input '{spec.name}': tensor_content holds {len(proto.tensor_content)} bytes, "
+    dtype = _NUMPY_DTYPES[dtype_enum]
+    content = proto.tensor_content if dtype is not object else b""
+    if content:
+        if len(content) != count * np.dtype(dtype).itemsize:
+            raise invalid(f"input '{spec.name}': tensor_content holds {len(content)} bytes, "
                           f"not the {count} values of its shape")
-        array = np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        array = np.frombuffer(content, dtype=dtype).reshape(shape)
     else:
-        values = getattr(proto, _VALUE_FIELDS[proto.dtype])
-        if proto.dtype == types_pb2.DT_HALF:
-            flat = np.array(values, dtype=np.uint16).view(np.float16)
+        values = getattr(proto, _VALUE_FIELDS[dtype_enum])
+        n = len(values)
+        if dtype_enum == types_pb2.DT_HALF:
+            flat = np.fromiter(values, dtype=np.uint16, count=n).view(np.float16)
         elif dtype is object:
-            flat = np.empty(len(values), dtype=object)
+            flat = np.empty(n, dtype=object)
             flat[:] = list(values)
         else:
-            flat = np.array(values, dtype=dtype)
-        if len(flat) == count:
+            flat = np.fromiter(values, dtype=dtype, count=n)
+        if n == count:
             array = flat.reshape(shape)
-        elif len(flat) == 1 or (len(flat) == 0 and count == 0):
-            array = np.full(shape, flat[0] if len(flat) else 0, dtype=dtype)  # one value fills the shape, as in TF
+        elif n == 1 or (n == 0 and count == 0):
+            array = np.full(shape, flat[0] if n else 0, dtype=dtype)  # one value fills the shape, as in TF
         else:
-            raise invalid(f"input '{spec.name}' has {len(flat)} values for a shape of {count}")
+            raise invalid(f"input '{spec.name}' has {n} values for a shape of {count}")
     check_shape(array.shape, spec)
     return array
 
