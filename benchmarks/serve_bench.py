@@ -33,6 +33,10 @@ cut to `--hostile-timeout` s so the run takes seconds, gets each kind of bad cli
 healthy client sends a request every 20 ms; each case prints its outcome, the healthy
 requests' worst latency, and the server's memory.
 
+`--grpc-floor` adds the gRPC scenarios against `FloorServer`: grpcio's asyncio server alone,
+answering a fixed response with no model. It is the ceiling of any gRPC server on grpcio's
+asyncio API on this machine, to read the gRPC rows against.
+
 Only loopback traffic; every loop is bounded in time and count.
 """
 
@@ -189,6 +193,51 @@ def _inputs_from_metadata(server: Server) -> dict:
     signature = server.get_json(f"/v1/models/{server.model_name}/metadata")["metadata"]["signature_def"]["signature_def"][SIGNATURE]
     return {name: (info["dtype"], _SAMPLE.get(info["dtype"], 7)) for name, info in signature["inputs"].items()}
 
+
+
+class FloorServer(Server):
+    """grpc.aio's own cost a call (`--grpc-floor`): TF Serving's PredictionService on grpc.aio
+    and uvloop, with the server's message-size options, answering every Predict with one
+    fixed one-row PredictResponse: no model, no batching, no conversion to arrays. What no
+    gRPC server written on grpcio's asyncio API can go below on this machine."""
+
+    def __init__(self, workdir):
+        self.log_path = os.path.join(workdir, "floor-server.log")
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--floor-server"], cwd=ROOT,
+                                            stdout=subprocess.PIPE, stderr=log, text=True, env=_quiet_env())
+        line = self.process.stdout.readline()
+        if not line.startswith("gRPC listening"):
+            self.process.kill()
+            sys.exit(f"the gRPC floor server did not start: {line!r}; see {self.log_path}")
+        self.grpc_port = int(line.rsplit(":", 1)[1])
+
+    def grpc_counts(self) -> tuple[int, int]:
+        return 0, 0  # no metrics: its rows count h2load's answers, with no unmeasured warm-up
+
+
+def floor_server_main() -> None:
+    import grpc
+    import uvloop
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name, response.model_spec.signature_name = "floor", SIGNATURE
+    response.outputs["outputs"].float_val.append(0.5)
+
+    class Floor(prediction_service_pb2_grpc.PredictionServiceServicer):
+        async def Predict(self, request, context):
+            return response
+
+    async def serve():
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 10 << 20), ("grpc.so_reuseport", 0)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Floor(), server)
+        port = server.add_insecure_port(f"{HOST}:0")
+        await server.start()
+        print(f"gRPC listening on {HOST}:{port}", flush=True)
+        await server.wait_for_termination()
+
+    uvloop.new_event_loop().run_until_complete(serve())
 
 # ------------------------------------------------------------------------------ load generators
 
@@ -354,6 +403,25 @@ def throughput(args, workdir, serving_dir) -> list[dict]:
                             print(_table_line(row), flush=True)
             finally:
                 server.stop()
+    return rows
+
+
+def grpc_floor(args, workdir) -> list[dict]:
+    """The same gRPC scenarios against `FloorServer`, with the bodies `throughput` wrote."""
+    rows, floor = [], FloorServer(workdir)
+    try:
+        for batch in args.batch:
+            for concurrency in args.concurrency:
+                cpu = floor.cpu_seconds()
+                result = _h2load(floor, workdir, os.path.join(workdir, f"grpc-{batch}.bin"), concurrency, args.seconds, 0)
+                own = floor.cpu_seconds()[0] - cpu[0]
+                per = 1000 / result["requests"] if result["requests"] else float("nan")
+                row = dict(result, cpu_ms=own * per, model_cpu_ms=0.0, http="grpc.aio floor", round=1,
+                           protocol="grpc", batch=batch, concurrency=concurrency)
+                rows.append(row)
+                print(_table_line(row), flush=True)
+    finally:
+        floor.stop()
     return rows
 
 
@@ -676,8 +744,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-hostile", action="store_true", help="skip the hostile clients")
     p.add_argument("--hostile-timeout", type=float, default=2.0, help="the hostile server's header, body and keep-alive timeouts")
     p.add_argument("--server-arg", action="append", default=[], help="extra flag for the server, e.g. --server-arg=--batch-timeout-ms=1")
+    p.add_argument("--grpc-floor", action="store_true",
+                   help="also run the gRPC scenarios against grpc.aio answering a fixed response (no model): its floor")
     p.add_argument("--probe", help=argparse.SUPPRESS)
+    p.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.floor_server:
+        floor_server_main()
+        return 0
     if args.probe:
         probe_main(*json.loads(args.probe))
         return 0
@@ -690,6 +764,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as workdir:
         serving_dir = _prepare_serving_dir(args, workdir)
         rows = throughput(args, workdir, serving_dir)
+        if args.grpc_floor:
+            rows += grpc_floor(args, workdir)
         swaps = {} if args.no_swap else {v[0]: swap(args, workdir, serving_dir, v) for v in variants}
         hostiles = {} if args.no_hostile else {v[0]: hostile(args, workdir, serving_dir, v) for v in variants}
     load_after = os.getloadavg()
@@ -727,6 +803,10 @@ def main(argv=None) -> int:
         print(f"\ntargets ({label}):" if len(labels) > 1 else "\ntargets:")
         for line in _targets(rows, swaps.get(label), hostiles.get(label), label):
             print("  " + line)
+    floor = [r for r in rows if r["http"] == "grpc.aio floor" and r["batch"] == 1 and r["concurrency"] == 32]
+    if floor:
+        print(f"  (gRPC's floor: grpc.aio answering a fixed response with no model, 1 row at concurrency 32: "
+              f"{floor[0]['rps']:.0f} req/s, {floor[0]['cpu_ms']:.2f} ms of server CPU a call)")
     return 0
 
 
