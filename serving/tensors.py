@@ -427,14 +427,15 @@ def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
 
 def protos_to_arrays(protos, inputs: dict[str, TensorSpec], fills: dict | None, signature_name: str) -> dict[str, np.ndarray]:
     """A PredictRequest's `inputs` map as arrays. With `fills`, an input left out is missing."""
-    missing = [] if fills is not None else sorted(set(inputs) - set(protos))
-    unknown = sorted(set(protos) - set(inputs))
+    sent = set(protos)  # one pass over the C++ map; each `in` on it costs ~0.3 us
+    missing = [] if fills is not None else sorted(set(inputs) - sent)
+    unknown = sorted(sent - set(inputs))
     if missing or unknown:
         raise invalid(
             f"request inputs do not match signature '{signature_name}': missing {missing}, "
             f"unknown {unknown}; the signature takes {sorted(inputs)}"
         )
-    arrays = {name: proto_to_array(protos[name], spec) for name, spec in inputs.items() if name in protos}
+    arrays = {name: proto_to_array(protos[name], spec) for name, spec in inputs.items() if name in sent}
     return fill_absent(arrays, inputs, fills, f"signature '{signature_name}'")
 
 
