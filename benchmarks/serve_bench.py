@@ -194,10 +194,9 @@ def _inputs_from_metadata(server: Server) -> dict:
     return {name: (info["dtype"], _SAMPLE.get(info["dtype"], 7)) for name, info in signature["inputs"].items()}
 
 
-
 class FloorServer(Server):
     """grpc.aio's own cost a call (`--grpc-floor`): TF Serving's PredictionService on grpc.aio
-    and uvloop, with the server's message-size options, answering every Predict with one
+    and uvloop, with the server's default limits (`serving.server.ServerConfig`), answering every Predict with one
     fixed one-row PredictResponse: no model, no batching, no conversion to arrays. What no
     gRPC server written on grpcio's asyncio API can go below on this machine."""
 
@@ -221,6 +220,8 @@ def floor_server_main() -> None:
     import uvloop
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    from serving.server import ServerConfig
+
     response = predict_pb2.PredictResponse()
     response.model_spec.name, response.model_spec.signature_name = "floor", SIGNATURE
     response.outputs["outputs"].float_val.append(0.5)
@@ -230,7 +231,10 @@ def floor_server_main() -> None:
             return response
 
     async def serve():
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 10 << 20), ("grpc.so_reuseport", 0)])
+        limits = ServerConfig()
+        server = grpc.aio.server(maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs, options=[
+            ("grpc.max_receive_message_length", limits.max_request_bytes),
+            ("grpc.max_send_message_length", limits.max_response_bytes), ("grpc.so_reuseport", 0)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Floor(), server)
         port = server.add_insecure_port(f"{HOST}:0")
         await server.start()
@@ -238,6 +242,7 @@ def floor_server_main() -> None:
         await server.wait_for_termination()
 
     uvloop.new_event_loop().run_until_complete(serve())
+
 
 # ------------------------------------------------------------------------------ load generators
 

@@ -386,7 +386,7 @@ _DATA_TYPES = {np.dtype(v): k for k, v in _NUMPY_DTYPES.items() if v is not obje
 
 
 def proto_to_array(proto, spec: TensorSpec) -> np.ndarray:
-    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~5:
+    """A TensorProto as an array, in numpy (tf.make_ndarray takes ~250 us an input; this ~8:
     each read of a field of a C++ protobuf message costs ~0.3 us, so each is read once)."""
     dtype_enum = proto.dtype
     if dtype_enum != spec.dtype:
