@@ -121,9 +121,14 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
     if plan.task == 'multiclass':
         class_names = tf.constant(tft_output.vocabulary_by_name(LABEL_VOCAB))
 
+    # The model's graph traced once for both predicting signatures, not once in each.
+    @tf.function(autograph=False, reduce_retracing=True)
+    def score(inputs):
+        return model(inputs)
+
     def predict(raw):
         transformed = transform(raw)
-        scores = model({name: transformed[name] for name in input_names})
+        scores = score({name: transformed[name] for name in input_names})
         if plan.task != 'multiclass':
             return {plan.output_key: tf.reshape(scores, [-1])}
         classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])

@@ -193,6 +193,13 @@ def test_signatures_take_raw_examples_and_raw_json_features_alike(transformed, t
     by_json = loaded.signatures[SERVING_JSON](**json_inputs)['probability'].numpy()
     np.testing.assert_allclose(by_json, by_examples, rtol=1e-5)
 
+    # Both predicting signatures call one graph of the model: its hidden layer's matrix
+    # product is in the SavedModel once, not once per signature.
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel.FromString((tmp_path / 'export' / 'saved_model.pb').read_bytes())
+    library = saved.meta_graphs[0].graph_def.library.function
+    assert sum(any(node.op == 'MatMul' for node in f.node_def) for f in library) == 1
+
     # The label is not needed to serve, and the transformed one comes out of transform_features.
     with_label = tf.train.Example.FromString(serialized(ROWS[0]))
     with_label.features.feature['label'].int64_list.value.append(1)
