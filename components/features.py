@@ -108,6 +108,7 @@ DATE_DIRECTIVES = {'Y': r'([0-9]{4})', 'y': r'([0-9]{2})', 'm': r'([0-9]{1,2})',
 ID_DISTINCT_RATIO = 0.9     # a string column this unique (distinct / present values) ...
 ID_MIN_DISTINCT = 20        # ... with at least this many distinct values is an ID / name / text
 LOG_SCALE_SKEW = 2.0        # a non-negative numeric column skewed more than this is log-scaled
+                            # (unless it has two values: a rare 0/1 flag is skewed, not a tail)
 LOG_LABEL_SKEW = 1.0        # a non-negative regression label skewed more than this is learnt
                             # on its log1p scale
 CLASS_WEIGHT_SHARE = 0.10   # a label whose rarest class is under this share gets class weights
@@ -359,7 +360,7 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
 def numeric_feature(name: str, dtype: str, p: Optional[ColumnProfile], roles,
                     why: str) -> Feature:
     if (roles.log_scale and p is not None and p.min is not None and p.min >= 0
-            and p.skew is not None and p.skew > LOG_SCALE_SKEW):
+            and p.skew is not None and p.skew > LOG_SCALE_SKEW and p.distinct > 2):
         return Feature(name, NUMERIC, dtype, log_scale=True, reason=(
             f'{why}; heavy-tailed (skew {_g(p.skew)}, min {_g(p.min)}): log1p, then z-score'))
     return Feature(name, NUMERIC, dtype, reason=f'{why}: mean-filled, z-score')

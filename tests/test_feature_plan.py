@@ -100,6 +100,18 @@ def test_heavy_tailed_non_negative_numbers_are_log_scaled_and_symmetric_ones_not
     assert by_name['temperature'].reason == 'numeric (float): mean-filled, z-score'
 
 
+def test_a_rare_zero_one_flag_is_not_called_heavy_tailed(tmp_path):
+    # Boston's `chas` (7% ones): skew 3.4, non-negative, but two values have no tail; log1p
+    # would not change its z-scores, and the summary said "heavy-tailed".
+    rows = [[int(i % 14 == 0), i % 3, round(random.Random(i).gauss(0, 1), 3)] for i in range(300)]
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['flag', 'level', 'label'], rows)
+    config = config_for(str(tmp_path), task='regression')
+    schema = schema_of({'flag': 'int', 'level': 'int', 'label': 'float'})
+    plan = plan_from_schema(schema, config, data_profile(config, schema))
+    flag = {f.name: f for f in plan.features}['flag']
+    assert not flag.log_scale and flag.reason == 'numeric (int): mean-filled, z-score'
+
+
 def test_each_rule_can_be_turned_off_and_an_explicit_choice_wins(data):
     plan = plan_of(data, roles={'id': False, 'constant': False, 'log_scale': False,
                                 'datetime': False, 'class_weights': False})
