@@ -143,7 +143,7 @@ class TrainingConfig:
     dropout: float = 0.1
     # Steps between validations; early stopping watches the eval loss at each one.
     steps_per_epoch: int = 200
-    early_stopping_patience: int = 2
+    early_stopping_patience: int = 3
     seed: int = 42
     # Estimator trainer only.
     checkpoint_steps: int = 200
