@@ -80,7 +80,8 @@ class RolesConfig:
     id: bool = True
     # Drop columns with a single value in every row (or no value at all).
     constant: bool = True
-    # log1p a numeric column before its z-score when it is non-negative and skewed (> 2).
+    # log1p a numeric column before its z-score when it is non-negative and skewed (> 2),
+    # and has more than two values (a 0/1 flag has no tail).
     log_scale: bool = True
     # Expand a column the schema gives a time_domain into its date parts (year, month, day,
     # day of week, day of year, hour, with sin/cos of those that wrap). Off: the schema's
