@@ -164,6 +164,8 @@ def cmd_serve(argv: List[str]) -> int:
         config = load_config(known.config, check_data=False)
     except ConfigError as e:
         return refused(e)
+    from serving import quiet_tensorflow
+    quiet_tensorflow()
     from serving.server import main as serve_main
     defaults = ['--serving-dir', config.paths.serving_dir, '--model-name', config.name]
     return serve_main(defaults + rest) or 0

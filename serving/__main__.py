@@ -1,7 +1,8 @@
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+from serving import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow is imported
 
 if __name__ == "__main__":
     from serving import forkserver

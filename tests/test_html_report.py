@@ -68,20 +68,27 @@ def test_the_reports_curl_and_grpc_calls_work_against_the_model_server(taxi_e2e)
     version = taxi_e2e['first']['push']['version']
     serve = shlex.split(values['serve'])
     assert serve[:3] == ['python', 'pipeline_runner.py', 'serve']
+    # The environment a user's shell has: no setting of TensorFlow's log level or of warnings.
+    env = {k: v for k, v in os.environ.items() if k not in ('TF_CPP_MIN_LOG_LEVEL', 'PYTHONWARNINGS')}
     proc = subprocess.Popen([sys.executable, *serve[1:], '--rest-port', '0', '--grpc-port', '0'],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+                            start_new_session=True, env=dict(env, PYTHONUNBUFFERED='1'))
     try:
-        ports = {}
+        ports, started = {}, []
         deadline = time.time() + 180
         while len(ports) < 2 and time.time() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
+            started.append(line)
             found = re.search(r'(REST|gRPC) listening on (?:http://)?127\.0\.0\.1:(\d+)', line)
             if found:
                 ports[found.group(1)] = found.group(2)
         assert len(ports) == 2, 'the server did not start'
+        # Its start-up says what it loads and where it listens, without library noise
+        # (TensorFlow's C++ log lines, google-api-core's FutureWarning).
+        noise = [l for l in started if re.search(r'Warning|cuda|^\d{4}-\d\d-\d\d \S+: [IWE] ', l)]
+        assert not noise, ''.join(noise)
         curl = values['curl'].replace('\\\n', ' ').replace(':8501/', f':{ports["REST"]}/')
         deadline = time.time() + 120
         while True:  # the server answers 404 until it has loaded the version
