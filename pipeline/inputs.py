@@ -21,6 +21,7 @@ happens only when asked for (see ``choose_schema``).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -225,6 +226,27 @@ def choose_schema(config: PipelineConfig, files, fmt: CsvFormat,
     _draft(config, files, fmt, path, log, f'No schema at {path} yet (a new dataset)')
     log('  Review it, tighten it and commit it: later runs validate against it.')
     return path, True
+
+
+def schema_in_use(config: PipelineConfig) -> str:
+    """The schema file runs of ``config`` use (``choose_schema``'s choice), without drafting
+    one: for commands that read what a run left (``predict``). ``data.schema: draft``: the
+    newest draft. Refuses, naming data.schema, when there is none yet."""
+    configured = config.data.schema
+    if configured and configured != DRAFT:
+        candidates = [configured]
+    elif configured == DRAFT:
+        candidates = sorted(glob.glob(os.path.join(config.paths.pipeline_root, '_schemas',
+                                                   'draft-*', 'schema.pbtxt')),
+                            key=os.path.getmtime, reverse=True)
+    else:
+        candidates = [default_schema_path(config)]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    where = candidates[0] if candidates else os.path.join(config.paths.pipeline_root, '_schemas')
+    raise ConfigError(f'data.schema: no schema at {where}; run the pipeline first (it drafts '
+                      'one for a new dataset), or set data.schema to the curated file')
 
 
 def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) -> None:

@@ -8,7 +8,8 @@
 The model is the newest version in the serving directory (the config's ``paths.serving_dir``
 unless ``--serving-dir``), or ``--model-version``. The job itself, its output and its rejects
 file are ``components/batch_inference.py``'s (shared with the BulkInferrer node). Feature types
-come from the config's curated schema (``data.schema``), the contract the model was trained
+come from the schema the config's runs use (``data.schema``, or ``schemas/<name>/schema.pbtxt``
+when it is not set: ``pipeline.inputs.schema_in_use``), the contract the model was trained
 on; the features are those the model's ``serving_json`` signature takes (else the schema's,
 less the label and the excluded columns).
 
@@ -30,11 +31,13 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from components.csv_format import is_csv_name
 from components.model_versions import version_number
 from pipeline.config import ConfigError, load_config
+from pipeline.inputs import schema_in_use
 
 # As the pipeline's (pipeline/pipeline.py): one in-process worker, cloudpickle.
 DEFAULT_BEAM_ARGS = ('--direct_running_mode=in_memory', '--direct_num_workers=1',
@@ -107,8 +110,9 @@ def input_files(data: str) -> Tuple[List[str], List[str]]:
     return [os.path.abspath(os.path.join(data, n)) for n in names], names
 
 
-def model_features(config, model_path: str) -> Dict[str, str]:
-    """{raw feature the model takes: FLOAT, INT or STRING}."""
+def model_features(config, schema_path: str, model_path: str) -> Dict[str, str]:
+    """{raw feature the model takes: FLOAT, INT or STRING}; the types from the schema at
+    ``schema_path``."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     from components.features import json_inputs
@@ -118,7 +122,7 @@ def model_features(config, model_path: str) -> Dict[str, str]:
 
     from components.batch_inference import FLOAT, INT, STRING
     kinds = {schema_pb2.FLOAT: FLOAT, schema_pb2.INT: INT, schema_pb2.BYTES: STRING}
-    schema = {f.name: kinds[f.type] for f in load_schema(config.data.schema).feature}
+    schema = {f.name: kinds[f.type] for f in load_schema(schema_path).feature}
     with open(os.path.join(model_path, 'saved_model.pb'), 'rb') as f:
         graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
     if SERVING_JSON in graph.signature_def:
@@ -174,6 +178,7 @@ def main(argv: List[str], default_config: str, out=None) -> int:
         model_path, version = resolve_model(
             os.path.abspath(args.serving_dir or config.paths.serving_dir), args.model_version)
         files, names = input_files(args.data)
+        schema_path = schema_in_use(config)
     except (ConfigError, PredictError) as e:
         print(f'Predict refused: {e}', file=sys.stderr)
         return 2
@@ -207,7 +212,7 @@ def main(argv: List[str], default_config: str, out=None) -> int:
         import contextlib
         with (contextlib.nullcontext() if args.verbose else quiet_output(log_path)):
             from components import batch_inference  # Beam, TensorFlow: behind the log
-            features = model_features(config, model_path)
+            features = model_features(config, schema_path, model_path)
             data = config.data
             job = batch_inference.Job(model_path=model_path, files=tuple(files),
                                       file_names=tuple(names), features=features,
@@ -233,6 +238,8 @@ def main(argv: List[str], default_config: str, out=None) -> int:
     except Exception as e:  # noqa: BLE001 - a failed job is reported, with the log
         print(f'Predict failed: {type(e).__name__}: {e}', file=sys.stderr)
         if not args.verbose:
+            with open(log_path, 'a', encoding='utf-8') as log:  # the traceback, for the log
+                traceback.print_exc(file=log)
             print(f'Full log: {log_path}', file=sys.stderr)
         return 1
     seconds = time.time() - start

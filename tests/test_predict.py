@@ -4,12 +4,14 @@ processes of its own (--beam-workers 2); and the line numbering on its own."""
 import csv
 import glob
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+import yaml
 
 import pipeline_runner
 from components import batch_inference, csv_format
@@ -150,6 +152,30 @@ def test_the_summary_counts_the_rejects(scored, taxi_e2e, tmp_path, capsys):
     assert f'Rejected 4 rows (file, line and reason in {tmp_path / "p.rejects.csv"})' in text
 
 
+def test_a_config_without_data_schema_scores_with_the_schema_its_runs_use(scored, taxi_e2e,
+                                                                          tmp_path, capsys):
+    # The README's way for a new dataset: data.schema left out, so runs use (and draft)
+    # schemas/<name>/schema.pbtxt beside the config. predict read data.schema as it was
+    # (empty) and failed: "FileNotFoundError: [Errno 2] No such file or directory: ''".
+    with open(taxi_e2e['config_path'], encoding='utf-8') as f:
+        raw = yaml.safe_load(f)
+    raw['data'].pop('schema', None)
+    config = taxi_e2e['config']
+    raw['data']['root'] = config.data.root
+    raw['paths'] = {f: getattr(config.paths, f) for f in ('pipeline_root', 'metadata', 'serving_dir')}
+    path = tmp_path / 'new.yaml'
+    path.write_text(yaml.safe_dump(raw), encoding='utf-8')
+    args = ['predict', '--config', str(path), '--data', str(scored['data'] / 'b.csv'),
+            '--out', str(tmp_path / 'p.csv')]
+    assert pipeline_runner.main(args) == 2  # no run drafted one yet: refused, naming the key
+    assert f"data.schema: no schema at {tmp_path / 'schemas' / raw['name'] / 'schema.pbtxt'}" \
+        in capsys.readouterr().err
+    (tmp_path / 'schemas' / raw['name']).mkdir(parents=True)
+    shutil.copy(config.data.schema, tmp_path / 'schemas' / raw['name'] / 'schema.pbtxt')
+    assert pipeline_runner.main(args) == 0
+    assert len(read(tmp_path / 'p.csv')) == 3
+
+
 def test_refusals_name_what_is_wrong(scored, taxi_e2e, tmp_path, capsys):
     config = taxi_e2e['config_path']
     header, rows = taxi_rows(3)
@@ -244,7 +270,7 @@ def test_the_raw_feature_call_gives_serving_defaults_predictions(scored):
     express (a present "nan" fare) still gets serving_default's."""
     from pipeline.predict import model_features
     path = str(scored['data'] / 'b.csv')
-    features = model_features(scored['config'], scored['model'])
+    features = model_features(scored['config'], scored['config'].data.schema, scored['model'])
     (batch, lines, _), = batch_inference.read_chunks(
         path, list(features), csv_format.resolve(path, '', 'utf-8', csv_format.NA_VALUES))
     _, rows, _ = batch_inference.check(batch, features)

@@ -83,6 +83,11 @@ def test_multiclass_csv_runs_from_a_yaml_file_alone(tmp_path):
     assert summary['runner'] == 'beam'
     assert {c['state'] for c in summary['components']} == {'ran'}
     assert (tmp_path / 'schemas' / 'penguins' / 'schema.pbtxt').exists()
+    # The report names the schema the run validated against: the drafted file, as data.schema
+    # is not set (it showed an empty path).
+    with open(summary['report'], encoding='utf-8') as f:
+        schema_path = tmp_path / 'schemas' / 'penguins' / 'schema.pbtxt'
+        assert f'<code class="path">{schema_path}</code>, environments' in f.read()
     assert summary['anomalies']['found'] == []
     assert summary['evaluation']['metrics']['sparse_categorical_accuracy'] >= 0.6
     # The trivial baseline: always the most frequent species (about a third here); the

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
+from pipeline.config import ConfigError
+from pipeline.inputs import schema_in_use
 from pipeline.metadata import NodeExecution, string_property
 
 TOP_VALUES = 10
@@ -324,7 +326,10 @@ def gather_data(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], config
     inferred = load_schema(output(nodes, 'InferredSchemaGen', 'schema'))
     anomalies = summary.get('anomalies')
     drift = summary.get('drift')
-    schema_path = config.data.schema
+    try:  # the curated file (data.schema, or schemas/<name>/schema.pbtxt when not set)
+        schema_path = schema_in_use(config)
+    except ConfigError:  # moved or deleted since the run
+        schema_path = config.data.schema
     return {
         'statistics_artifact': statistics_artifact.uri if statistics_artifact else None,
         'splits': list(statistics),
