@@ -410,8 +410,8 @@ class ChunkModelHandler(ModelHandler):
         self.features, self.raw_signature = dict(features), raw_signature
 
     def load_model(self):
-        import tensorflow as tf
-        return tf.saved_model.load(self.model_path)
+        from components.signatures import load_saved_model
+        return load_saved_model(self.model_path)
 
     def _raw_call(self, model):
         """A call of the raw-feature signature on ``to_raw_features``' arrays, or None when

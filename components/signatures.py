@@ -182,6 +182,23 @@ def export_serving_model(model: tf.keras.Model, tft_output, plan: FeaturePlan, p
                    include_optimizer=False)
 
 
+def load_saved_model(path: str):
+    """``tf.saved_model.load`` of an exported model, for every reader of one (the server,
+    batch predictions, the checks and the report). A model whose ops live in a library of
+    their own (TensorFlow Decision Forests' for the ``gbt`` trainer) needs that library
+    imported first: that import is made here, only for a model that needs it (it costs
+    start-up time)."""
+    try:
+        return tf.saved_model.load(path)
+    except (tf.errors.NotFoundError, RuntimeError, ValueError) as e:
+        # "Op type not registered 'SimpleMLLoadModelFromPathWithHandle'" (the error's type
+        # depends on where loading meets the op)
+        if 'SimpleML' not in str(e):
+            raise
+    import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
+    return tf.saved_model.load(path)
+
+
 def read_trainer(saved_model_dir: str) -> str:
     """The trainer recorded in an exported model ('' when it records none)."""
     path = os.path.join(saved_model_dir, 'assets', TRAINER_ASSET)

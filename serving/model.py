@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from components.features import CLASSES_OUTPUT, OUTPUT_KEYS
-from components.signatures import SERVING_DEFAULT, SERVING_JSON
+from components.signatures import SERVING_DEFAULT, SERVING_JSON, load_saved_model
 from serving.errors import ServingError, invalid, precondition, without_paths
 from serving.tensors import TensorSpec, feature_kinds, missing_fills
 
@@ -31,22 +31,6 @@ _TF_CODES = {
     11: "OUT_OF_RANGE",
     8: "RESOURCE_EXHAUSTED",
 }
-
-
-def load_saved_model(path: str):
-    """The one place the server loads a SavedModel. A model whose ops live in a library of
-    their own (TensorFlow Decision Forests' for the `gbt` trainer) needs that library
-    imported first: that import goes here, made only for a model that needs it (TF-DF's
-    import costs start-up time and prints a version notice)."""
-    try:
-        return tf.saved_model.load(path)
-    except (tf.errors.NotFoundError, RuntimeError, ValueError) as e:
-        # "Op type not registered 'SimpleMLLoadModelFromPathWithHandle'" (the error's type
-        # depends on where loading meets the op)
-        if 'SimpleML' not in str(e):
-            raise
-    import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
-    return tf.saved_model.load(path)
 
 
 class Signature:

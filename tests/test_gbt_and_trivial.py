@@ -106,6 +106,22 @@ def test_the_server_loads_tf_df_ops_itself(gbt_runs):
     assert 'serving_json' in proc.stdout
 
 
+def test_batch_predictions_load_tf_df_ops_for_a_gbt_model(gbt_runs, taxi_sample, tmp_path):
+    # `predict` in a fresh process, as a user runs it: it failed with "Op type not registered
+    # 'SimpleMLLoadModelFromPathWithHandle'" on a gbt model.
+    gbt = gbt_runs['gbt']
+    out = tmp_path / 'p.csv'
+    proc = subprocess.run(
+        [sys.executable, 'pipeline_runner.py', 'predict', '--data', taxi_sample, '--out', str(out),
+         '--serving-dir', os.path.dirname(gbt['push']['path']),
+         '--model-version', str(gbt['push']['version'])],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out, newline='', encoding='utf-8') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 500 and all(0.0 <= float(r['probability']) <= 1.0 for r in rows)
+
+
 # ------------------------------------------------------------------------------------------
 # A regression CSV: the weak-model warning, beat_trivial, and prices in, prices out.
 

@@ -54,6 +54,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components.example_inputs import read_examples, signature_inputs
+from components.signatures import load_saved_model
 
 BLESSED_KEY = 'blessed'
 REASON_KEY = 'reason'
@@ -343,7 +344,7 @@ def validate(model_path: str, examples: List[bytes], model_name: str,
     if require_tf_serving and not binary:
         raise NotServable(f'{TF_SERVING_BINARY} is not on PATH, and '
                           'validation.infra.require_tf_serving is true')
-    loaded = tf.saved_model.load(model_path)
+    loaded = load_saved_model(model_path)
     names = sorted(loaded.signatures)
     if not names:
         raise NotServable('the model has no serving signatures')

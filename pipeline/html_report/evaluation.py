@@ -14,7 +14,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from components.features import LABEL_VOCAB, OUTPUT_KEYS
-from components.signatures import SERVING_DEFAULT
+from components.signatures import SERVING_DEFAULT, load_saved_model
 
 CURVE_POINTS = 100
 CALIBRATION_BUCKETS = 20
@@ -162,7 +162,7 @@ def regression_sample(model_uri: str, examples_uri: str, label: str,
             break
     if not serialized:
         return []
-    model = tf.saved_model.load(os.path.join(model_uri, 'Format-Serving'))
+    model = load_saved_model(os.path.join(model_uri, 'Format-Serving'))
     predicted = model.signatures[SERVING_DEFAULT](examples=tf.constant(serialized))
     values = predicted[OUTPUT_KEYS['regression']].numpy().reshape(-1)
     return [{'actual': a, 'predicted': float(p), 'residual': a - float(p)}
