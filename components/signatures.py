@@ -21,6 +21,7 @@ The SavedModel also records which trainer made it, in ``assets/trainer.txt`` (``
 Nothing else differs between the trainers' exports (a ``gbt`` model also needs TensorFlow
 Decision Forests' ops to load: ``import tensorflow_decision_forests`` first).
 """
+import logging
 import os
 import tempfile
 
@@ -195,7 +196,15 @@ def load_saved_model(path: str):
         # depends on where loading meets the op)
         if 'SimpleML' not in str(e):
             raise
-    import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
+    # TF-DF 1.8.1 warns at import that it was built against TF 2.15.0; the lock's 2.15.1 is
+    # its patch release, which it matches (the project's tests load and serve its models).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        import tensorflow_decision_forests  # noqa: F401  pylint: disable=unused-import
+    finally:
+        root.setLevel(level)
     return tf.saved_model.load(path)
 
 
