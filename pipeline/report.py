@@ -283,6 +283,25 @@ def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
             f'to bless such a model.']
 
 
+def baseline_line(ev: Dict[str, Any], change_thresholds: List[Dict[str, Any]]) -> List[str]:
+    """A note when the candidate's key metric is worse than the baseline's and no
+    ``evaluation.change_thresholds`` entry gates on it (empty otherwise): the gate then
+    blesses a model worse than the one in production."""
+    trivial = ev.get('trivial') or {}
+    metric = trivial.get('metric')
+    if metric not in ev['metrics'] or metric not in ev.get('baseline_metrics', {}) or \
+            any(t['metric'] == metric for t in change_thresholds):
+        return []
+    value, baseline = ev['metrics'][metric], ev['baseline_metrics'][metric]
+    lower = metric == 'mean_squared_error'
+    if not (value > baseline if lower else value < baseline):
+        return []
+    return [f'Worse than the baseline: {metric} {_fmt(value)} against {_fmt(baseline)} '
+            f'({"lower" if lower else "higher"} is better), and no evaluation.change_thresholds '
+            f'entry gates on it: {{metric: {metric}, max_decrease: <how much worse it may be>'
+            f'{", higher_is_better: false" if lower else ""}}} would.']
+
+
 def infra_line(infra: Dict[str, Any]) -> str:
     if infra.get('skipped'):
         return f'skipped: {infra["skipped"]}'
@@ -347,6 +366,7 @@ def render(summary: Dict[str, Any]) -> str:
         elif not ev['baseline_metrics']:
             lines.append('  no baseline: no model was blessed before this one')
         lines += trivial_line(ev.get('trivial'))
+        lines += baseline_line(ev, summary['change_thresholds'])
     if summary.get('blessed') is not None:
         if summary['blessed']:
             lines.append('Blessed: yes')

@@ -198,6 +198,29 @@ def test_a_model_worse_than_the_mean_is_not_blessed_and_the_summary_says_why(reg
     assert 'price' in text.split('Features')[1].split('\n')[1]
 
 
+def test_the_summary_says_when_a_model_worse_than_the_baseline_passes_the_gate(regression_runs):
+    # A config with no change_thresholds (a new dataset's, written from the README) blesses
+    # a model worse than the one in production: the summary says so, and how to gate it.
+    import copy
+
+    from pipeline.report import render
+    summary = copy.deepcopy(regression_runs['fitted'])
+    ev = summary['evaluation']
+    mse = ev['metrics']['mean_squared_error']
+    ev['baseline_metrics'] = {'mean_squared_error': mse / 2}
+    ev['baseline_model'] = '/pipeline/Trainer/model/3'
+    assert (f'Worse than the baseline: mean_squared_error {mse:.4f} against {mse / 2:.4f} '
+            '(lower is better), and no evaluation.change_thresholds entry gates on it: '
+            '{metric: mean_squared_error, max_decrease: <how much worse it may be>, '
+            'higher_is_better: false} would.') in render(summary)
+    ev['baseline_metrics'] = {'mean_squared_error': mse * 2}  # better than the baseline
+    assert 'Worse than the baseline' not in render(summary)
+    ev['baseline_metrics'] = {'mean_squared_error': mse / 2}
+    summary['change_thresholds'] = [{'metric': 'mean_squared_error', 'max_decrease': 1e9,
+                                     'higher_is_better': False}]  # gated, as configured
+    assert 'Worse than the baseline' not in render(summary)
+
+
 def test_a_standardized_regression_model_beats_the_mean_and_answers_in_prices(regression_runs):
     fitted = regression_runs['fitted']
     assert fitted['blessed'] is True and fitted['push']['pushed'] is True
