@@ -338,8 +338,9 @@ class RunConfig:
 class ExportConfig:
     """``tflite: true`` adds ``assets.extra/model.tflite`` (and ``model_tflite.json``: sizes,
     latencies, the check) to the pushed model (components/tflite_export), checked against the
-    SavedModel on the eval split within ``tflite_tolerance`` (absolute; default 1e-5, or 0.05
-    with ``tflite_quantization: dynamic_range``). ``tflite_gate: true`` (with ``tflite``) has
+    SavedModel on the eval split within ``tflite_tolerance`` (default 1e-5, or 0.05 with
+    ``tflite_quantization: dynamic_range``; absolute for values up to 1 in size, relative to
+    the value above). ``tflite_gate: true`` (with ``tflite``) has
     the Evaluator evaluate the TFLite model too (TFMA, ``model_type='tf_lite'``) and bless
     the candidate only if it also meets the value thresholds."""
     tflite: bool = False

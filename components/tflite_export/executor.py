@@ -24,7 +24,8 @@ scope.
 Check: the first ``num_examples`` examples of the eval split go through the SavedModel's
 ``serving_json`` and through the interpreter (inputs read off the examples, with "" or 0 for a
 missing value: components/example_inputs.py); every output must agree within ``tolerance``
-(absolute; 1e-5 unquantized), or the export fails, naming the example and both values.
+(1e-5 unquantized; absolute for values up to 1 in size, relative to the value above:
+``largest_difference``), or the export fails, naming the example and both values.
 
 Recorded, in ``assets.extra/model_tflite.json`` and as custom properties of the artifact: the
 size of the SavedModel (saved_model.pb and variables/) and of the TFLite file, the latency per
@@ -177,10 +178,15 @@ def interpret(content: bytes, inputs: Dict[str, np.ndarray]) -> Dict[str, np.nda
 
 
 def largest_difference(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]):
-    """(difference, output, example index) of the largest disagreement."""
+    """(difference, output, example index) of the largest disagreement, each difference on
+    the scale of the SavedModel's value: absolute where the value is at most 1 in size
+    (probabilities, z-scores), relative above (a regression's prices, where float32 itself
+    differs by more than 1e-5 between two runtimes: 2692.9624 against 2692.961)."""
     worst = (0.0, '', 0)
     for key, expected in want.items():
-        diff = np.abs(np.asarray(got[key], np.float64) - expected.astype(np.float64))
+        expected = expected.astype(np.float64)
+        diff = (np.abs(np.asarray(got[key], np.float64) - expected)
+                / np.maximum(1.0, np.abs(expected)))
         diff = diff.reshape(len(diff), -1).max(axis=1)
         if diff.size and diff.max() >= worst[0]:
             worst = (float(diff.max()), key, int(diff.argmax()))
@@ -238,7 +244,8 @@ def export(saved_model_dir: str, examples: List[bytes], quantization: str, toler
         raise TFLiteMismatch(
             f'the TFLite model ({quantization} quantization) predicts {output} '
             f'{got[output][index]!r} for eval example {index}, the SavedModel '
-            f'{want[output][index]!r}: a difference of {difference:.3g}, above the tolerance '
+            f'{want[output][index]!r}: a difference of {difference:.3g} (relative to values '
+            f'above 1 in size), above the tolerance '
             f'{tolerance:g} (export.tflite_tolerance)')
     saved_seconds, tflite_seconds = latencies(
         saved_model_dir, content, {k: v[:1] for k, v in inputs.items()})

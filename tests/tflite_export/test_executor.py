@@ -80,6 +80,21 @@ def test_the_tflite_model_predicts_what_the_saved_model_predicts(tmp_path, examp
     assert exported.get_int_custom_property('tflite_bytes') == len(content)
 
 
+def test_the_check_is_relative_to_values_above_one_and_absolute_below():
+    # A regression model answering in dollars: float32 in the two runtimes differs by more
+    # than 1e-5 (a de-standardized price, 2692.9624 against 2692.961, failed the export of a
+    # model that is right); a probability's 2e-5 is still a difference.
+    prices = {'value': np.array([2692.961, 10.0], np.float32)}
+    difference, output, index = executor.largest_difference(
+        {'value': np.array([2692.9624, 10.0], np.float32)}, prices)
+    assert difference < 1e-6 and (output, index) == ('value', 0)
+    difference, _, _ = executor.largest_difference({'value': np.array([2692.961, 10.002])}, prices)
+    assert difference == pytest.approx(2e-4, rel=1e-3)  # 0.002 of 10
+    difference, output, index = executor.largest_difference(
+        {'probability': np.array([0.5, 0.50002])}, {'probability': np.array([0.5, 0.5], np.float32)})
+    assert difference == pytest.approx(2e-5, rel=1e-3) and index == 1
+
+
 def test_dynamic_range_quantization_is_checked_against_its_own_bound(tmp_path, examples):
     _, exported = export(tmp_path / 'q', 'binary', examples, 'dynamic_range', 0.05)
     with open(os.path.join(exported.uri, 'Format-Serving', 'assets.extra',
