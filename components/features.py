@@ -85,6 +85,14 @@ def json_inputs(features) -> Dict[str, str]:
 # model is.
 KEY_METRICS = {'binary': 'auc', 'multiclass': 'sparse_categorical_accuracy',
                'regression': 'mean_squared_error'}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of the key metric ``metric`` is the better one (an error,
+    regression's), rather than a higher one."""
+    return metric == KEY_METRICS['regression']
+
+
 GAIN_OVER_TRIVIAL, TRIVIAL_BASELINE = 'gain_over_trivial', 'trivial_baseline'
 TRIVIAL_MODELS = {'binary': 'a constant score', 'multiclass': 'always the most frequent class',
                   'regression': 'always the mean of the labels'}

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components.features import (GAIN_OVER_TRIVIAL, KEY_METRICS, TRIVIAL_BASELINE,
+                                  TRIVIAL_MODELS, lower_is_better)
 from pipeline import spans
 # The ML Metadata readers live in pipeline/metadata.py (shared with the HTML report and the
 # run browser); these names stay importable from here.
@@ -74,13 +76,11 @@ def recorded_plan(store, run_context) -> Optional[Dict[str, Any]]:
 def trivial_comparison(task: str, metrics: Dict[str, float]) -> Optional[Dict[str, Any]]:
     """The candidate's key metric beside a trivial model's (``components.metrics.
     GainOverTrivial``); ``weak`` when it is no better."""
-    from components.features import (GAIN_OVER_TRIVIAL, KEY_METRICS, TRIVIAL_BASELINE,
-                                      TRIVIAL_MODELS)
     if GAIN_OVER_TRIVIAL not in metrics or TRIVIAL_BASELINE not in metrics:
         return None
-    gain, trivial = metrics[GAIN_OVER_TRIVIAL], metrics[TRIVIAL_BASELINE]
-    value = trivial - gain if task == 'regression' else trivial + gain  # MSE: lower is better
-    return {'metric': KEY_METRICS[task], 'value': value, 'trivial': trivial, 'gain': gain,
+    gain, trivial, metric = metrics[GAIN_OVER_TRIVIAL], metrics[TRIVIAL_BASELINE], KEY_METRICS[task]
+    value = trivial - gain if lower_is_better(metric) else trivial + gain
+    return {'metric': metric, 'value': value, 'trivial': trivial, 'gain': gain,
             'trivial_model': TRIVIAL_MODELS[task], 'weak': not gain > 0}
 
 
@@ -275,7 +275,7 @@ def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
     """The warning when the model does not beat a trivial one (empty when it does)."""
     if not trivial or not trivial['weak']:
         return []
-    better = 'lower' if trivial['metric'] == 'mean_squared_error' else 'higher'
+    better = 'lower' if lower_is_better(trivial['metric']) else 'higher'
     return [f'Weak model: its {trivial["metric"]} on the eval split, {_fmt(trivial["value"])}, is '
             f'no better than a trivial model\'s, {_fmt(trivial["trivial"])} '
             f'({trivial["trivial_model"]}; {better} is better). Check the label, the features '
@@ -293,7 +293,7 @@ def baseline_line(ev: Dict[str, Any], change_thresholds: List[Dict[str, Any]]) -
             any(t['metric'] == metric for t in change_thresholds):
         return []
     value, baseline = ev['metrics'][metric], ev['baseline_metrics'][metric]
-    lower = metric == 'mean_squared_error'
+    lower = lower_is_better(metric)
     if not (value > baseline if lower else value < baseline):
         return []
     return [f'Worse than the baseline: {metric} {_fmt(value)} against {_fmt(baseline)} '

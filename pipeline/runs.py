@@ -19,19 +19,17 @@ import datetime
 import os
 from typing import Any, Dict, List, Optional
 
+from components.features import KEY_METRICS
 from pipeline import run_record
 from pipeline.metadata import (NodeExecution, find_run, open_store, pipeline_runs, read_runs,
                                string_property)
 
-# The metric a run is known by when no threshold names one (the first threshold's otherwise).
-DEFAULT_KEY_METRIC = {'binary': 'auc', 'multiclass': 'sparse_categorical_accuracy',
-                      'regression': 'mean_squared_error'}
-
 
 def key_metric(config) -> str:
+    """The metric a run is known by: the first threshold's, else the task's key metric."""
     if config.evaluation.thresholds:
         return config.evaluation.thresholds[0].metric
-    return DEFAULT_KEY_METRIC.get(config.data.task, 'example_count')
+    return KEY_METRICS.get(config.data.task, 'example_count')
 
 
 def _local_time(ms: int) -> str:
