@@ -186,67 +186,74 @@ def _draft(config: PipelineConfig, files, fmt: CsvFormat, path: str,
         log(line)
 
 
-def choose_schema(config: PipelineConfig, files, fmt: CsvFormat,
-                  log: Callable[[str], None]) -> Tuple[str, bool]:
-    """(the schema file to use, whether it was drafted now).
+class NoSchemaYet(ConfigError):
+    """No schema at ``path`` yet, where ``choose_schema`` drafts one."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+def schema_in_use(config: PipelineConfig, files=None) -> str:
+    """The schema file runs of ``config`` use, without drafting one.
 
     ``data.schema`` names a file: it must exist (a mistyped path is refused, never drafted
-    over). ``data.schema: draft``: drafted from the data, once per state of the data files
-    (under ``<pipeline_root>/_schemas/draft-<files>/``, so an unchanged rerun reuses it).
-    Not set: ``schemas/<name>/schema.pbtxt``, drafted there for review on a new dataset's
-    first run.
+    over). ``data.schema: draft``: the draft of ``files`` (one per state of the data files,
+    under ``<pipeline_root>/_schemas/draft-<files>/``, so an unchanged rerun reuses it), or
+    without ``files`` the newest draft (for commands that read what a run left: ``predict``,
+    the report). Not set: ``schemas/<name>/schema.pbtxt``. ``NoSchemaYet`` when a draft or
+    the default schema does not exist yet.
     """
     configured = config.data.schema
-    if config.run.runner == 'kubeflow' and (configured == DRAFT or not configured and
-                                            not os.path.isfile(default_schema_path(config))):
-        raise ConfigError('data.schema: the kubeflow runner reads the curated schema staged in '
-                          'the image; draft one first (pipeline_runner.py draft-schema --out '
-                          f'{default_schema_path(config)}), review it, and rebuild the image')
-    if configured == DRAFT:
+    if configured and configured != DRAFT:
+        if os.path.isfile(configured):
+            return configured
+        raise ConfigError(
+            f'data.schema: {configured} does not exist; expected the curated schema file. '
+            'Fix the path, or leave data.schema out to use (and on a new dataset draft) '
+            f'{default_schema_path(config)}, or set data.schema: draft to infer one from '
+            'the data, or write a draft to review with: pipeline_runner.py draft-schema '
+            f'--out {configured}')
+    drafts = os.path.join(config.paths.pipeline_root, '_schemas')
+    if configured != DRAFT:
+        candidates = [default_schema_path(config)]
+    elif files is not None:
         key = hashlib.sha256(json.dumps([config.data.label, list(config.data.exclude),
                                          list(files)]).encode()).hexdigest()[:16]
-        path = os.path.join(config.paths.pipeline_root, '_schemas', f'draft-{key}',
-                            'schema.pbtxt')
-        if os.path.exists(path):
-            return path, False
-        _draft(config, files, fmt, path, log, 'data.schema is "draft"')
-        return path, True
-    if configured:
-        if not os.path.isfile(configured):
-            raise ConfigError(
-                f'data.schema: {configured} does not exist; expected the curated schema file. '
-                'Fix the path, or leave data.schema out to use (and on a new dataset draft) '
-                f'{default_schema_path(config)}, or set data.schema: draft to infer one from '
-                'the data, or write a draft to review with: pipeline_runner.py draft-schema '
-                f'--out {configured}')
-        return configured, False
-    path = default_schema_path(config)
-    if os.path.isfile(path):
-        return path, False
-    _draft(config, files, fmt, path, log, f'No schema at {path} yet (a new dataset)')
-    log('  Review it, tighten it and commit it: later runs validate against it.')
-    return path, True
-
-
-def schema_in_use(config: PipelineConfig) -> str:
-    """The schema file runs of ``config`` use (``choose_schema``'s choice), without drafting
-    one: for commands that read what a run left (``predict``). ``data.schema: draft``: the
-    newest draft. Refuses, naming data.schema, when there is none yet."""
-    configured = config.data.schema
-    if configured and configured != DRAFT:
-        candidates = [configured]
-    elif configured == DRAFT:
-        candidates = sorted(glob.glob(os.path.join(config.paths.pipeline_root, '_schemas',
-                                                   'draft-*', 'schema.pbtxt')),
-                            key=os.path.getmtime, reverse=True)
+        candidates = [os.path.join(drafts, f'draft-{key}', 'schema.pbtxt')]
     else:
-        candidates = [default_schema_path(config)]
+        candidates = sorted(glob.glob(os.path.join(drafts, 'draft-*', 'schema.pbtxt')),
+                            key=os.path.getmtime, reverse=True)
     for path in candidates:
         if os.path.isfile(path):
             return path
-    where = candidates[0] if candidates else os.path.join(config.paths.pipeline_root, '_schemas')
-    raise ConfigError(f'data.schema: no schema at {where}; run the pipeline first (it drafts '
-                      'one for a new dataset), or set data.schema to the curated file')
+    where = candidates[0] if candidates else drafts
+    raise NoSchemaYet(f'data.schema: no schema at {where}; run the pipeline first (it drafts '
+                      'one for a new dataset), or set data.schema to the curated file', where)
+
+
+def choose_schema(config: PipelineConfig, files, fmt: CsvFormat,
+                  log: Callable[[str], None]) -> Tuple[str, bool]:
+    """(the schema file to use, whether it was drafted now): ``schema_in_use``'s, drafted
+    from the data when there is none yet (on a new dataset's first run, for review)."""
+    kubeflow = ConfigError(
+        'data.schema: the kubeflow runner reads the curated schema staged in the image; draft '
+        f'one first (pipeline_runner.py draft-schema --out {default_schema_path(config)}), '
+        'review it, and rebuild the image') if config.run.runner == 'kubeflow' else None
+    if kubeflow and config.data.schema == DRAFT:
+        raise kubeflow
+    try:
+        return schema_in_use(config, files), False
+    except NoSchemaYet as missing:
+        if kubeflow:
+            raise kubeflow from None
+        path = missing.path
+    if config.data.schema == DRAFT:
+        _draft(config, files, fmt, path, log, 'data.schema is "draft"')
+    else:
+        _draft(config, files, fmt, path, log, f'No schema at {path} yet (a new dataset)')
+        log('  Review it, tighten it and commit it: later runs validate against it.')
+    return path, True
 
 
 def check_columns(schema, schema_path: str, paths: List[str], fmt: CsvFormat) -> None:

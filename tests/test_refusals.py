@@ -132,6 +132,15 @@ def test_a_custom_module_outside_the_image_is_refused_before_compiling(data):
     assert 'tensorflow' not in imported and 'Traceback' not in err
 
 
+def test_kubeflow_refuses_to_draft_a_schema_in_the_image(data):
+    code, _, err, imported = cli(
+        '--runner', 'kubeflow', '--image', 'gcr.io/p/taxi:1', '--pipeline-root', 'gs://b/root',
+        '--serving-dir', 'gs://b/serving', '--set', 'data.schema=draft')
+    assert code == 2
+    assert 'data.schema: the kubeflow runner reads the curated schema staged in the image' in err
+    assert 'tensorflow' not in imported and 'Traceback' not in err
+
+
 def test_a_data_refusal_exits_1_with_its_reason_before_tensorflow_loads(data):
     header, _ = taxi_rows(0)
     write_csv(str(data / 'header_only' / 'trips.csv'), header, [])
