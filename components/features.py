@@ -187,6 +187,8 @@ class Feature:
     log_scale: bool = False
     # Datetime only: a strptime format, or one of UNIX_FORMATS for an integer column.
     time_format: str = ''
+    # Numeric from a string column of formatted numbers only: their decimal mark.
+    decimal_mark: str = '.'
     # Why the plan made the column this (printed in the run's summary).
     reason: str = ''
 
@@ -228,19 +230,28 @@ class ColumnProfile:
     # every value of a column with few of them (the label's classes), else the top few.
     top: Tuple[Tuple[str, int], ...] = ()
     # A string column whose every value is a number as spreadsheets write them ("1,234",
-    # "$5.00", "12.5%", "-€3"; FORMATTED_NUMBER): the numeric facts above are those of the
-    # numbers, and ``top`` keeps the values as written.
-    formatted: bool = False
+    # "$5.00", "12.5%", "-€3", "22,5"; FORMATTED_NUMBER): its decimal mark ('' otherwise).
+    # The numeric facts above are those of the numbers, and ``top`` keeps the values as
+    # written.
+    formatted: str = ''
 
 
 # A number as a spreadsheet or a report formats it: an optional sign and currency sign,
 # digits with or without thousands separators, an optional fraction, an optional percent or
-# trailing currency sign. Stripping FORMATTING_CHARS from it leaves a number
-# tf.strings.to_number and float() read. Shared by the profile (pyarrow) and the transform
-# (TF): both are RE2.
-FORMATTED_NUMBER = (r'^\s*(?:[-+]?\s*[$€£¥]?|[$€£¥]\s*[-+]?)\s*'
-                    r'(?:\d{1,3}(?:,\d{3}){1,4}|\d{1,15})(?:\.\d{1,15})?\s*[%$€£¥]?\s*$')
-FORMATTING_CHARS = r'[\s$€£¥,%]'
+# trailing currency sign. Its decimal mark is a point (thousands: commas, "1,234.5") or, as
+# most of Europe exports, a comma (thousands: points, "1.234,5"). Stripping the formatting
+# characters and writing the decimal mark as a point leaves a number tf.strings.to_number
+# and float() read. Shared by the profile (pyarrow) and the transform (TF):
+# both are RE2. A column that reads both ways ("1,234" or "0.5" alone) reads with the point.
+def _formatted_number(thousands: str, decimal: str) -> str:
+    return (r'^\s*(?:[-+]?\s*[$€£¥]?|[$€£¥]\s*[-+]?)\s*'
+            rf'(?:\d{{1,3}}(?:\{thousands}\d{{3}}){{1,4}}|\d{{1,15}})(?:\{decimal}\d{{1,15}})?'
+            r'\s*[%$€£¥]?\s*$')
+
+
+DECIMAL_MARKS = ('.', ',')  # in the order a column is tried
+FORMATTED_NUMBER = {'.': _formatted_number(',', '.'), ',': _formatted_number('.', ',')}
+FORMATTING_CHARS = {'.': r'[\s$€£¥,%]', ',': r'[\s$€£¥.%]'}
 
 
 @dataclass(frozen=True)
@@ -366,12 +377,13 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
 
 
 def numeric_feature(name: str, dtype: str, p: Optional[ColumnProfile], roles,
-                    why: str) -> Feature:
+                    why: str, decimal_mark: str = '.') -> Feature:
     if (roles.log_scale and p is not None and p.min is not None and p.min >= 0
             and p.skew is not None and p.skew > LOG_SCALE_SKEW and p.distinct > 2):
-        return Feature(name, NUMERIC, dtype, log_scale=True, reason=(
+        return Feature(name, NUMERIC, dtype, log_scale=True, decimal_mark=decimal_mark, reason=(
             f'{why}; heavy-tailed (skew {_g(p.skew)}, min {_g(p.min)}): log1p, then z-score'))
-    return Feature(name, NUMERIC, dtype, reason=f'{why}: mean-filled, z-score')
+    return Feature(name, NUMERIC, dtype, decimal_mark=decimal_mark,
+                   reason=f'{why}: mean-filled, z-score')
 
 
 def label_decisions(config, task: str, p: Optional[ColumnProfile]) -> Dict[str, Any]:
@@ -476,9 +488,11 @@ def plan_from_schema(schema, config,
             if why:
                 dropped.append(Dropped(f.name, why))
                 continue
+            mark = 'a decimal comma, ' if p.formatted == ',' else ''
             features.append(numeric_feature(f.name, dtype, p, roles, (
-                f'numeric (numbers written as text, e.g. {p.top[0][0]!r}: read without their '
-                'currency, thousands separators and percent signs)')))
+                f'numeric (numbers written as text, e.g. {p.top[0][0]!r}: read with {mark}'
+                'without their currency, thousands separators and percent signs)'),
+                decimal_mark=p.formatted))
             continue
         why = '' if explicit else dropped_by_rules(f.name, dtype, p, roles)
         if why:

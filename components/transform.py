@@ -47,13 +47,15 @@ def nan_filled(x):
     return dense(tf.cast(x, tf.float32) if x.dtype != tf.float32 else x, float('nan'))
 
 
-def formatted_numbers(x, na_values: Sequence[str] = ()):
-    """A string column of formatted numbers ("1,234", "$5.00", "12.5%") as a [batch] float32
-    tensor, NaN where a value is missing or does not read as one (as the profile read
-    them: ``features.FORMATTED_NUMBER``)."""
+def formatted_numbers(x, na_values: Sequence[str] = (), decimal_mark: str = '.'):
+    """A string column of formatted numbers ("1,234", "$5.00", "12.5%", "22,5" with a decimal
+    comma) as a [batch] float32 tensor, NaN where a value is missing or does not read as one
+    (as the profile read them: ``features.FORMATTED_NUMBER``)."""
     text = as_string(x, na_values)
-    ok = tf.strings.regex_full_match(text, FORMATTED_NUMBER)
-    digits = tf.strings.regex_replace(text, FORMATTING_CHARS, '')
+    ok = tf.strings.regex_full_match(text, FORMATTED_NUMBER[decimal_mark])
+    digits = tf.strings.regex_replace(text, FORMATTING_CHARS[decimal_mark], '')
+    if decimal_mark == ',':
+        digits = tf.strings.regex_replace(digits, ',', '.')
     number = tf.strings.to_number(tf.where(ok, digits, '0'), tf.float32)
     return tf.where(ok, number, tf.fill(tf.shape(number), float('nan')))
 
@@ -73,7 +75,8 @@ def numeric_columns(plan: FeaturePlan, inputs, strings=None):
     columns, names, outputs = [], [], {}
     buckets = []  # (column, output, bucket count) of the columns cut into quantile buckets
     for f in plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED):
-        x = (formatted_numbers(inputs[f.name], plan.na_values) if f.dtype == STRING
+        x = (formatted_numbers(inputs[f.name], plan.na_values, f.decimal_mark)
+             if f.dtype == STRING
              else nan_filled(inputs[f.name]))
         if f.kind == BUCKETIZED:
             buckets.append((len(columns), f.xf, f.buckets))

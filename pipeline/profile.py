@@ -26,7 +26,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from components import input_files
-from components.features import FORMATTED_NUMBER, FORMATTING_CHARS, ColumnProfile
+from components.features import (DECIMAL_MARKS, FORMATTED_NUMBER, FORMATTING_CHARS,
+                                 ColumnProfile)
 from pipeline import spans
 
 PROFILE_ROWS = 200_000
@@ -89,11 +90,14 @@ def column_profile(cells, dtype: str, na_values: Sequence[str] = ()) -> ColumnPr
     present = len(present_cells)
     if dtype == 'string' and present:
         distinct, top = _counts(present_cells)
-        if not pc.all(pc.match_substring_regex(present_cells, FORMATTED_NUMBER)).as_py():
-            return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top))
-        numbers = _numbers(pc.replace_substring_regex(present_cells, FORMATTING_CHARS, ''))
-        return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
-                        formatted=True)
+        for mark in DECIMAL_MARKS:
+            if pc.all(pc.match_substring_regex(present_cells, FORMATTED_NUMBER[mark])).as_py():
+                digits = pc.replace_substring_regex(present_cells, FORMATTING_CHARS[mark], '')
+                numbers = _numbers(digits if mark == '.' else
+                                   pc.replace_substring(digits, mark, '.'))
+                return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
+                                formatted=mark)
+        return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top))
     x = _numbers(present_cells)
     x = x[np.isfinite(x)]
     if not len(x):

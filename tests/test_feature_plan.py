@@ -254,6 +254,39 @@ def test_numbers_written_as_text_are_numeric_features(tmp_path):
         == 'categorical'
 
 
+def test_numbers_with_a_decimal_comma_are_numeric_features(tmp_path):
+    # A European spreadsheet's export: semicolons between fields, a comma as the decimal
+    # mark and points between thousands. Before, these columns were string categories.
+    rng = random.Random(5)
+    rows = []
+    for i in range(300):
+        temperature = rng.uniform(-5, 35)
+        rows.append([f'{temperature:.2f}'.replace('.', ','),
+                     f'{rng.uniform(1000, 90000):,.1f}'.translate(str.maketrans(',.', '.,')),
+                     f'{rng.randint(1000, 9999):,}', i % 2])
+    rows[7][0] = 'NA'
+    path = tmp_path / 'data' / 'data.csv'
+    path.parent.mkdir()
+    path.write_text('temperature;price;count;label\n'
+                    + ''.join(';'.join(map(str, r)) + '\n' for r in rows), encoding='utf-8')
+    config = config_for(str(tmp_path))
+    schema = schema_of({'temperature': 'string', 'price': 'string', 'count': 'string',
+                        'label': 'int'})
+    profile = data_profile(config, schema)
+    assert profile['temperature'].formatted == ',' and profile['price'].formatted == ','
+    # "1,234" alone reads both ways: with the point as the decimal mark (thousands "1,234")
+    assert profile['count'].formatted == '.'
+    temperatures = [float(r[0].replace(',', '.')) for r in rows if r[0] != 'NA']
+    assert profile['temperature'].min == pytest.approx(min(temperatures))
+    assert profile['temperature'].mean == pytest.approx(sum(temperatures) / 299)
+    assert profile['price'].max == pytest.approx(
+        max(float(r[1].replace('.', '').replace(',', '.')) for r in rows))
+    plan = plan_from_schema(schema, config, profile)
+    marks = {f.name: (f.kind, f.decimal_mark) for f in plan.features}
+    assert marks == {'temperature': (NUMERIC, ','), 'price': (NUMERIC, ','), 'count': (NUMERIC, '.')}
+    assert 'read with a decimal comma' in reasons(plan)['temperature']
+
+
 def test_an_unchanged_rerun_reuses_the_profile_and_a_changed_file_is_profiled_again(
         tmp_path, monkeypatch):
     import pipeline.profile as profile

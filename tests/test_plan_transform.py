@@ -141,6 +141,14 @@ def test_formatted_numbers_are_read_as_numbers_and_the_rest_as_missing(binary):
     np.testing.assert_allclose(got[~present], 0.0, atol=1e-6)  # missing: the mean
 
 
+def test_numbers_with_a_decimal_comma_read_as_the_profile_reads_them():
+    from components.transform import formatted_numbers
+    text = tf.constant([b'22,56', b'-1.234,5', b'\xe2\x82\xac 3,10', b'7', b'NA', b'1,2,3', b''])
+    got = formatted_numbers(text, ('NA',), ',').numpy()
+    np.testing.assert_allclose(got[:4], [22.56, -1234.5, 3.1, 7.0], rtol=1e-6)
+    assert np.isnan(got[4:]).all()  # missing, not a number, empty
+
+
 def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_path):
     out, tft_output = binary
     ids = [r['company_xf'] for r in out]
