@@ -405,31 +405,35 @@ def label_decisions(config, task: str, p: Optional[ColumnProfile]) -> Dict[str, 
                 'label_reason': f'standardized for training (mean {_g(p.mean)}, std '
                                 f'{_g(p.std)}); the model outputs the label\'s scale'}
     counts = dict(p.top)
+    shown = {c: repr(c) for c in counts}  # a class as the summary names it
     if task == 'binary':
         positive = config.data.positive_class or '1'
         ones = counts.get(positive, 0)
         counts = {'1': ones, '0': p.present - ones}
+        shown = ({'1': repr(positive), '0': f'not {positive!r}'} if config.data.positive_class
+                 else {'1': "'1'", '0': "'0'"})
     total = sum(counts.values())
     if len(counts) < 2 or not total:
         return {}
     rarest = min(counts, key=counts.get)
     share = counts[rarest] / total
     if not roles.class_weights or share >= CLASS_WEIGHT_SHARE:
-        return {'label_reason': f'rarest class {rarest!r} is {share:.1%} of the rows: unweighted'}
+        return {'label_reason': f'rarest class {shown[rarest]} is {share:.1%} of the rows: '
+                                'unweighted'}
     if task == 'multiclass' and roles.class_weights != 'all':
         # Accuracy, the key metric the Evaluator gates on, is what balanced weights trade
         # for the rare classes' recall (seattle_weather: 0.77 unweighted, 0.73 balanced on
         # the eval split; benchmarks/RESULTS_generality.md). AUC, binary's, ranks and loses
         # little to them.
-        return {'label_reason': f'rarest class {rarest!r} is {share:.1%} of the rows: unweighted '
-                                f'(multi-class: weights would cost accuracy; '
+        return {'label_reason': f'rarest class {shown[rarest]} is {share:.1%} of the rows: '
+                                f'unweighted (multi-class: weights would cost accuracy; '
                                 f'features.roles.class_weights: all weights it too)'}
     # Keras's and scikit-learn's "balanced": n / (classes * n_c).
     weights = {c: total / (len(counts) * n) for c, n in counts.items() if n}
     return {'class_weights': weights,
-            'label_reason': f'rarest class {rarest!r} is {share:.1%} of the rows (under '
+            'label_reason': f'rarest class {shown[rarest]} is {share:.1%} of the rows (under '
                             f'{CLASS_WEIGHT_SHARE:.0%}): balanced class weights '
-                            + ', '.join(f'{c}: {_g(w)}' for c, w in sorted(weights.items()))}
+                            + ', '.join(f'{shown[c]}: {_g(w)}' for c, w in sorted(weights.items()))}
 
 
 def plan_from_schema(schema, config,

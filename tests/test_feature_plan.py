@@ -53,12 +53,13 @@ def data(tmp_path_factory):
     return directory
 
 
-def config_for(directory, task='binary', label='label', **features):
+def config_for(directory, task='binary', label='label', positive_class='', **features):
     """A config for the CSV under ``directory``/data (the schema is built in the test)."""
     path = os.path.join(directory, f'plan-{task}.yaml')
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump({'name': 'plan', 'data': {'root': os.path.join(directory, 'data'),
                                                  'label': label, 'task': task,
+                                                 'positive_class': positive_class,
                                                  'schema': os.path.join(directory, 's.pbtxt')},
                         'features': features,
                         'paths': {'pipeline_root': directory, 'metadata': directory + '/m',
@@ -156,6 +157,15 @@ def test_a_minority_class_under_ten_percent_gets_balanced_class_weights(data):
     assert plan.class_weights == pytest.approx({'1': n / (2 * positives),
                                                 '0': n / (2 * (n - positives))})
     assert 'balanced class weights' in plan.label_reason
+
+
+def test_the_label_line_names_the_classes_as_the_data_writes_them(tmp_path):
+    rows = [r[:-1] + ['Yes' if r[-1] else 'No'] for r in make_rows(positives=0.3)]
+    write_csv(str(tmp_path / 'data' / 'data.csv'), HEADER, rows)
+    config = config_for(str(tmp_path), positive_class='Yes')
+    schema = schema_of(dict(TYPES_BY_COLUMN, label='string'))
+    plan = plan_from_schema(schema, config, data_profile(config, schema))
+    assert re.match(r"rarest class 'Yes' is [23]\d\.\d% of the rows: unweighted", plan.label_reason)
 
 
 def test_a_balanced_label_is_unweighted(tmp_path):
