@@ -156,15 +156,18 @@ def describe_schema(schema: schema_pb2.Schema) -> List[str]:
     """One line per column: its name, type, presence ("required": a value in every row),
     and domain or date format; and under it, drafting's notes (``annotation.comment``)."""
     width = max([len(f.name) for f in schema.feature] + [6])
-    lines = [f'  {"column":<{width}}  type   presence                 domain']
+    rows = []
     for f in schema.feature:
         # Every CSV row has every column; a missing cell is a feature with no value.
         presence = ('required' if f.HasField('value_count') and f.value_count.min >= 1
                     and f.presence.min_fraction >= 1.0 else 'may be missing')
         if SERVING in f.not_in_environment:
             presence += ', training only'
-        kind = schema_pb2.FeatureType.Name(f.type)
-        lines.append(f'  {f.name:<{width}}  {kind:<5}  {presence:<23}  {_domain(schema, f)}')
+        rows.append((f, schema_pb2.FeatureType.Name(f.type), presence))
+    room = max([len(presence) for _, _, presence in rows] + [len('presence')])
+    lines = [f'  {"column":<{width}}  type   {"presence":<{room}}  domain']
+    for f, kind, presence in rows:
+        lines.append(f'  {f.name:<{width}}  {kind:<5}  {presence:<{room}}  {_domain(schema, f)}')
         lines += [f'  {"":<{width}}    {comment}' for comment in f.annotation.comment]
     return lines
 

@@ -395,6 +395,18 @@ def test_draft_is_shown_one_line_per_column(drafted):
     assert '\n             draft: ambiguous dates: every value reads as %d/%m/%Y' in text
 
 
+def test_the_draft_table_stays_aligned_for_a_label_that_may_be_missing():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from pipeline.schema import describe_schema
+    schema = schema_pb2.Schema()
+    schema.feature.add(name='state', type=schema_pb2.BYTES).not_in_environment.append('SERVING')
+    schema.feature.add(name='x', type=schema_pb2.FLOAT)
+    lines = describe_schema(schema)
+    assert lines[1].endswith('may be missing, training only  any string')
+    assert len({line.index('any ') for line in lines[1:]}) == 1  # one column for the domain
+
+
 def test_a_domain_value_with_a_line_break_or_comma_is_shown_quoted():
     from tensorflow_metadata.proto.v0 import schema_pb2
 
