@@ -84,6 +84,7 @@ def draft_schema(csv_pattern: Union[str, Sequence[str]], label: str, training_on
     stats = stats_impl.generate_statistics_in_memory(batch, tfdv.StatsOptions())
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     _record_dates(schema, table, dict(datetime or {}), files[0])
+    _record_codes(schema, table)
     referenced = {f.domain for f in schema.feature if f.HasField('domain')}
     keep = [d for d in schema.string_domain
             if d.name in referenced and len(d.value) <= MAX_DOMAIN_VALUES]
@@ -145,6 +146,23 @@ def _record_dates(schema: schema_pb2.Schema, table, overrides: Dict[str, str],
             f.time_domain.string_format = found.format  # replaces a string domain
         if found.note:
             f.annotation.comment.append('draft: ' + found.note)
+
+
+def _record_codes(schema: schema_pb2.Schema, table) -> None:
+    """Marks an integer column categorical when its values are written with leading zeros
+    (ZIP codes, FIPS and account numbers): a code, whose size means nothing."""
+    from pyarrow import compute as pc
+
+    for f in schema.feature:
+        if f.type != schema_pb2.INT or f.HasField('time_domain'):
+            continue
+        values = pc.unique(table.column(f.name).drop_null())
+        padded = values.filter(pc.match_substring_regex(values, r'^\s*[+-]?0[0-9]'))
+        if len(padded):
+            f.int_domain.is_categorical = True
+            f.annotation.comment.append(
+                f'draft: categorical: values written with leading zeros (e.g. '
+                f'{padded[0].as_py().strip()!r}) are codes, not quantities')
 
 
 def _kind(feature) -> str:

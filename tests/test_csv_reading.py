@@ -331,6 +331,18 @@ def test_draft_keeps_numeric_columns_with_na_tokens_numeric(drafted):
     assert sorted(island.value) == ['Biscoe', 'Dream']          # NA is missing, not a value
 
 
+def test_draft_marks_integers_written_with_leading_zeros_categorical(tmp_path):
+    from pipeline.schema import describe_schema, draft_schema
+    zips = ['02134', '10001', '94110', '01002']
+    write(tmp_path, 'zip,rooms,label\n' + ''.join(
+        f'{zips[i % 4]},{i % 6 + 1},{i % 2}\n' for i in range(40)))
+    schema = draft_schema(str(tmp_path / '*.csv'), 'label')
+    by_name = features(schema)
+    assert by_name['zip'].int_domain.is_categorical
+    assert not by_name['rooms'].int_domain.is_categorical
+    assert "leading zeros (e.g. '0" in '\n'.join(describe_schema(schema))
+
+
 def test_draft_records_date_columns_in_time_domain(drafted):
     by_name = features(drafted[2])
     assert by_name['day'].time_domain.string_format == '%d.%m.%Y'
