@@ -85,6 +85,7 @@ def draft_schema(csv_pattern: Union[str, Sequence[str]], label: str, training_on
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     _record_dates(schema, table, dict(datetime or {}), files[0])
     _record_codes(schema, table)
+    _note_stray_text(schema, table)
     referenced = {f.domain for f in schema.feature if f.HasField('domain')}
     keep = [d for d in schema.string_domain
             if d.name in referenced and len(d.value) <= MAX_DOMAIN_VALUES]
@@ -163,6 +164,35 @@ def _record_codes(schema: schema_pb2.Schema, table) -> None:
             f.annotation.comment.append(
                 f'draft: categorical: values written with leading zeros (e.g. '
                 f'{padded[0].as_py().strip()!r}) are codes, not quantities')
+
+
+# A text column whose present values are numbers but for at most this share, in at most
+# STRAY_VALUES distinct values ("ERR", "-", "n.a."), gets a note: those are likely missing.
+STRAY_SHARE, STRAY_VALUES = 0.05, 3
+
+
+def _note_stray_text(schema: schema_pb2.Schema, table) -> None:
+    """Notes a text column that would be numbers but for a few values: if they mean missing,
+    ``data.na_values`` makes it a column of numbers."""
+    from pyarrow import compute as pc
+
+    from components.features import DECIMAL_MARKS, FORMATTED_NUMBER
+    for f in schema.feature:
+        if f.type != schema_pb2.BYTES or f.HasField('time_domain'):
+            continue
+        cells = table.column(f.name).drop_null()
+        for mark in DECIMAL_MARKS:
+            stray = cells.filter(pc.invert(pc.match_substring_regex(cells, FORMATTED_NUMBER[mark])))
+            counts = pc.value_counts(stray)
+            if (0 < len(stray) <= STRAY_SHARE * len(cells)
+                    and len(counts) <= STRAY_VALUES):
+                shown = ', '.join(f'{c["values"]!r} ({c["counts"]})' for c in counts.to_pylist())
+                f.annotation.comment.append(
+                    f'draft: text, but numbers in all but {len(stray)} of {len(cells)} rows: '
+                    f'{shown}; if they mean missing, list them in data.na_values (with the '
+                    "data's other missing-value tokens: it replaces pandas' list) to read the "
+                    'column as numbers')
+                break
 
 
 def _kind(feature) -> str:

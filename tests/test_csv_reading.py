@@ -343,6 +343,17 @@ def test_draft_marks_integers_written_with_leading_zeros_categorical(tmp_path):
     assert "leading zeros (e.g. '0" in '\n'.join(describe_schema(schema))
 
 
+def test_draft_notes_a_column_of_numbers_but_for_a_few_error_tokens(tmp_path):
+    from pipeline.schema import describe_schema, draft_schema
+    write(tmp_path, 'reading,name,label\n' + ''.join(
+        f'{"ERR" if i % 25 == 3 else f"{i / 7:.3f}"},{["a", "b", "c"][i % 3]},{i % 2}\n'
+        for i in range(100)))
+    text = '\n'.join(describe_schema(draft_schema(str(tmp_path / '*.csv'), 'label')))
+    assert ("draft: text, but numbers in all but 4 of 100 rows: 'ERR' (4); if they mean "
+            'missing, list them in data.na_values') in text
+    assert text.count('draft:') == 1  # not the column of words
+
+
 def test_draft_records_date_columns_in_time_domain(drafted):
     by_name = features(drafted[2])
     assert by_name['day'].time_domain.string_format == '%d.%m.%Y'
