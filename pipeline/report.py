@@ -302,6 +302,20 @@ def baseline_line(ev: Dict[str, Any], change_thresholds: List[Dict[str, Any]]) -
             f'{", higher_is_better: false" if lower else ""}}} would.']
 
 
+SMALL_EVAL = 100  # eval examples under which the summary says the metrics are noise
+
+
+def small_eval_line(ev: Dict[str, Any]) -> List[str]:
+    """A note when the eval split is too small for its metrics to mean much (empty
+    otherwise)."""
+    n = ev['metrics'].get('example_count')
+    if not n or n >= SMALL_EVAL:
+        return []
+    return [f'Few eval rows: the metrics above come from {n:.0f} examples, where one example '
+            f'moves an accuracy by {1 / n:.1%}: at this size the gate decides on noise. More '
+            'rows, or a larger eval share (data.split), make it mean more.']
+
+
 def infra_line(infra: Dict[str, Any]) -> str:
     if infra.get('skipped'):
         return f'skipped: {infra["skipped"]}'
@@ -367,6 +381,7 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append('  no baseline: no model was blessed before this one')
         lines += trivial_line(ev.get('trivial'))
         lines += baseline_line(ev, summary['change_thresholds'])
+        lines += small_eval_line(ev)
     if summary.get('blessed') is not None:
         if summary['blessed']:
             lines.append('Blessed: yes')

@@ -221,6 +221,18 @@ def test_the_summary_says_when_a_model_worse_than_the_baseline_passes_the_gate(r
     assert 'Worse than the baseline' not in render(summary)
 
 
+def test_the_summary_says_when_the_eval_split_is_too_small_to_mean_much(regression_runs):
+    import copy
+
+    from pipeline.report import render
+    summary = copy.deepcopy(regression_runs['fitted'])
+    summary['evaluation']['metrics']['example_count'] = 3.0  # a 25-row CSV's eval split
+    assert ('Few eval rows: the metrics above come from 3 examples, where one example moves '
+            'an accuracy by 33.3%') in render(summary)
+    summary['evaluation']['metrics']['example_count'] = 2985.0
+    assert 'Few eval rows' not in render(summary)
+
+
 def test_a_standardized_regression_model_beats_the_mean_and_answers_in_prices(regression_runs):
     fitted = regression_runs['fitted']
     assert fitted['blessed'] is True and fitted['push']['pushed'] is True
