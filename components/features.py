@@ -516,11 +516,15 @@ def plan_from_schema(schema, config,
                 raise ValueError(f'features.numeric: column {f.name!r} is a string, expected numeric')
             features.append(numeric_feature(f.name, dtype, p, roles, 'features.numeric' if
                                             f.name in fc.numeric else f'numeric ({dtype})'))
-    if not features:
-        raise ValueError(f'{config.data.schema}: no column is left to be a feature (the label, '
-                         f'then dropped: ' + '; '.join(f'{d.name}: {d.reason}' for d in dropped)
+    if not features and dropped:
+        raise ValueError(f'features: no column is left to be a feature: besides the label '
+                         f'{config.data.label!r}, every column was dropped ('
+                         + '; '.join(f'{d.name}: {d.reason}' for d in dropped)
                          + '); name one in features.categorical or features.numeric, or turn '
                          'a rule off in features.roles')
+    if not features:
+        raise ValueError(f'features: no column to be a feature: the data has only the label '
+                         f'{config.data.label!r}; expected at least one column beside it')
     label_dtype = schema_dtype(by_name[config.data.label])
     task = config.data.task
     if task == 'binary' and label_dtype == STRING and not config.data.positive_class:

@@ -220,9 +220,15 @@ def test_when_no_column_is_left_the_error_says_why(tmp_path):
               [[i, i % 2] for i in range(50)])
     config = config_for(str(tmp_path))
     schema = schema_of({'id': 'int', 'label': 'int'})
-    with pytest.raises(ValueError, match=r'no column is left to be a feature .* id: unique '
-                                         r'consecutive integers'):
+    with pytest.raises(ValueError, match=r"^features: no column is left to be a feature: "
+                                         r"besides the label 'label', every column was dropped "
+                                         r"\(id: unique consecutive integers"):
         plan_from_schema(schema, config, data_profile(config, schema))
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['label'], [[i % 2] for i in range(50)])
+    with pytest.raises(ValueError, match=r"^features: no column to be a feature: the data has "
+                                         r"only the label 'label'"):
+        plan_from_schema(schema_of({'label': 'int'}), config,
+                         data_profile(config, schema_of({'label': 'int'})))
 
 
 def test_the_profile_counts_na_tokens_and_empty_cells_as_missing(data):
