@@ -27,9 +27,9 @@ it found, and compares the files with the fingerprints taken when the run's inpu
 resolved, so a file that changes meanwhile is refused.
 """
 import codecs
-import collections
 import csv
 import itertools
+import math
 import operator
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -166,11 +166,15 @@ def check_file(path: str, types: Optional[Dict[str, str]] = None,
                     value = row[i]
                     if value not in missing:
                         try:
-                            parse(value)
+                            number = parse(value)
                         except ValueError:
                             fail(f'{where}, column {name!r}', f'{value[:40]!r} is not {what}; '
                                  f'expected {what} (schema type {types[name]}), an empty cell '
                                  f'or a missing-value token (data.na_values){_na_hint(value, fmt)}')
+                        if not math.isfinite(number):  # 'inf', '1e400', 'nan' (not an NA token)
+                            fail(f'{where}, column {name!r}', f'{value[:40]!r} is not a finite '
+                                 'number (a model trained on it learns NaN); expected a finite '
+                                 'number, an empty cell or a missing-value token (data.na_values)')
                 for i, name, reads, form in dated:
                     value = row[i]
                     if value not in missing and not reads(value):
@@ -229,8 +233,11 @@ def _fast_rows(path: str, fmt: CsvFormat, width: int, numeric: List[Tuple[int, t
                     return None
                 rows += len(chunk)
                 for i, parse in numeric:
-                    collections.deque(map(parse, itertools.filterfalse(
-                        skip, map(operator.itemgetter(i), chunk))), maxlen=0)
+                    # the sum of floats is not finite when one of them is not (or, rarely, when
+                    # it overflows: the row loop then finds nothing wrong)
+                    if not math.isfinite(sum(map(parse, itertools.filterfalse(
+                            skip, map(operator.itemgetter(i), chunk))))):
+                        return None
                 for (i, reads), known in zip(dated, checked):
                     new = set(itertools.filterfalse(skip, map(operator.itemgetter(i), chunk)))
                     new -= known
@@ -239,7 +246,8 @@ def _fast_rows(path: str, fmt: CsvFormat, width: int, numeric: List[Tuple[int, t
                     if len(known) > _KNOWN_DATES:
                         known.clear()
                     known |= new
-    except (csv.Error, UnicodeDecodeError, ValueError, *csv_format.GZIP_ERRORS):
+    except (csv.Error, UnicodeDecodeError, ValueError, OverflowError,
+            *csv_format.GZIP_ERRORS):
         return None
     return rows
 

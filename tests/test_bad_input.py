@@ -132,6 +132,17 @@ def test_text_in_numeric_column(base, capsys, tmp_path):
     assert f"{path}, line 4, column 'fare': 'twelve' is not a number; expected a number (schema type FLOAT)" in err
 
 
+@pytest.mark.parametrize('value', ['1e400', 'inf', '-Infinity'])
+def test_a_number_that_is_not_finite(base, capsys, tmp_path, value):
+    # float() reads it, as ExampleGen does, and the model then trained to NaN
+    rows = good_rows()
+    rows[7][rows[0].index('fare')] = value
+    path = write(tmp_path, rows=rows)
+    err = refuse(base, capsys, path.parent)
+    assert (f"{path}, line 8, column 'fare': {value!r} is not a finite number (a model trained "
+            'on it learns NaN); expected a finite number') in err
+
+
 def test_too_many_fields(base, capsys, tmp_path):
     text = lines(good_rows())
     text[5] += ',extra'
