@@ -316,6 +316,16 @@ def small_eval_line(ev: Dict[str, Any]) -> List[str]:
             'rows, or a larger eval share (data.split), make it mean more.']
 
 
+def evaluation_notes(summary: Dict[str, Any]) -> List[str]:
+    """What the summary and the report say in words about the evaluation: a weak model, a
+    model worse than the baseline that no threshold gates, an eval split too small."""
+    ev = summary.get('evaluation')
+    if not ev:
+        return []
+    return (trivial_line(ev.get('trivial')) + baseline_line(ev, summary['change_thresholds'])
+            + small_eval_line(ev))
+
+
 def infra_line(infra: Dict[str, Any]) -> str:
     if infra.get('skipped'):
         return f'skipped: {infra["skipped"]}'
@@ -379,9 +389,7 @@ def render(summary: Dict[str, Any]) -> str:
             lines.append(f'  baseline: {ev["baseline_model"]}')
         elif not ev['baseline_metrics']:
             lines.append('  no baseline: no model was blessed before this one')
-        lines += trivial_line(ev.get('trivial'))
-        lines += baseline_line(ev, summary['change_thresholds'])
-        lines += small_eval_line(ev)
+        lines += evaluation_notes(summary)
     if summary.get('blessed') is not None:
         if summary['blessed']:
             lines.append('Blessed: yes')

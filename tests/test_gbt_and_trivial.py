@@ -193,6 +193,9 @@ def test_a_model_worse_than_the_mean_is_not_blessed_and_the_summary_says_why(reg
     assert "Weak model: its mean_squared_error on the eval split" in text
     assert 'always the mean of the labels' in text
     assert 'no better than a trivial model (evaluation.beat_trivial)' in text
+    # The run's HTML report says it too, under why the model was not blessed.
+    with open(weak['report'], encoding='utf-8') as f:
+        assert "Weak model: its mean_squared_error on the eval split" in f.read()
     # The plan is in the summary: the label's line says it was not standardized.
     assert weak['features']['label_std'] == 1.0
     assert 'price' in text.split('Features')[1].split('\n')[1]

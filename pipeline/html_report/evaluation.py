@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from components.features import LABEL_VOCAB, OUTPUT_KEYS
 from components.signatures import SERVING_DEFAULT, load_saved_model
+from pipeline.report import evaluation_notes
 
 CURVE_POINTS = 100
 CALIBRATION_BUCKETS = 20
@@ -249,6 +250,7 @@ def gather_evaluation(nodes, summary: Dict[str, Any], task: str) -> Optional[Dic
         'thresholds': thresholds,
         'blessed': summary.get('blessed'),
         'why': blessing_sentence(summary, thresholds),
+        'notes': evaluation_notes(summary),
         'plots': task_plots(artifact.uri, task, transform.uri if transform else None),
     }
     if task == 'regression':
