@@ -106,23 +106,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def given_keys(obj, base_dir: str = '') -> Dict[str, Any]:
+def given_keys(obj, base_dir: str = '', defaults=None) -> Dict[str, Any]:
     """The fields of a config dataclass that differ from their defaults (required ones
-    always), nested sections included when any of their keys do. A default path counts as
-    the default once resolved against ``base_dir``, as the config resolves it."""
+    always), nested sections included when any of their keys do. ``defaults``: the instance
+    whose values are the defaults (a section's default as its parent declares it, e.g. the
+    search space's ranges); else the fields' own. A default path counts as the default once
+    resolved against ``base_dir``, as the config resolves it."""
     out = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            sub = given_keys(value, base_dir)
-            if sub:
-                out[f.name] = sub
-            continue
-        if f.default is not dataclasses.MISSING:
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
+            default = dataclasses.MISSING
+        if dataclasses.is_dataclass(value):
+            sub = given_keys(value, base_dir,
+                             default if dataclasses.is_dataclass(default) else None)
+            if sub:
+                out[f.name] = sub
+            continue
+        if default is dataclasses.MISSING:
             out[f.name] = _plain(value)
             continue
         resolved = (os.path.abspath(os.path.join(base_dir, default))

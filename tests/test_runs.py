@@ -131,3 +131,19 @@ def test_runs_answers_within_a_second_on_a_store_with_100_runs(houses, tmp_path)
     # CPU time, not wall time: on a machine shared with other jobs the wall clock measures
     # them too (benchmarks/runs_bench.py prints both).
     assert cpu < 1.0, f'{cpu:.2f} s of CPU'
+
+
+def test_the_record_lists_only_the_keys_the_user_set(tmp_path):
+    # The report's "Config" shows these: a config of five keys showed the whole search
+    # space as set (its ranges differ from a SearchParam's own empty defaults).
+    from pipeline.config import load_config
+    from pipeline.run_record import given_keys
+    path = tmp_path / 'mine.yaml'
+    path.write_text('name: mine\ndata: {root: data, label: y, task: binary}\n'
+                    'tuning: {space: {dropout: {min: 0.0, max: 0.5}}}\n'
+                    'paths: {pipeline_root: out, metadata: out/m.sqlite, serving_dir: serving}\n')
+    config = load_config(str(path), check_data=False)
+    given = given_keys(config, config.base_dir)
+    assert given['data'] == {'root': str(tmp_path / 'data'), 'label': 'y', 'task': 'binary'}
+    assert given['tuning'] == {'space': {'dropout': {'max': 0.5}}}
+    assert set(given) - {'base_dir'} == {'name', 'data', 'tuning', 'paths'}
