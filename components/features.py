@@ -187,8 +187,9 @@ class Feature:
     log_scale: bool = False
     # Datetime only: a strptime format, or one of UNIX_FORMATS for an integer column.
     time_format: str = ''
-    # Numeric from a string column of formatted numbers only: their decimal mark.
-    decimal_mark: str = '.'
+    # Numeric from a string column of formatted numbers only: their decimal mark ('.' or
+    # ','; empty for every other feature).
+    decimal_mark: str = ''
     # Why the plan made the column this (printed in the run's summary).
     reason: str = ''
 
@@ -377,7 +378,7 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
 
 
 def numeric_feature(name: str, dtype: str, p: Optional[ColumnProfile], roles,
-                    why: str, decimal_mark: str = '.') -> Feature:
+                    why: str, decimal_mark: str = '') -> Feature:
     if (roles.log_scale and p is not None and p.min is not None and p.min >= 0
             and p.skew is not None and p.skew > LOG_SCALE_SKEW and p.distinct > 2):
         return Feature(name, NUMERIC, dtype, log_scale=True, decimal_mark=decimal_mark, reason=(

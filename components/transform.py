@@ -75,7 +75,7 @@ def numeric_columns(plan: FeaturePlan, inputs, strings=None):
     columns, names, outputs = [], [], {}
     buckets = []  # (column, output, bucket count) of the columns cut into quantile buckets
     for f in plan.of_kind(NUMERIC) + plan.of_kind(BUCKETIZED):
-        x = (formatted_numbers(inputs[f.name], plan.na_values, f.decimal_mark)
+        x = (formatted_numbers(inputs[f.name], plan.na_values, f.decimal_mark or '.')
              if f.dtype == STRING
              else nan_filled(inputs[f.name]))
         if f.kind == BUCKETIZED:

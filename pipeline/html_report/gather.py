@@ -124,7 +124,8 @@ def features_section(nodes: Dict[str, NodeExecution], config) -> Optional[Dict[s
             'name': f['name'], 'kind': f.get('kind'), 'dtype': f.get('dtype'),
             'transformed': f'{f["name"]}_xf', 'became': _became(f, plan, vocabulary),
             'values': values[:8], 'more_values': max(0, len(values) - 8),
-            'other': {k: v for k, v in f.items() if k not in _KNOWN and v not in (None, '', [], {})},
+            'other': {k: v for k, v in f.items()
+                      if k not in _KNOWN and v not in (None, '', [], {}, False)},
         })
     excluded = [{'name': plan.get('label'), 'why': f'the label ({plan.get("task")} task)'}]
     excluded += [{'name': name, 'why': 'data.exclude in the config: read and validated, '
