@@ -102,6 +102,8 @@ def collect(config, since_ms: int = 0, components: Optional[List[Dict[str, Any]]
                              else {'skipped': 'off (validation.infra.enabled: false)'}),
         'thresholds': [dataclass_dict(t) for t in config.evaluation.thresholds],
         'change_thresholds': [dataclass_dict(t) for t in config.evaluation.change_thresholds],
+        # whether the gate requires beating a trivial model (evaluation.beat_trivial)
+        'beat_trivial': config.evaluation.gates_on_trivial,
     }
     if not os.path.exists(config.paths.metadata):
         return summary
@@ -271,16 +273,18 @@ def plan_lines(plan: Optional[Dict[str, Any]]) -> List[str]:
         f'  {name:{width}s} {what}' for name, what in rows]
 
 
-def trivial_line(trivial: Optional[Dict[str, Any]]) -> List[str]:
-    """The warning when the model does not beat a trivial one (empty when it does)."""
+def trivial_line(trivial: Optional[Dict[str, Any]], gating: bool = False) -> List[str]:
+    """The warning when the model does not beat a trivial one (empty when it does);
+    ``gating``: evaluation.beat_trivial gates on it."""
     if not trivial or not trivial['weak']:
         return []
     better = 'lower' if lower_is_better(trivial['metric']) else 'higher'
+    gate = ('evaluation.beat_trivial refuses to bless it' if gating else
+            'evaluation.beat_trivial: true refuses to bless such a model')
     return [f'Weak model: its {trivial["metric"]} on the eval split, {_fmt(trivial["value"])}, is '
             f'no better than a trivial model\'s, {_fmt(trivial["trivial"])} '
             f'({trivial["trivial_model"]}; {better} is better). Check the label, the features '
-            f'the plan kept and the training settings; evaluation.beat_trivial: true refuses '
-            f'to bless such a model.']
+            f'the plan kept and the training settings; {gate}.']
 
 
 def baseline_line(ev: Dict[str, Any], change_thresholds: List[Dict[str, Any]]) -> List[str]:
@@ -322,7 +326,8 @@ def evaluation_notes(summary: Dict[str, Any]) -> List[str]:
     ev = summary.get('evaluation')
     if not ev:
         return []
-    return (trivial_line(ev.get('trivial')) + baseline_line(ev, summary['change_thresholds'])
+    return (trivial_line(ev.get('trivial'), bool(summary.get('beat_trivial')))
+            + baseline_line(ev, summary['change_thresholds'])
             + small_eval_line(ev))
 
 

@@ -195,7 +195,13 @@ def test_a_model_worse_than_the_mean_is_not_blessed_and_the_summary_says_why(reg
     assert 'no better than a trivial model (evaluation.beat_trivial)' in text
     # The run's HTML report says it too, under why the model was not blessed.
     with open(weak['report'], encoding='utf-8') as f:
-        assert "Weak model: its mean_squared_error on the eval split" in f.read()
+        html = f.read()
+    assert "Weak model: its mean_squared_error on the eval split" in html
+    # and its table of thresholds lists the gate that refused it, with the trivial value
+    assert (f'<td>mean_squared_error</td><td>trivial</td><td>&lt; {trivial["trivial"]:.4f}, a '
+            'trivial model&#39;s (always the mean of the labels; evaluation.beat_trivial)</td>'
+            in html)
+    assert 'Not blessed: mean_squared_error' in html and 'evaluation.beat_trivial refuses' in text
     # The plan is in the summary: the label's line says it was not standardized.
     assert weak['features']['label_std'] == 1.0
     assert 'price' in text.split('Features')[1].split('\n')[1]

@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from components.features import LABEL_VOCAB, OUTPUT_KEYS
+from components.features import GAIN_OVER_TRIVIAL, LABEL_VOCAB, OUTPUT_KEYS, lower_is_better
 from components.signatures import SERVING_DEFAULT, load_saved_model
 from pipeline.report import evaluation_notes
 
@@ -204,6 +204,15 @@ def threshold_rows(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
         rows.append({'metric': name, 'kind': 'change', 'bound': bound,
                      'value': metrics.get(name), 'baseline': baseline[name],
                      'verdict': 'fail' if failed else 'pass'})
+    trivial = ev.get('trivial')
+    if summary.get('beat_trivial') and trivial:  # the gate evaluation.beat_trivial adds
+        failed = [f for f in failures if f['metric'] == GAIN_OVER_TRIVIAL]
+        rows.append({'metric': trivial['metric'], 'kind': 'trivial',
+                     'bound': f'{"<" if lower_is_better(trivial["metric"]) else ">"} '
+                              f'{_fmt(trivial["trivial"])}, a trivial model\'s '
+                              f'({trivial["trivial_model"]}; evaluation.beat_trivial)',
+                     'value': trivial['value'], 'baseline': None,
+                     'verdict': 'fail' if failed else 'pass'})
     return rows
 
 
@@ -220,7 +229,7 @@ def blessing_sentence(summary: Dict[str, Any], thresholds: List[Dict[str, Any]])
     checked = [t for t in thresholds if t['verdict'] in ('pass', 'fail')]
     if blessed:
         held = '; '.join(f'{t["metric"]} {_fmt(t["value"])} ' + (
-            t['bound'] if t['kind'] == 'value' else f'vs baseline {_fmt(t["baseline"])}')
+            t['bound'] if t['kind'] != 'change' else f'vs baseline {_fmt(t["baseline"])}')
             for t in checked)
         first = '' if ev.get('baseline_metrics') else ' There was no baseline yet, so only the value thresholds applied.'
         return f'Blessed: every threshold held ({held}).{first}'
