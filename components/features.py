@@ -235,6 +235,9 @@ class ColumnProfile:
     # The numeric facts above are those of the numbers, and ``top`` keeps the values as
     # written.
     formatted: str = ''
+    # A string column of numbers but for a few values ("Total", "ERR"): those values and
+    # their counts (pipeline/profile.stray_text).
+    stray: Tuple[Tuple[str, int], ...] = ()
 
 
 # A number as a spreadsheet or a report formats it: an optional sign and currency sign,
@@ -377,6 +380,13 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
     return ''
 
 
+def stray_note(stray) -> str:
+    """What the draft and the plan say of a text column's few values that are not numbers."""
+    return (', '.join(f'{v!r} ({n})' for v, n in stray) + '; if they mean missing, list them '
+            "in data.na_values (with the data's other missing-value tokens: it replaces "
+            "pandas' list) and draft the schema again, to read the column as numbers")
+
+
 def numeric_feature(name: str, dtype: str, p: Optional[ColumnProfile], roles,
                     why: str, decimal_mark: str = '') -> Feature:
     if (roles.log_scale and p is not None and p.min is not None and p.min >= 0
@@ -493,9 +503,9 @@ def plan_from_schema(schema, config,
             if why:
                 dropped.append(Dropped(f.name, why))
                 continue
-            mark = 'a decimal comma, ' if p.formatted == ',' else ''
+            mark = 'with a decimal comma, ' if p.formatted == ',' else ''
             features.append(numeric_feature(f.name, dtype, p, roles, (
-                f'numeric (numbers written as text, e.g. {p.top[0][0]!r}: read with {mark}'
+                f'numeric (numbers written as text, e.g. {p.top[0][0]!r}: read {mark}'
                 'without their currency, thousands separators and percent signs)'),
                 decimal_mark=p.formatted))
             continue
@@ -511,7 +521,9 @@ def plan_from_schema(schema, config,
                 f'categorical ({source}): '
                 + (f'the schema\'s {len(vocabulary)} values' if vocabulary else
                    f'vocabulary of the top {fc.vocab_size}')
-                + f' + {fc.oov_buckets} out-of-vocabulary buckets')))
+                + f' + {fc.oov_buckets} out-of-vocabulary buckets'
+                + (f'; numbers but for {stray_note(p.stray)}'
+                   if p is not None and p.stray and source == 'strings' else ''))))
         else:
             if f.name in fc.numeric and dtype == STRING:
                 raise ValueError(f'features.numeric: column {f.name!r} is a string, expected numeric')

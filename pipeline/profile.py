@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,6 +80,25 @@ def _counts(values):
     return len(n), list(zip(counts.field('values').take(top).to_pylist(), n[top].tolist()))
 
 
+# A text column whose present values are numbers but for at most this share, in at most
+# STRAY_VALUES distinct values ("Total", "ERR", "-"), is likely numbers with a few tokens
+# that mean missing: the draft and the feature plan say so.
+STRAY_SHARE, STRAY_VALUES = 0.05, 3
+
+
+def stray_text(cells) -> Tuple[Tuple[str, int], ...]:
+    """The values (and counts) that keep the present ``cells`` (a pyarrow string array) from
+    being a column of numbers, when they are few (STRAY_SHARE, STRAY_VALUES); else ()."""
+    from pyarrow import compute as pc
+    for mark in DECIMAL_MARKS:
+        stray = cells.filter(pc.invert(pc.match_substring_regex(cells, FORMATTED_NUMBER[mark])))
+        if 0 < len(stray) <= STRAY_SHARE * len(cells):
+            counts = pc.value_counts(stray).to_pylist()
+            if len(counts) <= STRAY_VALUES:
+                return tuple((c['values'], c['counts']) for c in counts)
+    return ()
+
+
 def column_profile(cells, dtype: str, na_values: Sequence[str] = ()) -> ColumnProfile:
     """The facts of one column: ``cells`` is a pyarrow string array, as ExampleGen reads it;
     ``dtype`` the schema's type ('float', 'int' or 'string')."""
@@ -97,7 +116,8 @@ def column_profile(cells, dtype: str, na_values: Sequence[str] = ()) -> ColumnPr
                                    pc.replace_substring(digits, mark, '.'))
                 return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
                                 formatted=mark)
-        return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top))
+        return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top),
+                             stray=stray_text(present_cells))
     x = _numbers(present_cells)
     x = x[np.isfinite(x)]
     if not len(x):
@@ -165,7 +185,8 @@ def data_profile(config, schema, fmt=None) -> Optional[Dict[str, ColumnProfile]]
             with open(cache, encoding='utf-8') as f:
                 entry = json.load(f)
             if entry.get('key') == key:
-                return {name: ColumnProfile(**{**facts, 'top': tuple(map(tuple, facts['top']))})
+                return {name: ColumnProfile(**{**facts, 'top': tuple(map(tuple, facts['top'])),
+                                               'stray': tuple(map(tuple, facts['stray']))})
                         for name, facts in entry['profile'].items()}
         except (OSError, ValueError, TypeError, KeyError):
             pass  # no cache, or one this code cannot read: profile again

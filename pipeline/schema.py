@@ -166,33 +166,20 @@ def _record_codes(schema: schema_pb2.Schema, table) -> None:
                 f'{padded[0].as_py().strip()!r}) are codes, not quantities')
 
 
-# A text column whose present values are numbers but for at most this share, in at most
-# STRAY_VALUES distinct values ("ERR", "-", "n.a."), gets a note: those are likely missing.
-STRAY_SHARE, STRAY_VALUES = 0.05, 3
-
-
 def _note_stray_text(schema: schema_pb2.Schema, table) -> None:
     """Notes a text column that would be numbers but for a few values: if they mean missing,
     ``data.na_values`` makes it a column of numbers."""
-    from pyarrow import compute as pc
-
-    from components.features import DECIMAL_MARKS, FORMATTED_NUMBER
+    from components.features import stray_note
+    from pipeline.profile import stray_text
     for f in schema.feature:
         if f.type != schema_pb2.BYTES or f.HasField('time_domain'):
             continue
-        cells = table.column(f.name).drop_null()
-        for mark in DECIMAL_MARKS:
-            stray = cells.filter(pc.invert(pc.match_substring_regex(cells, FORMATTED_NUMBER[mark])))
-            counts = pc.value_counts(stray)
-            if (0 < len(stray) <= STRAY_SHARE * len(cells)
-                    and len(counts) <= STRAY_VALUES):
-                shown = ', '.join(f'{c["values"]!r} ({c["counts"]})' for c in counts.to_pylist())
-                f.annotation.comment.append(
-                    f'draft: text, but numbers in all but {len(stray)} of {len(cells)} rows: '
-                    f'{shown}; if they mean missing, list them in data.na_values (with the '
-                    "data's other missing-value tokens: it replaces pandas' list) to read the "
-                    'column as numbers')
-                break
+        cells = table.column(f.name).drop_null().combine_chunks()
+        stray = stray_text(cells)
+        if stray:
+            f.annotation.comment.append(
+                f'draft: text, but numbers in all but {sum(n for _, n in stray)} of '
+                f'{len(cells)} rows: {stray_note(stray)}')
 
 
 def _kind(feature) -> str:

@@ -270,6 +270,20 @@ def test_numbers_written_as_text_are_numeric_features(tmp_path):
         == 'categorical'
 
 
+def test_a_column_of_numbers_but_for_a_total_row_says_how_to_read_it_as_numbers(tmp_path):
+    # A spreadsheet's export ends with its "Total" row: the column is text, and the plan
+    # says which values keep it from being numbers.
+    rows = [[18 + i % 50, i % 2] for i in range(300)] + [['Total', '']]
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['age', 'label'], rows)
+    config = config_for(str(tmp_path))
+    schema = schema_of({'age': 'string', 'label': 'int'})
+    profile = data_profile(config, schema)
+    assert profile['age'].stray == (('Total', 1),)
+    assert ("numbers but for 'Total' (1); if they mean missing, list them in data.na_values"
+            in reasons(plan_from_schema(schema, config, profile))['age'])
+    assert data_profile(config, schema)['age'].stray == (('Total', 1),)  # from the cache
+
+
 def test_numbers_with_a_decimal_comma_are_numeric_features(tmp_path):
     # A European spreadsheet's export: semicolons between fields, a comma as the decimal
     # mark and points between thousands. Before, these columns were string categories.
