@@ -86,6 +86,16 @@ def _counts(values):
 STRAY_SHARE, STRAY_VALUES = 0.05, 3
 
 
+def decimal_mark(cells) -> str:
+    """The decimal mark of ``cells`` (a pyarrow string array of present values) when every
+    one is a formatted number (``features.FORMATTED_NUMBER``), else ''."""
+    from pyarrow import compute as pc
+    for mark in DECIMAL_MARKS:
+        if pc.all(pc.match_substring_regex(cells, FORMATTED_NUMBER[mark])).as_py():
+            return mark
+    return ''
+
+
 def stray_text(cells) -> Tuple[Tuple[str, int], ...]:
     """The values (and counts) that keep the present ``cells`` (a pyarrow string array) from
     being a column of numbers, when they are few (STRAY_SHARE, STRAY_VALUES); else ()."""
@@ -109,13 +119,12 @@ def column_profile(cells, dtype: str, na_values: Sequence[str] = ()) -> ColumnPr
     present = len(present_cells)
     if dtype == 'string' and present:
         distinct, top = _counts(present_cells)
-        for mark in DECIMAL_MARKS:
-            if pc.all(pc.match_substring_regex(present_cells, FORMATTED_NUMBER[mark])).as_py():
-                digits = pc.replace_substring_regex(present_cells, FORMATTING_CHARS[mark], '')
-                numbers = _numbers(digits if mark == '.' else
-                                   pc.replace_substring(digits, mark, '.'))
-                return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
-                                formatted=mark)
+        mark = decimal_mark(present_cells)
+        if mark:
+            digits = pc.replace_substring_regex(present_cells, FORMATTING_CHARS[mark], '')
+            numbers = _numbers(digits if mark == '.' else pc.replace_substring(digits, mark, '.'))
+            return _numeric(rows, present, numbers, distinct=distinct, top=tuple(top),
+                            formatted=mark)
         return ColumnProfile(rows=rows, present=present, distinct=distinct, top=tuple(top),
                              stray=stray_text(present_cells))
     x = _numbers(present_cells)

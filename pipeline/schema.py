@@ -85,7 +85,7 @@ def draft_schema(csv_pattern: Union[str, Sequence[str]], label: str, training_on
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     _record_dates(schema, table, dict(datetime or {}), files[0])
     _record_codes(schema, table)
-    _note_stray_text(schema, table)
+    _note_text_numbers(schema, table)
     referenced = {f.domain for f in schema.feature if f.HasField('domain')}
     keep = [d for d in schema.string_domain
             if d.name in referenced and len(d.value) <= MAX_DOMAIN_VALUES]
@@ -166,17 +166,26 @@ def _record_codes(schema: schema_pb2.Schema, table) -> None:
                 f'{padded[0].as_py().strip()!r}) are codes, not quantities')
 
 
-def _note_stray_text(schema: schema_pb2.Schema, table) -> None:
-    """Notes a text column that would be numbers but for a few values: if they mean missing,
-    ``data.na_values`` makes it a column of numbers."""
+def _note_text_numbers(schema: schema_pb2.Schema, table) -> None:
+    """Notes a text column of formatted numbers ("$5.00", "22,56"), which the feature plan
+    reads as numbers, and one that would be numbers but for a few values: if they mean
+    missing, ``data.na_values`` makes it a column of numbers."""
     from components.features import stray_note
-    from pipeline.profile import stray_text
+    from pipeline.profile import decimal_mark, stray_text
     for f in schema.feature:
         if f.type != schema_pb2.BYTES or f.HasField('time_domain'):
             continue
         cells = table.column(f.name).drop_null().combine_chunks()
-        stray = stray_text(cells)
-        if stray:
+        if not len(cells):
+            continue
+        mark = decimal_mark(cells)
+        stray = () if mark else stray_text(cells)
+        if mark:
+            f.annotation.comment.append(
+                f'draft: numbers written as text (e.g. {cells[0].as_py()!r}'
+                f'{", with a decimal comma" if mark == "," else ""}): the feature plan reads '
+                'them as numbers (features.roles.formatted_numbers)')
+        elif stray:
             f.annotation.comment.append(
                 f'draft: text, but numbers in all but {sum(n for _, n in stray)} of '
                 f'{len(cells)} rows: {stray_note(stray)}')

@@ -354,6 +354,16 @@ def test_draft_notes_a_column_of_numbers_but_for_a_few_error_tokens(tmp_path):
     assert text.count('draft:') == 1  # not the column of words
 
 
+def test_draft_says_the_plan_reads_numbers_written_as_text(tmp_path):
+    from pipeline.schema import describe_schema, draft_schema
+    write(tmp_path, 'temperature;price;label\n' + ''.join(
+        f'{i / 3:.2f};${i * 1000:,};{i % 2}\n'.replace('.', ',', 1) for i in range(1, 40)))
+    text = '\n'.join(describe_schema(draft_schema(str(tmp_path / '*.csv'), 'label')))
+    assert ("draft: numbers written as text (e.g. '0,33', with a decimal comma): the feature "
+            'plan reads them as numbers') in text
+    assert "draft: numbers written as text (e.g. '$1,000'): the feature plan" in text
+
+
 def test_draft_records_date_columns_in_time_domain(drafted):
     by_name = features(drafted[2])
     assert by_name['day'].time_domain.string_format == '%d.%m.%Y'
