@@ -475,17 +475,25 @@ class ChunkModelHandler(ModelHandler):
 # Writing: a shard per chunk, joined in order after the job.
 
 
+PREDICTED_CLASS = 'predicted_class'
+
+
 def prediction_columns(outputs: Dict[str, np.ndarray], fmt: str) -> Dict[str, pa.Array]:
     """The signature's outputs as columns: a scalar output as it is; a vector output (a
     multi-class model's ``probabilities``) as a list column in Parquet, and in CSV as one
     column per class, ``probabilities_<class>``, named by the model's ``classes`` output
-    (which is then left out: it is the same in every row)."""
+    (which is then left out: it is the same in every row). A multi-class model's rows also
+    get ``predicted_class``, the class of the highest probability (the first of a tie)."""
+    outputs = {k: _text(v) if v.dtype == object else v for k, v in outputs.items()}
     columns: Dict[str, pa.Array] = {}
     classes = outputs.get('classes')
+    scores = [v for k, v in outputs.items() if k != 'classes' and v.ndim == 2
+              and classes is not None and v.shape == classes.shape]
+    if scores:
+        best = classes[np.arange(len(classes)), np.argmax(scores[0], axis=1)]
+        columns[PREDICTED_CLASS] = pa.array(best)
     for name in sorted(outputs):
         value = outputs[name]
-        if value.dtype == object:
-            value = value.astype(bytes).astype(str)
         if value.ndim == 1:
             columns[name] = pa.array(value)
         elif fmt == 'parquet':
@@ -493,12 +501,16 @@ def prediction_columns(outputs: Dict[str, np.ndarray], fmt: str) -> Dict[str, pa
         elif name == 'classes' and classes is not None:
             continue
         else:
-            labels = ([c.decode('utf-8', 'replace') for c in classes[0]]
-                      if classes is not None and classes.shape == value.shape
+            labels = (list(classes[0]) if classes is not None and classes.shape == value.shape
                       else [str(i) for i in range(value.shape[1])])
             for j, label in enumerate(labels):
                 columns[f'{name}_{label}'] = pa.array(value[:, j])
     return columns
+
+
+def _text(value: np.ndarray) -> np.ndarray:
+    """A string output (TensorFlow's bytes) as text: UTF-8, as the vocabulary files hold it."""
+    return np.vectorize(lambda b: b.decode('utf-8', 'replace'), otypes=[object])(value)
 
 
 class WriteShard(beam.DoFn):

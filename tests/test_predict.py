@@ -289,3 +289,24 @@ def test_the_raw_feature_call_gives_serving_defaults_predictions(scored):
     for ours, reference in zip(outputs['serving_json'], outputs['']):
         np.testing.assert_array_equal(ours, reference)
     assert not np.array_equal(outputs[''][0], outputs[''][1])  # the fare mattered
+
+
+@pytest.mark.parametrize('fmt', ['csv', 'parquet'])
+def test_a_multiclass_row_names_its_most_probable_class(fmt):
+    classes = np.array([[b'Adelie', b'Gentoo', 'Ch\u00edn'.encode()]] * 3, dtype=object)
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]], np.float32)
+    columns = batch_inference.prediction_columns(
+        {'probabilities': probabilities, 'classes': classes}, fmt)
+    assert columns['predicted_class'].to_pylist() == ['Adelie', 'Ch\u00edn', 'Gentoo']
+    assert list(columns)[0] == 'predicted_class'
+    if fmt == 'csv':  # a column per class, named by it
+        assert columns['probabilities_Gentoo'].to_pylist() == pytest.approx([0.2, 0.3, 0.5])
+        assert 'probabilities_Ch\u00edn' in columns and 'classes' not in columns
+    else:
+        assert columns['classes'].to_pylist()[0] == ['Adelie', 'Gentoo', 'Ch\u00edn']
+
+
+def test_a_binary_or_regression_row_has_no_predicted_class():
+    columns = batch_inference.prediction_columns(
+        {'probability': np.array([0.2, 0.9], np.float32)}, 'csv')
+    assert list(columns) == ['probability']
