@@ -29,8 +29,8 @@ Kinds:
                integer, for Unix times).
 
 Columns that are not features are listed with the reason (``FeaturePlan.dropped``): the
-config's ``data.exclude``, near-unique strings (IDs, names, free text), unique consecutive
-integers (row numbers, IDs) and constant columns. Every automatic rule can be turned off in
+config's ``data.exclude``, near-unique strings (IDs, names, free text), unique integers
+that span at most twice their count (row numbers, IDs) and constant columns. Every automatic rule can be turned off in
 ``features.roles`` (``pipeline/config.py``); a column named in ``features.categorical`` /
 ``numeric`` / ``bucketize`` / ``datetime`` is taken as configured, whatever the rules say.
 """
@@ -357,7 +357,8 @@ def schema_time_format(feature) -> str:
 
 
 def _g(x: float) -> str:
-    return f'{x:.3g}'
+    """A figure for a reason: a whole number as it is ('60,011', not '6e+04'), else 3 digits."""
+    return f'{int(x):,}' if float(x).is_integer() and abs(x) < 1e15 else f'{x:.3g}'
 
 
 def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -> str:
@@ -375,8 +376,8 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
                 f'name or free text, which a model cannot generalize from')
     if (dtype == INT and p.distinct >= ID_MIN_DISTINCT and p.distinct == p.present
             and p.min is not None and p.max - p.min + 1 <= 2 * p.present):
-        return (f'unique consecutive integers ({_g(p.min)}..{_g(p.max)}, one per row): a row '
-                f'number or an ID')
+        return (f'unique integers, one per row ({int(p.min):,}..{int(p.max):,} over '
+                f'{p.present:,} rows): a row number or an ID')
     return ''
 
 

@@ -76,7 +76,7 @@ class RolesConfig:
     named in features.categorical / numeric / bucketize is taken as configured, whatever
     these say."""
     # Drop near-unique string columns (IDs, names, free text: at least 90% distinct and
-    # 20 values) and unique consecutive integers (row numbers).
+    # 20 values) and unique integers that span at most twice their count (row numbers).
     id: bool = True
     # Drop columns with a single value in every row (or no value at all).
     constant: bool = True

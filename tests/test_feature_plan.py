@@ -82,7 +82,7 @@ def test_ids_names_and_constants_are_dropped_with_the_reason(data):
     dropped = {d.name: d.reason for d in plan.dropped}
     assert set(dropped) == {'passenger', 'row', 'source'}
     assert dropped['passenger'].startswith('near-unique strings (200 distinct in 200 values)')
-    assert dropped['row'].startswith('unique consecutive integers (1..200')
+    assert dropped['row'] == 'unique integers, one per row (1..200 over 200 rows): a row number or an ID'
     assert dropped['source'] == "constant: the value 'web' in every one of 200 rows"
     assert {f.name for f in plan.features} == {'fare', 'temperature', 'cabin', 'when'}
     # The summary's lines come from the plan dict alone: every column, with its reason.
@@ -111,6 +111,20 @@ def test_a_rare_zero_one_flag_is_not_called_heavy_tailed(tmp_path):
     plan = plan_from_schema(schema, config, data_profile(config, schema))
     flag = {f.name: f for f in plan.features}['flag']
     assert not flag.log_scale and flag.reason == 'numeric (int): mean-filled, z-score'
+
+
+def test_a_reason_gives_whole_numbers_as_they_are(tmp_path):
+    # gapminder's population: the summary said "min 6e+04" for 60,011.
+    rng = random.Random(3)
+    rows = [[60011 + int(rng.lognormvariate(10, 2)), round(rng.gauss(0, 1), 3)] for _ in range(299)]
+    rows.append([60011, 0.5])
+    write_csv(str(tmp_path / 'data' / 'data.csv'), ['pop', 'label'], rows)
+    config = config_for(str(tmp_path), task='regression')
+    schema = schema_of({'pop': 'int', 'label': 'float'})
+    plan = plan_from_schema(schema, config, data_profile(config, schema))
+    pop = {f.name: f for f in plan.features}['pop']
+    assert pop.log_scale and re.search(r'heavy-tailed \(skew \d+(\.\d+)?, min 60,0\d\d\): log1p',
+                                       pop.reason), pop.reason
 
 
 def test_each_rule_can_be_turned_off_and_an_explicit_choice_wins(data):
@@ -222,7 +236,7 @@ def test_when_no_column_is_left_the_error_says_why(tmp_path):
     schema = schema_of({'id': 'int', 'label': 'int'})
     with pytest.raises(ValueError, match=r"^features: no column is left to be a feature: "
                                          r"besides the label 'label', every column was dropped "
-                                         r"\(id: unique consecutive integers"):
+                                         r"\(id: unique integers, one per row \(0..49 over 50 rows\)"):
         plan_from_schema(schema, config, data_profile(config, schema))
     write_csv(str(tmp_path / 'data' / 'data.csv'), ['label'], [[i % 2] for i in range(50)])
     with pytest.raises(ValueError, match=r"^features: no column to be a feature: the data has "
