@@ -367,7 +367,7 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
         return ''
     if roles.constant and (p.present == 0 or p.distinct <= 1 and p.present == p.rows):
         what = f'the value {p.top[0][0]!r}' if p.present else 'no value'
-        return f'constant: {what} in every one of {p.rows} rows'
+        return f'constant: {what} in every one of the {p.rows:,} rows profiled'
     if not roles.id:
         return ''
     if (dtype == STRING and p.distinct >= ID_MIN_DISTINCT
@@ -376,8 +376,8 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
                 f'name or free text, which a model cannot generalize from')
     if (dtype == INT and p.distinct >= ID_MIN_DISTINCT and p.distinct == p.present
             and p.min is not None and p.max - p.min + 1 <= 2 * p.present):
-        return (f'unique integers, one per row ({int(p.min):,}..{int(p.max):,} over '
-                f'{p.present:,} rows): a row number or an ID')
+        return (f'unique integers ({int(p.min):,}..{int(p.max):,}, {p.present:,} distinct '
+                f'in the {p.rows:,} rows profiled): a row number or an ID')
     return ''
 
 

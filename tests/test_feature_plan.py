@@ -82,8 +82,9 @@ def test_ids_names_and_constants_are_dropped_with_the_reason(data):
     dropped = {d.name: d.reason for d in plan.dropped}
     assert set(dropped) == {'passenger', 'row', 'source'}
     assert dropped['passenger'].startswith('near-unique strings (200 distinct in 200 values)')
-    assert dropped['row'] == 'unique integers, one per row (1..200 over 200 rows): a row number or an ID'
-    assert dropped['source'] == "constant: the value 'web' in every one of 200 rows"
+    assert dropped['row'] == ('unique integers (1..200, 200 distinct in the 200 rows profiled): '
+                              'a row number or an ID')
+    assert dropped['source'] == "constant: the value 'web' in every one of the 200 rows profiled"
     assert {f.name for f in plan.features} == {'fare', 'temperature', 'cabin', 'when'}
     # The summary's lines come from the plan dict alone: every column, with its reason.
     lines = reasons(plan)
@@ -236,7 +237,7 @@ def test_when_no_column_is_left_the_error_says_why(tmp_path):
     schema = schema_of({'id': 'int', 'label': 'int'})
     with pytest.raises(ValueError, match=r"^features: no column is left to be a feature: "
                                          r"besides the label 'label', every column was dropped "
-                                         r"\(id: unique integers, one per row \(0..49 over 50 rows\)"):
+                                         r"\(id: unique integers \(0..49, 50 distinct"):
         plan_from_schema(schema, config, data_profile(config, schema))
     write_csv(str(tmp_path / 'data' / 'data.csv'), ['label'], [[i % 2] for i in range(50)])
     with pytest.raises(ValueError, match=r"^features: no column to be a feature: the data has "
