@@ -191,6 +191,44 @@ def test_the_report_command_writes_any_recorded_run_again(tmp_path, capsys):
     assert values['version'] == first['push']['version']
 
 
+def test_statistics_on_a_sample_say_so(tmp_path, capsys):
+    # Above 200,000 rows StatisticsGen reads a uniform sample (TFDV's sample_rate): 336k
+    # flights showed as "train 145,097 rows", the Evaluator's 65,374 eval rows beside it.
+    import shutil
+
+    import tensorflow_data_validation as tfdv
+    import yaml
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    import pipeline_runner
+    houses = report_testlib.regression_store()
+    config = yaml.safe_load(open(houses['config'], encoding='utf-8'))
+    metadata = str(tmp_path / 'metadata.sqlite')
+    shutil.copy(houses['metadata'], metadata)
+    config['paths']['metadata'] = metadata
+    config_path = tmp_path / 'houses.yaml'
+    config_path.write_text(yaml.safe_dump(config), encoding='utf-8')
+
+    def report(name):
+        out = str(tmp_path / f'{name}.html')
+        assert pipeline_runner.main(['report', '--config', str(config_path), '--out', out]) == 0
+        capsys.readouterr()
+        return open_report(out, name, values={'sample': text('#stats-sample')})['sample']
+
+    assert report('all-rows') is None  # every row read: no word of a sample
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = metadata
+    store = metadata_store.MetadataStore(connection)
+    [stats_type] = [t for t in store.get_execution_types() if 'StatisticsGen' in t.name]
+    executions = store.get_executions_by_type(stats_type.name)
+    for execution in executions:  # as a run over 800,000 rows records it
+        execution.custom_properties['stats_options_json'].string_value = (
+            tfdv.StatsOptions(sample_rate=0.25).to_json())
+    store.put_executions(executions)
+    assert report('sampled').startswith(': a uniform sample of 25.0% of the rows')
+
+
 def test_the_push_section_shows_the_tflite_model_beside_the_saved_model():
     # The renderer on the summary's TFLite report (components/tflite_export.read_report, as
     # pipeline/report.collect puts it in the summary); no run or browser needed.

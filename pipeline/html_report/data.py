@@ -319,6 +319,18 @@ def schema_diff(curated: schema_pb2.Schema, inferred: schema_pb2.Schema) -> List
     return diff
 
 
+def statistics_sample_rate(nodes: Dict[str, NodeExecution]) -> Optional[float]:
+    """The share of rows StatisticsGen sampled (TFDV's ``StatsOptions.sample_rate``, set
+    above ``pipeline.STATS_SAMPLE_ROWS`` rows); None when it read every row."""
+    node = nodes.get('StatisticsGen')
+    options = string_property(node.execution, 'stats_options_json') if node else ''
+    try:
+        rate = json.loads(options).get('_sample_rate') if options else None
+    except (ValueError, AttributeError):
+        return None
+    return rate if isinstance(rate, (int, float)) and 0 < rate < 1 else None
+
+
 def gather_data(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], config) -> Dict[str, Any]:
     statistics_artifact = output(nodes, 'StatisticsGen', 'statistics')
     statistics = load_statistics(statistics_artifact) if statistics_artifact else {}
@@ -334,6 +346,7 @@ def gather_data(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], config
         'statistics_artifact': statistics_artifact.uri if statistics_artifact else None,
         'splits': list(statistics),
         'examples': {split: ds.num_examples for split, ds in statistics.items()},
+        'sample_rate': statistics_sample_rate(nodes),
         'features': feature_table(statistics, config.data.label, set(config.data.exclude)),
         'anomalies': None if anomalies is None else {
             'artifacts': anomalies.get('artifacts', {}),
