@@ -113,6 +113,8 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
     ``transform``: the ``transform_function`` the trainer already applied, if any.
     ``input_names``: the transformed features the model takes (default: its Keras inputs).
     """
+    from components.transform import unreadable_date_checks
+
     input_names = list(input_names or model.input_names)
     model.tft_layer = tft_output.transform_features_layer()
     transform = transform or transform_function(tft_output)
@@ -131,9 +133,12 @@ def make_signatures(model: tf.keras.Model, tft_output, plan: FeaturePlan, transf
         transformed = transform(raw)
         scores = score({name: transformed[name] for name in input_names})
         if plan.task != 'multiclass':
-            return {plan.output_key: tf.reshape(scores, [-1])}
-        classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
-        return {plan.output_key: scores, CLASSES_OUTPUT: classes}
+            outputs = {plan.output_key: tf.reshape(scores, [-1])}
+        else:
+            classes = tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+            outputs = {plan.output_key: scores, CLASSES_OUTPUT: classes}
+        with tf.control_dependencies(unreadable_date_checks(plan, raw)):
+            return {key: tf.identity(value) for key, value in outputs.items()}
 
     # autograph=False: these are straight-line graphs (Python branches on settings only);
     # converting them and the TFT layer's code they call was ~1 s of every export.

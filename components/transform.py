@@ -213,6 +213,26 @@ def date_parts(x, time_format: str) -> Dict[str, tf.Tensor]:
     return {**values, 'era': tf.where(present, era, nan)}
 
 
+def unreadable_date_checks(plan: FeaturePlan, raw_features) -> List[tf.Operation]:
+    """For the serving signatures: an assertion per string date/time column that every value
+    a client sent reads in the column's format (empty and NA tokens are missing, as in
+    training). Training data is held to that by the preflight; a client's '2013-01-01
+    10:00:00' for '%Y-%m-%dT%H:%M:%S%z' would otherwise count as missing, and the model
+    answer for a row without the date: a skew nobody sees."""
+    checks = []
+    for f in plan.of_kind(DATETIME):
+        if f.dtype != STRING:
+            continue
+        text = as_string(raw_features[f.name], plan.na_values)
+        bad = tf.logical_and(tf.not_equal(text, ''),
+                             tf.logical_not(parse_date_strings(text, f.time_format)[0]))
+        checks.append(tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [f'{f.name}: expected a date/time in the format {f.time_format} (as in '
+             'training), got', tf.boolean_mask(text, bad)], summarize=1))
+    return checks
+
+
 def as_string(x, na_values: Sequence[str] = ()):
     """Categorical column as strings; missing values, and strings in ``na_values`` (the
     data's NA tokens, for a client that sends "NA" as the CSV had it), become the empty

@@ -149,26 +149,49 @@ def test_numbers_with_a_decimal_comma_read_as_the_profile_reads_them():
     assert np.isnan(got[4:]).all()  # missing, not a number, empty
 
 
-def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_path):
-    out, tft_output = binary
-    ids = [r['company_xf'] for r in out]
-    assert ids[3] == ids[4]  # 'NA' and the empty cell: the same (out-of-vocabulary) id
-    assert b'NA' not in tft_output.vocabulary_by_name('company')
+def served_json(tft_output, tmp_path):
+    """(a small model's serving_json signature, a function of one row's inputs to its
+    probability: good values unless given)."""
     plan = make_plan()
     model = build_keras_model(plan, tft_output, TrainingConfig(hidden_units=8, hidden_layers=1))
     export_serving_model(model, tft_output, plan, str(tmp_path / 'export'))
     serve = tf.saved_model.load(str(tmp_path / 'export')).signatures[SERVING_JSON]
 
-    def probability(company):
-        inputs = {name: tf.constant([b'2023-03-15' if name.startswith('d_') else
-                                     b'2023-03-15 08:00:00' if name == 'dt_space' else
-                                     b'2023-03-15T08:00:00Z']) for name in FORMATS}
-        inputs.update(ts=tf.constant([1678867200], tf.int64), fare=tf.constant([3.0]),
-                      company=tf.constant([company]), amount=tf.constant([b'$5.00']))
-        return serve(**inputs)['probability'].numpy()[0]
+    def probability(**given):
+        inputs = {name: [text(datetime.datetime(2023, 3, 15, 8), name, 1)] for name in FORMATS}
+        inputs.update(ts=tf.constant([1678867200], tf.int64), fare=[3.0], company=[b'a'],
+                      amount=[b'$5.00'])
+        inputs.update({k: [v] for k, v in given.items()})
+        return serve(**{k: tf.constant(v) for k, v in inputs.items()})['probability'].numpy()[0]
 
-    assert probability(b'NA') == probability(b'N/A') == probability(b'')
-    assert probability(b'a') != probability(b'')
+    return probability
+
+
+def test_an_na_token_is_a_missing_value_in_training_and_at_serving(binary, tmp_path):
+    out, tft_output = binary
+    ids = [r['company_xf'] for r in out]
+    assert ids[3] == ids[4]  # 'NA' and the empty cell: the same (out-of-vocabulary) id
+    assert b'NA' not in tft_output.vocabulary_by_name('company')
+    probability = served_json(tft_output, tmp_path)
+    assert (probability(company=b'NA') == probability(company=b'N/A')
+            == probability(company=b''))
+    assert probability(company=b'a') != probability(company=b'')
+
+
+def test_a_date_a_client_sends_in_another_format_is_refused_not_taken_as_missing(binary,
+                                                                                 tmp_path):
+    # A flights model trained on '2013-01-01T10:00:00Z' answered '2013-01-01 10:00:00' as if
+    # the date were missing: the same prediction as for null.
+    probability = served_json(binary[1], tmp_path)
+    assert probability(dt_tz=b'') == probability(dt_tz=b'NA')  # missing, as in training
+    assert probability(d_dot=b'29.02.2024') != probability(d_dot=b'')
+    for column, value in (('dt_tz', b'2023-03-15 08:00:00'), ('d_dot', b'31.02.2024'),
+                          ('d_iso', b'15/03/2023')):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{column}: expected a date/time in the format "
+                                 rf"{FORMATS[column]} \(as in training\), got\] "
+                                 rf"\[{value.decode()}\]"):
+            probability(**{column: value})
 
 
 @pytest.mark.parametrize('log', [False, True], ids=['standardized', 'log1p'])
