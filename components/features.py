@@ -30,9 +30,10 @@ Kinds:
 
 Columns that are not features are listed with the reason (``FeaturePlan.dropped``): the
 config's ``data.exclude``, near-unique strings (IDs, names, free text), unique integers
-that span at most twice their count (row numbers, IDs) and constant columns. Every automatic rule can be turned off in
-``features.roles`` (``pipeline/config.py``); a column named in ``features.categorical`` /
-``numeric`` / ``bucketize`` / ``datetime`` is taken as configured, whatever the rules say.
+that span at most twice their count (row numbers, IDs) and constant columns. Every
+automatic rule can be turned off in ``features.roles`` (``pipeline/config.py``); a column
+named in ``features.categorical`` / ``numeric`` / ``bucketize`` / ``datetime`` is taken as
+configured, whatever the rules say.
 """
 from __future__ import annotations
 
