@@ -249,10 +249,15 @@ def main(argv: List[str], default_config: str, out=None) -> int:
 
 def render(result, seconds: float) -> str:
     rate = result['rows'] / seconds if seconds > 0 else 0.0
-    lines = [f'Scored {result["rows"]:,} rows in {seconds:.1f}s ({rate:,.0f} rows/s): '
+
+    def rows(n):
+        return f'{n:,} row{"" if n == 1 else "s"}'
+
+    speed = f'{rate:,.0f}' if rate >= 10 else f'{rate:.2g}'
+    lines = [f'Scored {rows(result["rows"])} in {seconds:.1f}s ({speed} rows/s): '
              f'{result["output"]}']
     if result['rejected']:
-        lines.append(f'Rejected {result["rejected"]:,} rows (file, line and reason in '
+        lines.append(f'Rejected {rows(result["rejected"])} (file, line and reason in '
                      f'{result["rejects"]})')
     else:
         lines.append(f'Rejected no rows ({result["rejects"]} lists none)')

@@ -310,3 +310,12 @@ def test_a_binary_or_regression_row_has_no_predicted_class():
     columns = batch_inference.prediction_columns(
         {'probability': np.array([0.2, 0.9], np.float32)}, 'csv')
     assert list(columns) == ['probability']
+
+
+def test_the_summary_line_reads_for_a_few_rows():
+    from pipeline.predict import render
+    text = render({'rows': 2, 'rejected': 1, 'output': 'out.csv', 'rejects': 'r.csv'}, 4.5)
+    assert text.splitlines() == ['Scored 2 rows in 4.5s (0.44 rows/s): out.csv',
+                                 'Rejected 1 row (file, line and reason in r.csv)']
+    assert render({'rows': 1, 'rejected': 0, 'output': 'o', 'rejects': 'r'}, 0.1).startswith(
+        'Scored 1 row in 0.1s (10 rows/s): o')
