@@ -320,15 +320,38 @@ def small_eval_line(ev: Dict[str, Any]) -> List[str]:
             'rows, or a larger eval share (data.split), make it mean more.']
 
 
+# A binary model's calibration (mean prediction / mean label) further than this factor from
+# 1 is worth a word when class weights explain it.
+CALIBRATION_FACTOR = 1.2
+
+
+def weighted_line(summary: Dict[str, Any]) -> List[str]:
+    """A note when class weights (the Keras trainer's) left a binary model's probabilities
+    far from the rates they stand for (empty otherwise): the weights shift every probability
+    towards the rare class; the ranking, and so AUC, is what they are for."""
+    weights = (summary.get('features') or {}).get('class_weights') or {}
+    calibration = summary['evaluation']['metrics'].get('calibration')
+    if (not weights or summary.get('trainer') != 'keras' or calibration is None
+            or 1 / CALIBRATION_FACTOR <= calibration <= CALIBRATION_FACTOR):
+        return []
+    shown = ', '.join(f'{k!r}: {v:.3g}' for k, v in sorted(weights.items()))
+    return [f'Weighted probabilities: training weighted the classes ({shown}), so the '
+            f'predicted probabilities are not the classes\' rates: calibration {calibration:.2f} '
+            '(mean prediction over mean label; 1 is calibrated). The ranking (AUC) is what the '
+            'weights serve; for probabilities to act on as they are, set '
+            'features.roles.class_weights: false.']
+
+
 def evaluation_notes(summary: Dict[str, Any]) -> List[str]:
     """What the summary and the report say in words about the evaluation: a weak model, a
-    model worse than the baseline that no threshold gates, an eval split too small."""
+    model worse than the baseline that no threshold gates, an eval split too small, weighted
+    probabilities."""
     ev = summary.get('evaluation')
     if not ev:
         return []
     return (trivial_line(ev.get('trivial'), bool(summary.get('beat_trivial')))
             + baseline_line(ev, summary['change_thresholds'])
-            + small_eval_line(ev))
+            + small_eval_line(ev) + weighted_line(summary))
 
 
 def infra_line(infra: Dict[str, Any]) -> str:

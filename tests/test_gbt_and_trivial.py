@@ -242,6 +242,25 @@ def test_the_summary_says_when_the_eval_split_is_too_small_to_mean_much(regressi
     assert 'Few eval rows' not in render(summary)
 
 
+def test_the_summary_says_when_class_weights_moved_the_probabilities(taxi_e2e):
+    # openintro's email (9.4% spam): balanced weights, calibration 1.70, and no word of why.
+    import copy
+
+    from pipeline.report import render
+    summary = copy.deepcopy(taxi_e2e['first'])
+    assert 'Weighted probabilities' not in render(summary)  # taxi is unweighted
+    summary['features']['class_weights'] = {'0': 0.552, '1': 5.34}
+    summary['evaluation']['metrics']['calibration'] = 1.7027
+    assert ("Weighted probabilities: training weighted the classes ('0': 0.552, '1': 5.34), so "
+            "the predicted probabilities are not the classes' rates: calibration 1.70 "
+            "(mean prediction over mean label; 1 is calibrated).") in render(summary)
+    summary['evaluation']['metrics']['calibration'] = 1.08  # near enough to say nothing
+    assert 'Weighted probabilities' not in render(summary)
+    summary['evaluation']['metrics']['calibration'] = 1.7027
+    summary['trainer'] = 'gbt'  # trains unweighted: the weights are not why
+    assert 'Weighted probabilities' not in render(summary)
+
+
 def test_a_standardized_regression_model_beats_the_mean_and_answers_in_prices(regression_runs):
     fitted = regression_runs['fitted']
     assert fitted['blessed'] is True and fitted['push']['pushed'] is True
