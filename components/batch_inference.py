@@ -487,9 +487,9 @@ def prediction_columns(outputs: Dict[str, np.ndarray], fmt: str) -> Dict[str, pa
     outputs = {k: _text(v) if v.dtype == object else v for k, v in outputs.items()}
     columns: Dict[str, pa.Array] = {}
     classes = outputs.get('classes')
-    scores = [v for k, v in outputs.items() if k != 'classes' and v.ndim == 2
-              and classes is not None and v.shape == classes.shape]
-    if scores:
+    scores = [v for k, v in outputs.items()
+              if k != 'classes' and classes is not None and v.shape == classes.shape]
+    if scores:  # the probabilities, one column per class
         best = classes[np.arange(len(classes)), np.argmax(scores[0], axis=1)]
         columns[PREDICTED_CLASS] = pa.array(best)
     for name in sorted(outputs):

@@ -377,7 +377,7 @@ def dropped_by_rules(name: str, dtype: str, p: Optional[ColumnProfile], roles) -
                 f'name or free text, which a model cannot generalize from')
     if (dtype == INT and p.distinct >= ID_MIN_DISTINCT and p.distinct == p.present
             and p.min is not None and p.max - p.min + 1 <= 2 * p.present):
-        return (f'unique integers ({int(p.min):,}..{int(p.max):,}, {p.present:,} distinct '
+        return (f'unique integers ({_g(p.min)}..{_g(p.max)}, {p.present:,} distinct '
                 f'in the {p.rows:,} rows profiled): a row number or an ID')
     return ''
 

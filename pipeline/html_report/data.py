@@ -324,11 +324,14 @@ def statistics_sample_rate(nodes: Dict[str, NodeExecution]) -> Optional[float]:
     above ``pipeline.STATS_SAMPLE_ROWS`` rows); None when it read every row."""
     node = nodes.get('StatisticsGen')
     options = string_property(node.execution, 'stats_options_json') if node else ''
-    try:
-        rate = json.loads(options).get('_sample_rate') if options else None
-    except (ValueError, AttributeError):
+    if not options:
         return None
-    return rate if isinstance(rate, (int, float)) and 0 < rate < 1 else None
+    import tensorflow_data_validation as tfdv
+    try:
+        rate = tfdv.StatsOptions.from_json(options).sample_rate
+    except (ValueError, TypeError):
+        return None
+    return rate if rate is not None and 0 < rate < 1 else None
 
 
 def gather_data(nodes: Dict[str, NodeExecution], summary: Dict[str, Any], config) -> Dict[str, Any]:
